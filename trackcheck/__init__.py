@@ -1,0 +1,39 @@
+"""trackcheck: Karpathy's neural-net checklist, run automatically before training.
+
+Without Hydra::
+
+    import trackcheck
+    from trackcheck.data import digits
+    from trackcheck.models import ResNet
+
+    data = digits()
+    report = trackcheck.run(lambda: ResNet([1, 8, 8], 10), data, tracker=None)
+    assert report.passed, report.gated_on
+"""
+
+__version__ = "0.1.0"
+
+from trackcheck.context import Context
+from trackcheck.core import CheckResult, Report, SkipCheck, Status, Verdict
+from trackcheck.data.spec import DataSpec, from_datasets
+from trackcheck.registry import all_checks, register
+from trackcheck.runner import Gate, run
+from trackcheck.tasks import Task, make_task
+
+__all__ = [
+    "CheckResult",
+    "Context",
+    "DataSpec",
+    "Gate",
+    "Report",
+    "SkipCheck",
+    "Status",
+    "Task",
+    "Verdict",
+    "__version__",
+    "all_checks",
+    "from_datasets",
+    "make_task",
+    "register",
+    "run",
+]

@@ -1,0 +1,62 @@
+"""Structured configs: the schema Hydra validates the composed config against.
+
+The ``checks`` node is built from the registry, one typed field per check (its params
+dataclass), so ``checks.overfit_batch.max_stepz=5`` or ``checks.overfit_batch.max_steps=abc``
+fails at startup with Hydra's own message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from trackcheck.registry import all_checks
+
+
+@dataclass
+class GateConfig:
+    # check names whose fail/error fails the stage; "all" = every check that ran
+    required: list[str] = field(default_factory=lambda: ["all"])
+    fail_on_warn: bool = False
+
+
+def checks_schema() -> type:
+    """``run`` (all | fast | names) plus one params field per registered check."""
+    fields: list[tuple[str, Any, Any]] = [
+        ("run", list[str], field(default_factory=lambda: ["all"])),
+    ]
+    for name, spec in all_checks().items():
+        fields.append((name, spec.params, field(default_factory=spec.params)))
+    return dataclasses.make_dataclass("ChecksConfig", fields)
+
+
+def schema() -> type:
+    """The whole config's schema. ``model``/``data``/``tracker`` are ``_target_`` nodes."""
+    checks = checks_schema()
+    return dataclasses.make_dataclass(
+        "TrackcheckConfig",
+        [
+            ("model", Any, None),
+            ("data", Any, None),
+            ("tracker", Any, None),
+            ("checks", checks, field(default_factory=checks)),
+            ("gate", GateConfig, field(default_factory=GateConfig)),
+            # the optimizer the checks train with; any torch.optim class via _target_
+            (
+                "optim",
+                dict[str, Any],
+                field(
+                    default_factory=lambda: {
+                        "_target_": "torch.optim.Adam",
+                        "_partial_": True,
+                        "lr": 3e-3,
+                    }
+                ),
+            ),
+            ("seed", int, 0),
+            ("device", str, "auto"),  # auto: CUDA when available, else CPU
+            ("progress", bool, True),
+            ("train", Any, None),  # optional: the user's training function, run on a pass
+        ],
+    )

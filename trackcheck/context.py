@@ -1,0 +1,144 @@
+"""The Context a check runs in: fresh models, seeded randomness, data, device, optimizer.
+
+Checks take everything from here and nothing from globals, so they work the same from the
+Hydra entry point, a notebook or a pytest test.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trackcheck.data.spec import DataSpec
+from trackcheck.tasks import Prior, Task
+
+ModelFactory = Callable[[], nn.Module]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every source trackcheck knows of: Python, NumPy's global RNG, torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Meter:
+    """Counts the root model's forward and backward passes and the time spent in them.
+
+    The benchmark reads it to split a check's time into "inside the model" and "overhead".
+    On CUDA the timers synchronise, so the split is true wall time there as well.
+    """
+
+    def __init__(self) -> None:
+        self.n_forward = 0
+        self.n_backward = 0
+        self.model_s = 0.0
+        self._t0: float | None = None
+        self.sync = False
+
+    def reset(self) -> None:
+        self.n_forward = self.n_backward = 0
+        self.model_s = 0.0
+
+    def _now(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        def pre(_m: nn.Module, _args: Any) -> None:
+            self._t0 = self._now()
+
+        def post(_m: nn.Module, _args: Any, _out: Any) -> None:
+            if self._t0 is not None:
+                self.model_s += self._now() - self._t0
+                self._t0 = None
+            self.n_forward += 1
+
+        model.register_forward_pre_hook(pre)
+        model.register_forward_hook(post)
+        return model
+
+    def backward(self, loss: Tensor, **kwargs: Any) -> None:
+        t0 = self._now()
+        loss.backward(**kwargs)
+        self.model_s += self._now() - t0
+        self.n_backward += 1
+
+
+@dataclass
+class Context:
+    model_factory: ModelFactory
+    data: DataSpec
+    optimizer_factory: OptimizerFactory
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    bigger_model_factory: ModelFactory | None = None
+    # a user's loop-based reference implementation, for vectorized_equivalence
+    reference_fn: Callable[..., Tensor] | None = None
+    output_dir: Path | None = None
+    meter: Meter = field(default_factory=Meter)
+
+    @property
+    def task(self) -> Task:
+        return self.data.task
+
+    def new_model(self, bigger: bool = False, seed: int | None = None) -> nn.Module:
+        """A freshly initialised model on the device, its init fixed by the seed."""
+        factory = self.bigger_model_factory if bigger else self.model_factory
+        if factory is None:
+            raise ValueError("no bigger model configured")
+        seed_everything(self.seed if seed is None else seed)
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"the model factory returned {type(model).__name__}, not a torch.nn.Module: "
+                "give a class or a callable that builds the model (Hydra: _partial_: true)"
+            )
+        return self.meter.attach(model.to(self.device))
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return self.optimizer_factory(model.parameters())
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the stage seed (offset it for independent streams)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    def to_device(self, batch: Any) -> Any:
+        if isinstance(batch, Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, list | tuple):
+            return type(batch)(self.to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        return batch
+
+    def train_batches(self, seed_offset: int = 0, batch_size: int | None = None) -> Iterator[Any]:
+        """Endless training batches, shuffled by a seeded generator, moved to the device."""
+        g = self.generator(seed_offset)
+        while True:
+            loader = self.data.train_loader(generator=g, batch_size=batch_size)
+            empty = True
+            for batch in loader:
+                empty = False
+                yield self.to_device(batch)
+            if empty:
+                raise ValueError("the training loader yielded no batch: is the training set empty?")
+
+    def head(self, split: str, n: int) -> tuple[Tensor, Tensor]:
+        x, y = self.data.head(split, n)
+        return self.to_device(x), self.to_device(y)
+
+    @cached_property
+    def prior(self) -> Prior:
+        return self.task.prior(self.data.targets("train"))

@@ -1,0 +1,231 @@
+"""Run the selected checks: fresh model and seed per check, timing, error isolation, the gate.
+
+This is the library's entry point and takes plain Python objects; Hydra stays in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
+from trackcheck.core import CheckResult, Report, SkipCheck, Status
+from trackcheck.data.spec import DataSpec
+from trackcheck.redact import redact
+from trackcheck.registry import CheckSpec, all_checks
+from trackcheck.trackers.base import NoTracker, Tracker, log_report
+
+
+@dataclass
+class Gate:
+    """Which results fail the stage. ``required``: check names, or ``all``."""
+
+    required: Sequence[str] = ("all",)
+    fail_on_warn: bool = False
+
+    def failing(self, results: Iterable[CheckResult]) -> list[str]:
+        bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if self.fail_on_warn else set())
+        req = set(self.required)
+        return [r.name for r in results if r.status in bad and ("all" in req or r.name in req)]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device} asked for, but CUDA is not available here: use device=auto"
+        )
+    return dev
+
+
+def select_checks(selection: str | Sequence[str] = "all") -> list[CheckSpec]:
+    """``all``, ``fast``, or check names (which may include those two words)."""
+    registry = all_checks()
+    names = [selection] if isinstance(selection, str) else list(selection)
+    chosen: list[str] = []
+    for n in names:
+        if n == "all":
+            picked = list(registry)
+        elif n == "fast":
+            picked = [k for k, s in registry.items() if s.fast]
+        elif n in registry:
+            picked = [n]
+        else:
+            raise ValueError(f"unknown check {n!r} in checks.run; available: {', '.join(registry)}")
+        chosen += [p for p in picked if p not in chosen]
+    return [registry[n] for n in registry if n in chosen]  # checklist order
+
+
+def make_params(spec: CheckSpec, given: Any) -> Any:
+    if given is None:
+        return spec.params()
+    if dataclasses.is_dataclass(given) and not isinstance(given, type):
+        return given
+    return spec.params(**dict(given))
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    from trackcheck import __version__
+
+    env: dict[str, Any] = {
+        "trackcheck": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
+    """Run one check in isolation: a crash becomes ERROR with the exception's last line."""
+    ctx.meter.reset()
+    t0 = time.perf_counter()
+    try:
+        result = spec(ctx, params)
+    except SkipCheck as e:
+        result = CheckResult(spec.name, Status.SKIP, str(e))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure inside a check is that check's ERROR
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+        result = CheckResult(spec.name, Status.ERROR, f"{type(e).__name__}: {e}{where}")
+    result.name = spec.name
+    result.duration_s = time.perf_counter() - t0
+    result.n_forward, result.n_backward = ctx.meter.n_forward, ctx.meter.n_backward
+    result.model_s = ctx.meter.model_s
+    return result
+
+
+def save_figures(result: CheckResult, out: Path) -> None:
+    """Render each figure once to PNG (trackers upload the file) and free it."""
+    import matplotlib.pyplot as plt
+
+    for name, fig in list(result.figures.items()):
+        if isinstance(fig, str | Path):
+            continue
+        path = out / "figures" / result.name / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        result.figures[name] = str(path)
+
+
+def write_report(report: Report, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(report.to_json(), indent=2, default=str))
+    return path
+
+
+def _as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
+    if isinstance(model, nn.Module):
+        import copy
+
+        # one instance: every check gets a copy of the same init (a factory is better:
+        # it lets determinism verify that the seed reaches the init)
+        return lambda: copy.deepcopy(model)
+    return model
+
+
+def run(
+    model: ModelFactory | nn.Module,
+    data: DataSpec,
+    *,
+    checks: str | Sequence[str] = "all",
+    params: dict[str, Any] | None = None,
+    optimizer: OptimizerFactory | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    gate: Gate | None = None,
+    tracker: Tracker | None = None,
+    output_dir: str | Path | None = None,
+    config: dict[str, Any] | None = None,
+    bigger_model: ModelFactory | None = None,
+    reference_fn: Callable[..., torch.Tensor] | None = None,
+    run_name: str = "trackcheck",
+    progress: bool = True,
+) -> Report:
+    """Run the checklist on ``model`` (a factory, ideally) and ``data``; return the Report.
+
+    The report is written to ``output_dir/report.json`` before anything is sent to the
+    tracker, so a tracker failure loses nothing. ``report.passed`` is the gate's verdict.
+    """
+    from trackcheck.console import Progress, print_summary
+
+    gate = gate or Gate()
+    tracker = tracker or NoTracker()
+    dev = resolve_device(device)
+    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="trackcheck-"))
+    specs = select_checks(checks)
+    params = params or {}
+    for name in params:
+        if name not in all_checks():
+            raise ValueError(f"params given for unknown check {name!r}")
+    ctx = Context(
+        model_factory=_as_factory(model),
+        data=data,
+        optimizer_factory=optimizer or (lambda ps: torch.optim.Adam(ps, lr=1e-3)),
+        device=dev,
+        seed=seed,
+        bigger_model_factory=bigger_model,
+        reference_fn=reference_fn,
+        output_dir=out,
+        meter=Meter(),
+    )
+    ctx.meter.sync = dev.type == "cuda"
+    safe_config = redact(config or {})
+    tracker.start(safe_config, run_name)  # fails fast on a bad URI, before any compute
+
+    t0 = time.perf_counter()
+    results: list[CheckResult] = []
+    report = Report(checks=results, passed=False, config=safe_config, environment=environment(dev))
+    report.output_dir = str(out)
+    try:
+        with Progress(enabled=progress, total=len(specs)) as bar:
+            for spec in specs:
+                bar.start(spec.name)
+                result = run_one(spec, ctx, make_params(spec, params.get(spec.name)))
+                save_figures(result, out)
+                results.append(result)
+                bar.done(result)
+    except KeyboardInterrupt:
+        report.gated_on = ["interrupted"]
+        report.duration_s = time.perf_counter() - t0
+        write_report(report, out)
+        tracker.finish("KILLED")
+        raise
+    report.gated_on = gate.failing(results)
+    report.passed = not report.gated_on
+    report.duration_s = time.perf_counter() - t0
+    report.tracker = tracker.info()
+    path = write_report(report, out)
+    files = [path]
+    try:
+        from trackcheck.html import write_html
+
+        files.append(write_html(report, out))
+        log_report(tracker, report, files)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED" if report.passed else "FAILED")
+    if progress:
+        print_summary(report)
+    return report

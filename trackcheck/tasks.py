@@ -1,0 +1,259 @@
+"""Task semantics: the loss, what the loss should be at init, the prior, the human metric.
+
+Every check talks to the task through this small interface, so one check works for
+classification, binary, regression and language modeling alike.
+
+Shapes (B = batch, C = classes, T = sequence length, V = vocabulary):
+    multiclass  out [B, C] logits,      y [B] int64
+    binary      out [B] or [B, 1] logit, y [B] float in {0, 1}
+    regression  out [B] or [B, 1],       y [B] float
+    lm          out [B, T, V] logits,    y [B, T] int64 (next tokens)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a model that ignores its input should predict: class frequencies or the target mean."""
+
+    probs: Tensor | None = None  # [C] for multiclass/lm, [2] (neg, pos) for binary
+    mean: float = 0.0  # regression target mean
+    var: float = 0.0  # regression target variance
+
+
+class Task:
+    name: str = ""
+    metric_name: str = ""  # the human-readable metric: accuracy, mae
+    higher_is_better: bool = True
+    classification: bool = True
+
+    # --- loss ---------------------------------------------------------------------------
+    def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """[B] loss per example (an LM sequence's loss is its mean over tokens)."""
+        raise NotImplementedError
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return self.per_example_loss(out, y).mean()
+
+    # --- init -----------------------------------------------------------------------------
+    def prior(self, y: Tensor) -> Prior:
+        raise NotImplementedError
+
+    def mean_prediction(self, out: Tensor) -> Tensor:
+        """The model's average prediction over a set of outputs: [C] probabilities or [1] mean."""
+        raise NotImplementedError
+
+    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
+        """Loss of a model that predicts ``mean_pred`` for every input: the value at init.
+
+        It is ln(C) when the prediction is uniform, the label entropy H(prior) when the bias
+        carries the prior, Var(y) + (mean(y) - m)^2 for L2 regression.
+        """
+        raise NotImplementedError
+
+    def prior_loss(self, prior: Prior) -> float:
+        """The best input-independent loss: H(prior) or Var(y)."""
+        raise NotImplementedError
+
+    def prior_bias(self, prior: Prior) -> Tensor:
+        """The final-layer bias that makes the model predict the prior at init."""
+        raise NotImplementedError
+
+    def zero_output_prediction(self, mean_pred: Tensor) -> Tensor:
+        """What an all-zero output predicts: uniform probabilities, or 0 for regression."""
+        if self.classification:
+            return torch.full_like(mean_pred, 1.0 / mean_pred.numel())
+        return torch.zeros_like(mean_pred)
+
+    # --- metrics and decoding -------------------------------------------------------------
+    def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
+        """[B] human metric per example (1.0/0.0 correct, or absolute error)."""
+        raise NotImplementedError
+
+    def target_score(self, out: Tensor, y: Tensor) -> Tensor:
+        """[B] what prediction plots show: probability of the true class, or y-hat."""
+        raise NotImplementedError
+
+
+def _prob_ce(prior_probs: Tensor, p: Tensor) -> float:
+    p = p.double().clamp_min(1e-12)
+    return float(-(prior_probs.double() * p.log()).sum())
+
+
+class Multiclass(Task):
+    name = "multiclass"
+    metric_name = "accuracy"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def _flat(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return out.reshape(-1, out.shape[-1]), y.reshape(-1)
+
+    def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if out.dim() != 2 or out.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"multiclass output should be [batch, {self.num_classes}] logits, got "
+                f"{list(out.shape)}: check the model's final layer size (data.num_outputs)"
+            )
+        return F.cross_entropy(out, y.long(), reduction="none")
+
+    def prior(self, y: Tensor) -> Prior:
+        counts = torch.bincount(y.reshape(-1).long(), minlength=self.num_classes).double()
+        return Prior(probs=counts / counts.sum())
+
+    def mean_prediction(self, out: Tensor) -> Tensor:
+        return out.reshape(-1, out.shape[-1]).double().softmax(-1).mean(0)
+
+    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
+        assert prior.probs is not None
+        return _prob_ce(prior.probs, mean_pred)
+
+    def prior_loss(self, prior: Prior) -> float:
+        return self.constant_loss(prior, prior.probs)  # type: ignore[arg-type]
+
+    def prior_bias(self, prior: Prior) -> Tensor:
+        assert prior.probs is not None
+        # log-prior, centred: softmax is shift-invariant and a centred bias reads better
+        b = prior.probs.clamp_min(1e-6).log()
+        return (b - b.mean()).float()
+
+    def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
+        return (out.argmax(-1) == y).float()
+
+    def target_score(self, out: Tensor, y: Tensor) -> Tensor:
+        return out.softmax(-1).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+
+
+class LanguageModeling(Multiclass):
+    """Next-token prediction: multiclass over the vocabulary at every position."""
+
+    name = "lm"
+    metric_name = "token_accuracy"
+
+    def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if out.dim() != 3 or out.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"language-model output should be [batch, time, {self.num_classes}] logits, "
+                f"got {list(out.shape)}"
+            )
+        tok = F.cross_entropy(out.transpose(1, 2), y.long(), reduction="none")  # [B, T]
+        return tok.mean(-1)
+
+    def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
+        return (out.argmax(-1) == y).float().mean(-1)
+
+    def target_score(self, out: Tensor, y: Tensor) -> Tensor:
+        # mean probability of the true next token over the sequence: [B]
+        return super().target_score(out, y).mean(-1)
+
+
+class Binary(Task):
+    name = "binary"
+    metric_name = "accuracy"
+
+    @staticmethod
+    def _logit(out: Tensor) -> Tensor:
+        if out.dim() == 2 and out.shape[-1] == 1:
+            out = out.squeeze(-1)
+        if out.dim() != 1:
+            raise ValueError(
+                f"binary output should be [batch] or [batch, 1] logits, got {list(out.shape)}"
+            )
+        return out
+
+    def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self._logit(out), y.float(), reduction="none")
+
+    def prior(self, y: Tensor) -> Prior:
+        p = float(y.float().mean())
+        return Prior(probs=torch.tensor([1 - p, p], dtype=torch.float64))
+
+    def mean_prediction(self, out: Tensor) -> Tensor:
+        p = torch.sigmoid(self._logit(out).double()).mean()
+        return torch.stack([1 - p, p])
+
+    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
+        assert prior.probs is not None
+        return _prob_ce(prior.probs, mean_pred)
+
+    def prior_loss(self, prior: Prior) -> float:
+        return self.constant_loss(prior, prior.probs)  # type: ignore[arg-type]
+
+    def prior_bias(self, prior: Prior) -> Tensor:
+        assert prior.probs is not None
+        p = float(prior.probs[1].clamp(1e-6, 1 - 1e-6))
+        return torch.tensor([math.log(p / (1 - p))])
+
+    def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
+        return ((self._logit(out) > 0).float() == y.float()).float()
+
+    def target_score(self, out: Tensor, y: Tensor) -> Tensor:
+        p = torch.sigmoid(self._logit(out))
+        return torch.where(y.bool(), p, 1 - p)
+
+
+class Regression(Task):
+    name = "regression"
+    metric_name = "mae"
+    higher_is_better = False
+    classification = False
+
+    @staticmethod
+    def _pred(out: Tensor, y: Tensor) -> Tensor:
+        if out.dim() == y.dim() + 1 and out.shape[-1] == 1:
+            out = out.squeeze(-1)
+        if out.shape != y.shape:
+            raise ValueError(
+                f"regression output {list(out.shape)} does not match targets {list(y.shape)}: "
+                "a [B] vs [B, 1] mismatch broadcasts silently to [B, B] in MSELoss"
+            )
+        return out
+
+    def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        d = (self._pred(out, y) - y.float()) ** 2
+        return d.reshape(d.shape[0], -1).mean(-1)
+
+    def prior(self, y: Tensor) -> Prior:
+        y = y.double()
+        return Prior(mean=float(y.mean()), var=float(y.var(unbiased=False)))
+
+    def mean_prediction(self, out: Tensor) -> Tensor:
+        return out.double().mean().reshape(1)
+
+    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
+        return prior.var + (prior.mean - float(mean_pred[0])) ** 2
+
+    def prior_loss(self, prior: Prior) -> float:
+        return prior.var
+
+    def prior_bias(self, prior: Prior) -> Tensor:
+        return torch.tensor([prior.mean])
+
+    def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
+        d = (self._pred(out, y) - y.float()).abs()
+        return d.reshape(d.shape[0], -1).mean(-1)
+
+    def target_score(self, out: Tensor, y: Tensor) -> Tensor:
+        return self._pred(out, y).reshape(out.shape[0], -1).mean(-1)
+
+
+def make_task(name: str, num_outputs: int = 1) -> Task:
+    """``name`` is one of multiclass, binary, regression, lm."""
+    if name == "multiclass":
+        return Multiclass(num_outputs)
+    if name == "lm":
+        return LanguageModeling(num_outputs)
+    if name == "binary":
+        return Binary()
+    if name == "regression":
+        return Regression()
+    raise ValueError(f"unknown task {name!r}: use one of multiclass, binary, regression, lm")
