@@ -1,0 +1,83 @@
+"""Shared test helpers: tiny data and models, a one-check runner. CPU only, no network."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(2)
+
+from trackcheck import CheckResult, DataSpec, run  # noqa: E402
+from trackcheck.data import breast_cancer, diabetes, digits, text_corpus  # noqa: E402
+from trackcheck.tasks import make_task  # noqa: E402
+
+
+def run_check(
+    name: str,
+    model: Callable[[], nn.Module],
+    data: DataSpec,
+    params: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> CheckResult:
+    """Run one check through the public API (no tracker, no progress) and return its result."""
+    report = run(model, data, checks=[name], params={name: params or {}}, progress=False, **kwargs)
+    return report[name]
+
+
+def prior_bias(data: DataSpec) -> list[float]:
+    return data.task.prior_bias(data.task.prior(data.targets())).tolist()
+
+
+def blobs(
+    task: str = "multiclass",
+    n: int = 512,
+    d: int = 8,
+    c: int = 4,
+    seed: int = 0,
+    y_shift: float = 0.0,
+) -> DataSpec:
+    """Learnable tabular data for any task: Gaussian inputs, labels from a fixed linear map."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(d, c, generator=g)
+    if task == "multiclass":
+        y: torch.Tensor = (x @ w).argmax(1)
+    elif task == "binary":
+        y = ((x @ w[:, 0]) > 0).float()
+    else:
+        y = (x @ w[:, 0]) + y_shift
+    cut = n * 3 // 4
+    return DataSpec(
+        train=TensorDataset(x[:cut], y[:cut]),
+        test=TensorDataset(x[cut:], y[cut:]),
+        task=make_task(task, c if task == "multiclass" else 1),
+        kind="tabular",
+        batch_size=32,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_data() -> DataSpec:
+    return digits()
+
+
+@pytest.fixture(scope="session")
+def cancer_data() -> DataSpec:
+    return breast_cancer()
+
+
+@pytest.fixture(scope="session")
+def diabetes_data() -> DataSpec:
+    return diabetes()
+
+
+@pytest.fixture(scope="session")
+def text_data() -> DataSpec:
+    return text_corpus(seq_len=32, max_chars=40_000)
