@@ -16,8 +16,8 @@ from trackcheck.cli import register_configs
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
 
 
-def trackcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def trackcheck(*args: str, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
         [sys.executable, "-m", "trackcheck", *args],
@@ -162,3 +162,67 @@ def test_wheel_install_finds_its_configs_outside_the_source_tree(tmp_path):
         text=True,
     )
     assert probe.stdout.startswith(str(site))
+
+
+USER_MODULE = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+class TwoLayer(nn.Module):
+    def __init__(self, n_in: int, n_out: int, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, n_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def blobs(split: str, n: int = 256):
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    x = torch.randn(n, 6, generator=g)
+    return TensorDataset(x, (x[:, 0] > x[:, 1]).long() + (x[:, 2] > 0).long())
+"""
+
+USER_MODEL = """
+defaults:
+  - /data@_global_.data: mydata
+_target_: my_pkg.TwoLayer
+n_in: 6
+n_out: ${data.num_outputs}
+bigger: {hidden: 64}
+"""
+
+USER_DATA = """
+_target_: trackcheck.data.from_datasets
+train: {_target_: my_pkg.blobs, split: train}
+test: {_target_: my_pkg.blobs, split: test}
+task: multiclass
+num_outputs: 3
+"""
+
+
+@pytest.mark.slow
+def test_users_own_model_and_data_through_config_dir(tmp_path):
+    (tmp_path / "my_pkg.py").write_text(USER_MODULE)
+    (tmp_path / "my_configs" / "model").mkdir(parents=True)
+    (tmp_path / "my_configs" / "data").mkdir()
+    (tmp_path / "my_configs" / "model" / "mynet.yaml").write_text(USER_MODEL)
+    (tmp_path / "my_configs" / "data" / "mydata.yaml").write_text(USER_DATA)
+    p = trackcheck(
+        "--config-dir",
+        "my_configs",
+        "+model=mynet",
+        "tracker=none",
+        "checks.run=[loss_at_init,overfit_batch]",
+        "progress=false",
+        cwd=tmp_path,
+        PYTHONPATH=str(tmp_path),
+    )
+    assert p.returncode == 0, p.stderr
+    (doc,) = reports(tmp_path)
+    assert {c["name"]: c["status"] for c in doc["checks"]} == {
+        "loss_at_init": "pass",
+        "overfit_batch": "pass",
+    }
