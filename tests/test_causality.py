@@ -1,0 +1,127 @@
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from conftest import blobs, run_check
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from trackcheck import DataSpec, make_task
+from trackcheck.checks import _deps
+from trackcheck.core import Status
+from trackcheck.models import GPT, MLP
+from trackcheck.models.gpt import CausalSelfAttention
+
+
+class MaskedAttention(CausalSelfAttention):
+    """Attention with an explicit mask: ``diagonal`` 0 is causal, 1 lets t see t+1 (the
+    off-by-one bug), None is no mask at all (the missing-mask bug)."""
+
+    def __init__(self, d_model: int, n_head: int, diagonal: int | None) -> None:
+        super().__init__(d_model, n_head)
+        self.diagonal = diagonal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        mask = None
+        if self.diagonal is not None:
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(self.diagonal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+def tiny_gpt(mask_diagonal: int | None = 0, n_layer: int = 1):  # type: ignore[no-untyped-def]
+    def build() -> GPT:
+        model = GPT(96, 32, d_model=16, n_head=2, n_layer=n_layer)
+        for block in model.blocks:
+            block.attn = MaskedAttention(16, 2, mask_diagonal)
+        return model
+
+    return build
+
+
+def test_gpt_passes(text_data):
+    r = run_check("causality", lambda: GPT(96, 32, d_model=16, n_head=2, n_layer=1), text_data)
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["max_future_leak"] == 0.0  # masked weights are exactly 0 after softmax
+    assert r.metrics["self_dependent"] == 1.0
+    assert Path(r.figures["gradient_map"]).is_file()
+
+
+def test_explicit_causal_mask_passes(text_data):
+    r = run_check("causality", tiny_gpt(mask_diagonal=0, n_layer=2), text_data)
+    assert r.status == Status.PASS, r.message
+
+
+def test_missing_causal_mask_fails(text_data):
+    r = run_check("causality", tiny_gpt(mask_diagonal=None), text_data)
+    assert r.status == Status.FAIL
+    assert r.metrics["leaking_pairs"] == 32 * 31 / 2  # every s > t
+    assert "causal mask is missing" in r.message
+
+
+def test_off_by_one_mask_fails_naming_the_pairs(text_data):
+    r = run_check("causality", tiny_gpt(mask_diagonal=1), text_data)
+    assert r.status == Status.FAIL
+    assert r.metrics["leaking_pairs"] == 31  # one layer: exactly the pairs (t, t + 1)
+    assert "(t=0, s=1), (t=1, s=2)" in r.message
+    assert "off by one" in r.message
+
+
+def test_off_by_one_reach_grows_with_depth(text_data):
+    r = run_check("causality", tiny_gpt(mask_diagonal=1, n_layer=2), text_data)
+    assert r.status == Status.FAIL
+    assert r.metrics["leaking_pairs"] == 31 + 30  # (t, t + 1) and (t, t + 2)
+    assert "at most 2 position(s) ahead" in r.message
+
+
+def test_skips_a_model_without_sequences():
+    r = run_check("causality", lambda: MLP([8], 4), blobs())
+    assert r.status == Status.SKIP
+    assert "not an autoregressive model" in r.message
+
+
+def test_skips_token_data_whose_output_has_no_time_axis():
+    class Classifier(nn.Module):  # a bag of tokens -> class logits [B, C]
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 8)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(idx).mean(1))
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 10, (64, 12), generator=g), torch.randint(0, 3, (64,), generator=g)
+    data = DataSpec(
+        train=TensorDataset(x, y),
+        test=TensorDataset(x, y),
+        task=make_task("multiclass", 3),
+        kind="tokens",
+    )
+    r = run_check("causality", Classifier, data)
+    assert r.status == Status.SKIP
+    assert "no time axis" in r.message
+
+
+def test_can_be_turned_off_for_a_bidirectional_model(text_data):
+    r = run_check("causality", tiny_gpt(mask_diagonal=None), text_data, {"enabled": False})
+    assert r.status == Status.SKIP
+
+
+def test_charts_a_prefix_of_seq_len_positions(text_data):
+    r = run_check("causality", tiny_gpt(mask_diagonal=1), text_data, {"seq_len": 8})
+    assert r.metrics["seq_len"] == 8
+    assert r.metrics["leaking_pairs"] == 7  # (t, t + 1) for t < 7
+
+
+def test_map_charted_in_chunks_equals_the_map_in_one_go(text_data, monkeypatch):
+    model = tiny_gpt(mask_diagonal=None)().eval()
+    x, _ = text_data.head("test", 1)
+    point = _deps.differentiable_input(model, x)
+    whole = _deps.dependency_map(point, dim=1, seed=0)
+    monkeypatch.setattr(_deps, "CHUNK_ELEMENTS", 5 * (x.numel() * (96 + 16)))  # 5 per chunk
+    chunked = _deps.dependency_map(point, dim=1, seed=0)
+    torch.testing.assert_close(chunked, whole)

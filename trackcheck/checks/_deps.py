@@ -1,0 +1,202 @@
+"""Dependency maps by backprop, shared by ``batch_independence`` and ``causality``.
+
+Karpathy's tip: "set the loss to be something trivial like the sum of all outputs of example
+i, run the backward pass all the way to the input, and ensure that you get a non-zero
+gradient only on the i-th input". Here that is done for every i at once: one forward, then
+one vector-Jacobian product per output unit (example or position), batched with
+``torch.func.vmap``. The result is a map ``M[i, j]`` = norm of the gradient that output unit
+i sends to input unit j.
+
+Two details make the map trustworthy:
+
+* The "sum of outputs" is a *randomly weighted* sum. A plain sum can cancel: softmax outputs
+  sum to 1 for every input, so their sum has zero gradient everywhere and would look
+  independent of everything. A Gaussian weighting has zero gradient only where the output
+  truly does not depend on the input (with probability 1).
+* Token ids are integers and have no gradient. For those we differentiate at the output of
+  the ``nn.Embedding`` that reads the ids: a forward hook replaces that output by a tensor
+  we own, so the rest of the model runs unchanged (no layer is swapped or removed).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from trackcheck import plots
+from trackcheck.core import SkipCheck
+
+
+@dataclass
+class DiffPoint:
+    """The model as a function of a float tensor we can differentiate against."""
+
+    fn: Callable[[Tensor], Tensor]  # h -> the model's output on the original input
+    h: Tensor  # the point: the input itself, or the embedding's output [B, T, C]
+    where: str  # for messages: "the input" or "the output of nn.Embedding 'tok'"
+
+
+def differentiable_input(model: nn.Module, x: Tensor) -> DiffPoint:
+    """Float inputs are used as they are; integer inputs (token ids) are replaced by the
+    output of the first ``nn.Embedding`` called on a tensor of their shape."""
+    if not isinstance(x, Tensor):
+        raise SkipCheck(
+            f"the model input is a {type(x).__name__}, not a tensor: dependency maps need "
+            "one input tensor"
+        )
+    if x.is_floating_point():
+        return DiffPoint(model, x.detach(), "the input")
+    name, emb, h0 = _find_embedding(model, x)
+
+    def fn(h: Tensor) -> Tensor:
+        with _replace_output(emb, h):
+            return model(x)
+
+    return DiffPoint(fn, h0, f"the output of nn.Embedding {name!r}")
+
+
+def _find_embedding(model: nn.Module, x: Tensor) -> tuple[str, nn.Module, Tensor]:
+    """One probe forward: the first embedding whose input has x's shape (the token table,
+    not a position table fed ``arange(T)``), and its output there (detached)."""
+    found: list[tuple[str, nn.Module, Tensor]] = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            if not found and args and isinstance(args[0], Tensor) and args[0].shape == x.shape:
+                found.append((name, m, out.detach()))
+
+        return hook
+
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    handles = [m.register_forward_hook(record(n)) for n, m in embeddings]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hd in handles:
+            hd.remove()
+    if not found:
+        raise SkipCheck(
+            f"the input is {x.dtype} (no gradient) and no nn.Embedding module is called on "
+            f"it (embeddings found: {[n for n, _ in embeddings] or 'none'}): use an "
+            "nn.Embedding module for the token table so gradients can be taken at its output"
+        )
+    return found[0]
+
+
+@contextmanager
+def _replace_output(module: nn.Module, h: Tensor) -> Iterator[None]:
+    """While active, ``module`` returns ``h`` (same shape) instead of its own output."""
+
+    def hook(_m: nn.Module, _args: Any, out: Any) -> Any:
+        return h if isinstance(out, Tensor) and out.shape == h.shape else None
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# elements of one chunk of cotangents plus gradients (32M: 128 MB in float32), so that a
+# long sequence or a large vocabulary is charted chunk by chunk instead of all at once
+CHUNK_ELEMENTS = 2**25
+
+
+def dependency_map(point: DiffPoint, dim: int, seed: int) -> Tensor:
+    """``M[i, j]``: norm of the gradient of a random weighting of output unit i with respect
+    to input unit j, units indexed along ``dim`` of both the output and ``point.h`` (dim 0:
+    examples; dim 1: positions). Returns [n_out, n_in] float64 on the CPU."""
+    out, vjp_fn = torch.func.vjp(point.fn, point.h)[:2]  # (output, its vjp function)
+    if not isinstance(out, Tensor) or out.dim() <= dim:
+        shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise TypeError(f"the model output should be a tensor with a unit axis {dim}: {shape}")
+    n = out.shape[dim]
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.randn(out.shape, generator=g).to(out)  # random, so sums cannot cancel
+    select = torch.eye(n, dtype=out.dtype, device=out.device)
+    shape = [-1] + [1] * out.dim()
+    shape[dim + 1] = n
+    chunk = max(1, CHUNK_ELEMENTS // (out.numel() + point.h.numel()))
+    rows = []
+    for start in range(0, n, chunk):
+        # one cotangent per output unit i: the weights on unit i, zero elsewhere
+        cotangents = weights.unsqueeze(0) * select[start : start + chunk].reshape(shape)
+        grads = _vjps(vjp_fn, cotangents).detach().movedim(dim + 1, 1)  # [chunk, n_in, ...]
+        norms = grads.reshape(len(grads), grads.shape[1], -1).double().norm(dim=-1)
+        rows.append(norms.cpu())  # [chunk, n_in]
+    return torch.cat(rows)
+
+
+def _vjps(vjp_fn: Callable[[Tensor], tuple[Tensor]], cotangents: Tensor) -> Tensor:
+    """vjp_fn applied to each cotangent [k, *out.shape] -> [k, *h.shape], batched by vmap."""
+    try:
+        with warnings.catch_warnings():
+            # ops without a batching rule (CPU attention) fall back to a loop: slower, correct
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            return torch.func.vmap(vjp_fn)(cotangents)[0]
+    except RuntimeError:  # an op vmap cannot batch at all: one backward per unit instead
+        return torch.stack([vjp_fn(c)[0] for c in cotangents])
+
+
+def zero_tolerance(dtype: torch.dtype, given: float | None) -> float:
+    """The relative size below which a gradient counts as zero: the dtype's machine epsilon
+    unless given. A product with a zero cotangent is exactly 0 in any dtype, so a model with
+    no path between two units gives exactly 0; anything under one rounding step of the
+    largest gradient cannot be told apart from rounding."""
+    return float(given) if given is not None else float(torch.finfo(dtype).eps)
+
+
+def unusable(m: Tensor, where: str, what: str) -> str | None:
+    """Why map ``m`` cannot chart ``what`` (a failure message), or None when it can."""
+    if not bool(torch.isfinite(m).all()):
+        return (
+            f"gradients at {where} are NaN/Inf, so {what} cannot be charted: the forward or "
+            "backward overflows (log of 0, division by a zero norm, huge init?)"
+        )
+    if float(m.max()) == 0:
+        return (
+            f"no output depends on {where} (every gradient is exactly 0), so {what} cannot "
+            "be charted: the input path is cut (.detach(), torch.no_grad(), .data) or the "
+            "model ignores its input"
+        )
+    return None
+
+
+def pairs(mask: Tensor, k: int) -> list[tuple[int, int]]:
+    """The first ``k`` (row, column) positions where ``mask`` is true, row-major."""
+    return [(int(i), int(j)) for i, j in mask.nonzero().tolist()[:k]]
+
+
+def heatmap(
+    m: Tensor, bad: Tensor, title: str, xlabel: str, ylabel: str, diagonal: bool = False
+) -> Figure:
+    """A dependency map as log10(gradient norm / largest norm); exact zeros white, the
+    entries judged as violations marked with red crosses."""
+    rel = (m / m.max()).numpy() if float(m.max()) > 0 else m.numpy()
+    pos = rel > 0
+    logs = np.ma.masked_where(~pos, np.log10(np.where(pos, rel, 1.0)))
+    floor = min(float(logs.min()), -1.0) if pos.any() else -1.0
+    fig, ax = plots.figure(4.6, 3.8)
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    im = ax.imshow(logs, cmap=cmap, vmin=floor, vmax=0.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="log10(grad norm / max); white = exactly 0")
+    if diagonal:
+        n = max(m.shape)
+        ax.plot([-0.5, n - 0.5], [-0.5, n - 0.5], color="k", lw=0.6, ls="--")
+    rows, cols = np.nonzero(bad.numpy())
+    if len(rows):
+        ax.scatter(cols, rows, marker="x", color="red", s=14, lw=1, label="violation")
+        ax.legend(fontsize=7, loc="lower left")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.title.set_fontsize(9)
+    return fig

@@ -1,0 +1,139 @@
+"""use backprop to chart dependencies (time): in an autoregressive model the output at
+position t depends only on inputs at positions s <= t. The T x T map of gradient norms for
+one sequence is logged as a picture; anything above its diagonal is a leak from the future.
+
+Token ids have no gradient, so the map is taken at the output of the nn.Embedding that reads
+them (a forward hook; the model runs unchanged, in eval mode so dropout stays off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trackcheck.checks import _deps
+from trackcheck.context import Context
+from trackcheck.core import CheckResult, SkipCheck, Status
+from trackcheck.registry import register
+
+
+@dataclass
+class CausalityParams:
+    # None: applies to language models (task lm) and to token data whose output keeps the
+    # time axis [B, T, ...]; false turns it off for a model that is bidirectional by design
+    enabled: bool | None = None
+    # "zero" above the diagonal means at most this fraction of the map's largest entry.
+    # None: the machine epsilon of the model's dtype (float32: 1.2e-7). A masked attention
+    # weight is exactly 0 after softmax, so a causal model gives exactly 0 there (measured:
+    # 0.0 on the shipped GPT); an unmasked one leaks entries comparable to the diagonal
+    zero_rtol: float | None = None
+    # positions charted: the first seq_len inputs of one test sequence (None: all of them);
+    # the map costs one vector-Jacobian product per position
+    seq_len: int | None = 64
+    max_listed: int = 6  # offending (t, s) pairs named in the message
+
+
+def _applies(ctx: Context, p: CausalityParams) -> None:
+    if p.enabled is False:
+        raise SkipCheck("turned off (checks.causality.enabled=false)")
+    if p.enabled is None and ctx.task.name != "lm" and ctx.data.kind != "tokens":
+        raise SkipCheck(
+            f"not an autoregressive model: the task is {ctx.task.name} on {ctx.data.kind} "
+            "data (it runs for task lm or token data; force it with "
+            "checks.causality.enabled=true)"
+        )
+
+
+@register("causality", CausalityParams, order=95)
+def causality(ctx: Context, p: CausalityParams) -> CheckResult:
+    """The output at position t depends only on inputs at positions up to t."""
+    _applies(ctx, p)
+    model = ctx.new_model()
+    model.eval()
+    x, _ = ctx.head("test", 1)  # one sequence [1, T]
+    if isinstance(x, Tensor) and x.dim() >= 2 and p.seq_len is not None:
+        x = x[:, : p.seq_len]  # a prefix is a valid sequence for a causal model
+    point = _deps.differentiable_input(model, x)
+    with torch.no_grad():
+        out = point.fn(point.h)
+    if out.dim() < 2 or out.shape[1] != point.h.shape[1]:
+        raise SkipCheck(
+            f"the output {list(out.shape)} has no time axis matching the input "
+            f"{list(point.h.shape)} at dim 1, so there is no position-wise causality to check"
+        )
+    m = _deps.dependency_map(point, dim=1, seed=ctx.seed)  # [T, T]: output t <- input s
+    tol = _deps.zero_tolerance(point.h.dtype, p.zero_rtol)
+    return _judge(m, tol, point.where, p.max_listed)
+
+
+def _judge(m: Tensor, tol: float, where: str, k: int) -> CheckResult:
+    t = m.shape[0]
+    scale = float(m.max())
+    rel = m / scale if scale > 0 else m  # [T, T], relative to the largest entry
+    future = torch.ones_like(rel, dtype=torch.bool).triu(1)  # s > t
+    leaks = (rel > tol) & future
+    max_leak = float(rel[future].max()) if t > 1 else 0.0
+    metrics = {
+        "seq_len": float(t),
+        "max_future_leak": max_leak,  # largest entry above the diagonal / largest entry
+        "leaking_pairs": float(leaks.sum()),
+        # outputs that depend on their own position's input (1.0 for a usual causal model)
+        "self_dependent": float((rel.diagonal() > tol).float().mean()),
+        "tolerance": tol,
+    }
+    figure = _deps.heatmap(
+        m,
+        leaks,
+        f"gradient of output t w.r.t. input s\n(one sequence, at {where})",
+        "input position s",
+        "output position t",
+        diagonal=True,
+    )
+    threshold = f"above diagonal <= {tol:.2g} x max"
+    if (why := _deps.unusable(m, where, "causality")) is not None:
+        status, msg = Status.FAIL, why
+    elif bool(leaks.any()):
+        status = Status.FAIL
+        listed = ", ".join(f"(t={i}, s={j})" for i, j in _deps.pairs(leaks, k))
+        hint = _likely_cause(leaks, future)
+        msg = (
+            f"outputs see the future: {int(leaks.sum())} of {t * (t - 1) // 2} pairs with "
+            f"s > t carry gradient, e.g. {listed}; largest {max_leak:.3g} x the map's "
+            f"maximum, expected 0 (tolerance {tol:.2g}). {hint}. If the model "
+            "is bidirectional by design, set checks.causality.enabled=false"
+        )
+    else:
+        status = Status.PASS
+        exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the maximum"
+        msg = (
+            f"over {t} positions, output t depends only on inputs s <= t (gradients at "
+            f"{where}; largest entry above the diagonal {exact}, tolerance {tol:.2g})"
+        )
+    return CheckResult(
+        "causality",
+        status,
+        msg,
+        metrics=metrics,
+        figures={"gradient_map": figure},
+        value=max_leak,
+        threshold=threshold,
+    )
+
+
+def _likely_cause(leaks: Tensor, future: Tensor) -> str:
+    """Name the bug from the leaks' shape: the whole upper triangle means no mask at all; a
+    band k positions wide means a mask that lets t see t+1 (each of k layers adds one)."""
+    if bool((leaks == future).all()):
+        return (
+            "Every future position leaks: the causal mask is missing (is_causal=False, no "
+            "attn_mask) or a layer is bidirectional"
+        )
+    where = leaks.nonzero()  # [n, 2] rows (t, s)
+    ahead = int((where[:, 1] - where[:, 0]).max())
+    return (
+        f"Leaks reach at most {ahead} position(s) ahead, not the whole future: a causal "
+        "mask off by one (t sees t+1, e.g. tril(diagonal=1)); each layer with such a mask "
+        "adds one position of reach"
+    )
