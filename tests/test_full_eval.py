@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+from conftest import blobs, run_check
+from torch.utils.data import DataLoader
+
+from trackcheck import DataSpec
+from trackcheck.checks._eval import estimate
+from trackcheck.core import Status
+from trackcheck.models import MLP
+
+
+def _with_loader(data: DataSpec, loader_fn) -> DataSpec:  # type: ignore[no-untyped-def]
+    return DataSpec(train=data.train, test=data.test, task=data.task, kind=data.kind,
+                    batch_size=data.batch_size, test_loader_fn=loader_fn)
+
+
+def _digits_model():  # type: ignore[no-untyped-def]
+    return MLP([1, 8, 8], 10, width=8)
+
+
+def test_wilson_interval_and_binomial_se():
+    est = estimate(torch.tensor([1.0] * 90 + [0.0] * 10))
+    assert est.method == "wilson" and est.n == 100
+    assert est.se == pytest.approx(math.sqrt(0.9 * 0.1 / 100))
+    # Wilson score interval, written out: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1+z^2/n)
+    z, n, p = 1.959964, 100, 0.9
+    centre, half = p + z**2 / (2 * n), z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    assert est.lo == pytest.approx((centre - half) / (1 + z**2 / n), abs=1e-5)
+    assert est.hi == pytest.approx((centre + half) / (1 + z**2 / n), abs=1e-5)
+
+
+def test_continuous_metric_uses_the_sample_se():
+    errors = torch.tensor([1.0, 2.0, 4.0, 8.0, 3.0, 5.0])
+    est = estimate(errors)
+    assert est.method == "t"
+    assert est.se == pytest.approx(float(errors.std()) / math.sqrt(6))
+
+
+def test_large_enough_test_set_passes():
+    # 3000 test examples: worst-case half-width 0.98/sqrt(3000) = 0.018 < 0.02
+    r = run_check("full_eval", lambda: MLP([8], 4, width=8), blobs(n=12000))
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["n_evaluated"] == r.metrics["n_test_set"] == 3000
+    assert r.metrics["half_width_judged"] == pytest.approx(0.98 / math.sqrt(3000), rel=1e-3)
+
+
+def test_digits_test_set_is_evaluated_once_but_warns_it_is_too_small(digits_data):
+    r = run_check("full_eval", _digits_model, digits_data)
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["n_evaluated"] == 360 and r.metrics["n_repeated"] == 0
+    assert "+-0.052" in r.message and "2401 examples" in r.message
+    assert {"accuracy", "accuracy_se", "accuracy_ci_lo", "accuracy_ci_hi"} <= set(r.metrics)
+    assert {"resolution", "per_class"} <= set(r.figures)
+
+
+def test_expected_accuracy_narrows_the_judged_interval(digits_data):
+    r = run_check("full_eval", _digits_model, digits_data, {"expected_metric": 0.99})
+    # 1.96 sqrt(0.99 * 0.01 / 360) = 0.0103: 360 examples resolve a 99%-accurate model
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["half_width_judged"] == pytest.approx(0.0103, abs=1e-4)
+
+
+def test_fails_when_the_eval_loader_drops_the_last_batch(digits_data):
+    def drop_last(batch_size=64):  # type: ignore[no-untyped-def]
+        return DataLoader(digits_data.test, batch_size=batch_size, drop_last=True)
+
+    r = run_check("full_eval", _digits_model, _with_loader(digits_data, drop_last))
+    assert r.status == Status.FAIL
+    assert r.metrics["n_evaluated"] == 320 and r.metrics["n_skipped"] == 40  # 360 = 5 x 64 + 40
+    assert "yielded 320 examples, the test set has 360" in r.message
+
+
+def test_fails_on_repeated_samples_even_when_the_count_matches(digits_data):
+    n = len(digits_data.test)
+    order = list(range(n - 10)) + list(range(10))  # the last 10 skipped, the first 10 twice
+
+    def repeats(batch_size=64):  # type: ignore[no-untyped-def]
+        return DataLoader(digits_data.test, batch_size=batch_size, sampler=order)
+
+    r = run_check("full_eval", _digits_model, _with_loader(digits_data, repeats))
+    assert r.status == Status.FAIL
+    assert r.metrics["n_evaluated"] == n
+    assert "10 never evaluated, 10 evaluated more than once" in r.message
+
+
+def test_regression_reports_mae_with_its_relative_width(diabetes_data):
+    r = run_check("full_eval", lambda: MLP([10], 1, out_bias=152.0), diabetes_data)
+    assert r.status == Status.WARN, r.message  # 89 examples: the MAE is known to about +-15%
+    assert r.metrics["mae_n"] == 89
+    rel = 1.987 * r.metrics["mae_se"] / r.metrics["mae"]  # t(0.975, 88) = 1.987
+    assert r.metrics["half_width_judged"] == pytest.approx(rel, rel=1e-3)
+    assert "histogram" in r.figures
