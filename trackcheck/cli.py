@@ -8,21 +8,27 @@ built here. Exit codes: 0 the gate passed, 1 it failed (or Hydra rejected the co
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from trackcheck import sweep
 from trackcheck.config import schema
 from trackcheck.core import Report
 from trackcheck.data.spec import DataSpec
 from trackcheck.registry import all_checks
 from trackcheck.runner import Gate, run
+from trackcheck.trackers.base import NoTracker, RunStatus, Tracker
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -78,12 +84,24 @@ def build_model_factories(
     return factory, big
 
 
-def build_and_run(cfg: DictConfig, output_dir: str, run_name: str) -> Report:
-    """``train(cfg)`` in lightning-hydra-template terms: everything but Hydra's own plumbing."""
+def build_tracker(cfg: DictConfig, extra: dict[str, Any] | None = None) -> Tracker | None:
+    """``cfg.tracker``; ``extra`` kwargs come from a sweep (parent run, W&B group)."""
+    if cfg.tracker is None:
+        return None
+    return _instantiate(cfg.tracker, "tracker", **(extra or {}))  # type: ignore[no-any-return]
+
+
+def build_and_run(
+    cfg: DictConfig, output_dir: str, run_name: str, tracker: Tracker | None = None
+) -> Report:
+    """``train(cfg)`` in lightning-hydra-template terms: everything but Hydra's own plumbing.
+
+    ``tracker``, when given, is used instead of building ``cfg.tracker``.
+    """
     data = build_data(cfg)
     factory, bigger = build_model_factories(cfg, data)
     optim = _instantiate(cfg.optim, "optim")
-    tracker = _instantiate(cfg.tracker, "tracker") if cfg.tracker is not None else None
+    tracker = tracker if tracker is not None else build_tracker(cfg)
     reference = _instantiate(cfg.reference, "reference") if cfg.get("reference") else None
     params = {name: OmegaConf.to_object(cfg.checks[name]) for name in all_checks()}
     config = {str(k): v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}  # type: ignore[union-attr]
@@ -106,6 +124,151 @@ def build_and_run(cfg: DictConfig, output_dir: str, run_name: str) -> Report:
     )
 
 
+# --- gate, then train --------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """One job: the stage's report, and the training function's result when it ran."""
+
+    report: Report
+    trained: bool = False
+    train_result: Any = None
+
+
+def build_train(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
+    """The user's training function from ``train._target_``, or None.
+
+    Called as ``fn(cfg)`` with the composed config; the node's other keys are bound as
+    keyword arguments (``+train.epochs=3`` -> ``fn(cfg, epochs=3)``). Built before the stage
+    runs, so a typo in ``_target_`` fails at once (exit 2), not after the checks.
+    """
+    node = cfg.get("train")
+    if node is None or not node.get("_target_"):
+        return None
+    return _instantiate(node, "train", _partial_=True)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def active_run(tracker: Tracker) -> Iterator[None]:
+    """Make the tracker's run the SDK's current run while the user's train function runs,
+    so its ``mlflow.log_metric`` / ``wandb.log`` calls land beside the sanity panels.
+
+    A tracker that knows how to do this offers ``activate()`` (a context manager); MLflow's
+    is done here: resume the run as the fluent active run. W&B needs nothing: the tracker's
+    ``wandb.init`` already made it ``wandb.run``.
+    """
+    activate = getattr(tracker, "activate", None)
+    if callable(activate):
+        with activate():
+            yield
+        return
+    from trackcheck.trackers.mlflow import MLflowTracker
+
+    if isinstance(tracker, MLflowTracker) and not tracker.attached and tracker.run_id:
+        import mlflow
+
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(tracker.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=tracker.run_id):
+                yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return
+    yield
+
+
+class HeldRun:
+    """A tracker whose run stays open after a passing stage, so training can log into it.
+
+    The runner closes the run when the stage ends. A pass (FINISHED) is held back until
+    ``train`` has run; a failed gate or an interrupt still closes the run at once. Every
+    other Tracker method goes straight to the wrapped tracker.
+    """
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.held = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tracker, name)
+
+    def finish(self, status: RunStatus) -> None:
+        if status == "FINISHED":
+            self.held = True
+        else:
+            self.tracker.finish(status)
+
+    def train(self, fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+        """Run ``fn(cfg)`` inside the held run, then close it (FAILED if ``fn`` raised)."""
+        assert self.held, "train only after a stage that passed"
+        try:
+            with active_run(self.tracker):
+                result = fn(cfg)
+        except KeyboardInterrupt:
+            self.tracker.finish("KILLED")
+            raise
+        except BaseException:
+            self.tracker.finish("FAILED")
+            raise
+        self.tracker.finish("FINISHED")
+        return result
+
+
+def gate_then_train(
+    cfg: DictConfig, output_dir: str, run_name: str, tracker_args: dict[str, Any] | None = None
+) -> Outcome:
+    """The stage; when its gate passes and ``cfg.train`` is set, training in the same run."""
+    if cfg.model is None:
+        raise UsageError(no_model_message())
+    train = build_train(cfg)
+    tracker = build_tracker(cfg, tracker_args) or NoTracker()
+    if train is None:
+        return Outcome(build_and_run(cfg, output_dir, run_name, tracker))
+    held = HeldRun(tracker)
+    # HeldRun is a Tracker by delegation (__getattr__), which mypy cannot see
+    report = build_and_run(cfg, output_dir, run_name, cast(Tracker, held))
+    if not report.passed:
+        failed = ", ".join(report.gated_on)
+        print(f"trackcheck: gate failed on {failed}: not training", file=sys.stderr)
+        return Outcome(report)
+    return Outcome(report, trained=True, train_result=held.train(train, cfg))
+
+
+def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
+    """One job of a sweep (``-m``): record its verdict in the sweep dir and RETURN a value.
+
+    Never raises for a failed gate or a broken job: Hydra's BasicSweeper would re-raise the
+    first failure after the batch and skip ``on_multirun_end`` (no summary). The value is
+    what an optimising sweeper reads (see ``sweep.job_value``).
+    """
+    sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir  # absolute, even with hydra.job.chdir
+    record = sweep.JobRecord(
+        num=hc.job.num, overrides=list(hc.overrides.task), output_dir=hc.runtime.output_dir
+    )
+    outcome: Outcome | None = None
+    stopped_by = sweep.stop_requested(sweep_dir)
+    if stopped_by is not None:
+        record.status = sweep.SKIPPED
+        record.message = f"not run: fail-fast after job {stopped_by} failed"
+    else:
+        try:
+            args = sweep.tracker_args(cfg.tracker, sweep.read_context(sweep_dir))
+            outcome = gate_then_train(cfg, record.output_dir, f"{run_name}-{record.num}", args)
+            record.set_report(outcome.report)
+        except UsageError as e:
+            print(f"trackcheck: error: job {record.num}: {e}", file=sys.stderr)
+            record.message = str(e)
+        except Exception as e:  # noqa: BLE001 - one broken job must not stop the others
+            traceback.print_exc()
+            record.message = f"{type(e).__name__}: {e}"
+    sweep.save_job(sweep_dir, record, fail_fast=cfg.sweep.fail_fast)
+    train_result = outcome.train_result if outcome is not None else None
+    failed_value = cfg.sweep.failed_value  # a list for several objectives: return it plain
+    if OmegaConf.is_config(failed_value):
+        failed_value = OmegaConf.to_container(failed_value)
+    return sweep.job_value(record, failed_value, train_result)
+
+
 def no_model_message() -> str:
     models = ", ".join(_available_models()) or "(none found)"
     return (
@@ -121,22 +284,20 @@ _exit_code = EXIT_PASSED
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def hydra_main(cfg: DictConfig) -> str | None:
+def hydra_main(cfg: DictConfig) -> Any:
     global _exit_code
-    if cfg.model is None:
-        print(f"trackcheck: error: {no_model_message()}", file=sys.stderr)
-        _exit_code = EXIT_USAGE
-        return None
     hc = HydraConfig.get()
     run_name = f"sanity-{hc.runtime.choices.get('model', 'model')}"
+    if hc.mode == RunMode.MULTIRUN:
+        return multirun_job(cfg, hc, run_name)
     try:
-        report = build_and_run(cfg, hc.runtime.output_dir, run_name)
+        outcome = gate_then_train(cfg, hc.runtime.output_dir, run_name)
     except UsageError as e:
         print(f"trackcheck: error: {e}", file=sys.stderr)
         _exit_code = EXIT_USAGE
         return None
-    _exit_code = EXIT_PASSED if report.passed else EXIT_FAILED
-    return report.status
+    _exit_code = EXIT_PASSED if outcome.report.passed else EXIT_FAILED
+    return outcome.report.status
 
 
 def register_configs() -> None:
@@ -146,4 +307,6 @@ def register_configs() -> None:
 def main() -> None:
     register_configs()
     hydra_main()
-    sys.exit(_exit_code)
+    # a sweep's exit code: non-zero when any job failed (the summary of on_multirun_end)
+    summary = sweep.take_summary()
+    sys.exit(summary.exit_code if summary is not None else _exit_code)

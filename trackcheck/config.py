@@ -21,6 +21,22 @@ class GateConfig:
     fail_on_warn: bool = False
 
 
+@dataclass
+class SweepConfig:
+    """Multirun (``-m``) behaviour; a single run ignores it (see trackcheck.sweep)."""
+
+    # the sweep's name: the W&B group and the MLflow parent run's name.
+    # null: <hydra.job.name>-<date>-<time>-<6 random hex digits>
+    id: str | None = None
+    # after the first failed job, the jobs not yet started are skipped (running ones finish)
+    fail_fast: bool = False
+    # what a failed job returns to an optimising sweeper (Optuna): the worst value, so the
+    # search steers away. inf for direction=minimize, -inf for maximize, a list for several
+    # objectives. Never nan: Optuna marks a nan trial FAIL and hydra-optuna-sweeper then
+    # aborts the sweep (max_failure_rate defaults to 0).
+    failed_value: Any = float("inf")
+
+
 def checks_schema() -> type:
     """``run`` (all | fast | names) plus one params field per registered check."""
     fields: list[tuple[str, Any, Any]] = [
@@ -58,5 +74,9 @@ def schema() -> type:
             ("device", str, "auto"),  # auto: CUDA when available, else CPU
             ("progress", bool, True),
             ("train", Any, None),  # optional: the user's training function, run on a pass
+            # optional: a loop-based reference implementation, a callable (model, x) -> output
+            # (_target_ with _partial_: true); vectorized_equivalence compares against it
+            ("reference", Any, None),
+            ("sweep", SweepConfig, field(default_factory=SweepConfig)),
         ],
     )
