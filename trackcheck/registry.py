@@ -48,7 +48,16 @@ def register(
     return deco
 
 
+_imported = False
+
+
 def _import_builtin_checks() -> None:
+    # once per process: a rescan per call would let a check module that appears mid-sweep
+    # change the config schema between a sweep's jobs
+    global _imported
+    if _imported:
+        return
+    _imported = True
     import trackcheck.checks as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
