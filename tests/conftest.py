@@ -81,3 +81,27 @@ def diabetes_data() -> DataSpec:
 @pytest.fixture(scope="session")
 def text_data() -> DataSpec:
     return text_corpus(seq_len=32, max_chars=40_000)
+
+
+def tracked_stage(tracker: Any, out: Any, *, fail: bool = False,
+                  config: dict[str, Any] | None = None) -> Any:
+    """A real two-check stage for the tracker tests, about a second on CPU.
+
+    loss_at_init (scalars) and overfit_batch (a loss series, an overlay figure) on blobs with
+    a small MLP. ``fail=True`` gives overfit_batch 2 steps, far too few to memorise a batch,
+    so the gate fails on it.
+    """
+    from trackcheck.models import MLP
+
+    return run(
+        lambda: MLP([8], 4, width=32),
+        blobs(),
+        checks=["loss_at_init", "overfit_batch"],
+        params={"overfit_batch": {"max_steps": 2}} if fail else None,
+        optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-2),
+        tracker=tracker,
+        output_dir=out,
+        config=config,
+        run_name="sanity-test",
+        progress=False,
+    )

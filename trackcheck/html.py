@@ -1,12 +1,21 @@
-"""A self-contained HTML sanity report: every check, its verdict, numbers and figures inline."""
+"""A self-contained HTML sanity report: every check, its verdict, numbers and figures inline.
+
+One file, no external resources and no JavaScript: figures are embedded as base64 PNGs, so
+the page can be mailed, attached to a CI job, or shown by W&B (``wandb.Html``) and MLflow
+(HTML artifacts) as is. ``scripts/check_html.py`` renders it in a headless browser and checks
+that every figure decodes.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from trackcheck.core import Report
+from trackcheck.core import CheckResult, Report
 
 COLORS = {
     "pass": "#1a7f37",
@@ -17,14 +26,21 @@ COLORS = {
 }
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#1f2328}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;padding:0 1em;
+     color:#1f2328}
 h1 span{padding:.1em .5em;border-radius:4px;color:#fff}
-table{border-collapse:collapse;width:100%;margin:1em 0}
-td,th{border:1px solid #d0d7de;padding:.3em .6em;text-align:left;vertical-align:top;font-size:14px}
+table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top;
+      font-size:14px}
+table.summary{width:100%}
 .badge{color:#fff;padding:.05em .45em;border-radius:3px;font-weight:600}
 section{border-top:1px solid #d0d7de;margin-top:1.5em}
-img{max-width:100%;border:1px solid #eee;margin:.3em 0}
-code{font-size:13px}
+.row{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
+figure{margin:0}
+figcaption{font-size:13px;color:#59636e}
+img{max-width:100%;border:1px solid #eee}
+code,pre{font-size:13px}
+.meta{color:#59636e}
 """
 
 
@@ -32,45 +48,82 @@ def _badge(status: str) -> str:
     return f'<span class="badge" style="background:{COLORS.get(status, "#555")}">{status}</span>'
 
 
-def _img(path: str) -> str:
+def _num(v: Any, digits: int = 6) -> str:
+    """Floats with ``digits`` significant digits; anything else as escaped text."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return html.escape(str(v))
+
+
+def _img(name: str, path: str) -> str:
     p = Path(path)
     if not p.is_file():
-        return f"<p>(figure missing: {html.escape(path)})</p>"
+        return f"<p>(figure {html.escape(name)} missing: {html.escape(path)})</p>"
     data = base64.b64encode(p.read_bytes()).decode()
-    return f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}">'
+    return (
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+    )
+
+
+def _table(columns: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_num(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def _summary(report: Report) -> str:
+    e = html.escape
+    rows = "".join(
+        f'<tr><td><a href="#{e(c.name)}">{e(c.name)}</a></td><td>{_badge(c.status.value)}</td>'
+        f"<td>{_num(c.value, 4)}</td><td>{e(c.threshold)}</td>"
+        f"<td>{c.duration_s:.2f}s</td><td>{e(c.message)}</td></tr>"
+        for c in report.checks
+    )
+    return (
+        '<table class="summary"><tr><th>check</th><th>status</th><th>value</th>'
+        f"<th>threshold</th><th>time</th><th>message</th></tr>{rows}</table>"
+    )
+
+
+def _section(c: CheckResult) -> str:
+    e = html.escape
+    metrics = _table(["metric", "value"], [[k, v] for k, v in c.metrics.items()])
+    tables = "".join(
+        f"<h4>{e(k)}</h4>{_table(list(t['columns']), list(t['rows']))}" for k, t in c.tables.items()
+    )
+    figures = "".join(_img(k, str(p)) for k, p in c.figures.items())
+    verdict = f"value {_num(c.value)}, threshold {e(c.threshold)}; " if c.threshold else ""
+    return (
+        f'<section id="{e(c.name)}"><h2>{e(c.name)} {_badge(c.status.value)}</h2>'
+        f"<p>{e(c.message)}</p>"
+        f'<p class="meta">{verdict}{c.duration_s:.2f}s, {c.n_forward} forward / '
+        f"{c.n_backward} backward passes</p>"
+        f'<div class="row">{metrics if c.metrics else ""}{figures}</div>{tables}</section>'
+    )
 
 
 def render_html(report: Report) -> str:
     e = html.escape
     color = COLORS["pass" if report.passed else "fail"]
-    rows = "".join(
-        f'<tr><td><a href="#{e(c.name)}">{e(c.name)}</a></td><td>{_badge(c.status.value)}</td>'
-        f"<td>{'' if c.value is None else f'{c.value:.4g}'}</td><td>{e(c.threshold)}</td>"
-        f"<td>{c.duration_s:.2f}s</td><td>{e(c.message)}</td></tr>"
-        for c in report.checks
-    )
-    sections = []
-    for c in report.checks:
-        metrics = "".join(
-            f"<tr><td><code>{e(k)}</code></td><td>{v:.6g}</td></tr>" for k, v in c.metrics.items()
-        )
-        figs = "".join(f"<h4>{e(k)}</h4>{_img(str(p))}" for k, p in c.figures.items())
-        sections.append(
-            f'<section id="{e(c.name)}"><h2>{e(c.name)} {_badge(c.status.value)}</h2>'
-            f"<p>{e(c.message)}</p>"
-            + (f"<table><tr><th>metric</th><th>value</th></tr>{metrics}</table>" if metrics else "")
-            + figs
-            + "</section>"
-        )
+    counts = Counter(c.status.value for c in report.checks)
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items())
     env = ", ".join(f"{k} {v}" for k, v in report.environment.items())
+    gated = (
+        f"<p>gate failed on: <b>{e(', '.join(report.gated_on))}</b></p>" if report.gated_on else ""
+    )
+    config = json.dumps(report.config, indent=2, default=str)
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>trackcheck report</title>"
-        f"<style>{CSS}</style></head><body>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>trackcheck: {report.status}</title><style>{CSS}</style></head><body>"
         f'<h1>trackcheck <span style="background:{color}">{report.status}</span></h1>'
-        f"<p>{e(env)}; {report.duration_s:.1f}s"
-        + (f"; gate failed on: <b>{e(', '.join(report.gated_on))}</b>" if report.gated_on else "")
-        + "</p><table><tr><th>check</th><th>status</th><th>value</th><th>threshold</th>"
-        f"<th>time</th><th>message</th></tr>{rows}</table>{''.join(sections)}</body></html>"
+        f"<p>{len(report.checks)} checks: {e(tally)}; {report.duration_s:.1f}s</p>{gated}"
+        f'<p class="meta">{e(env)}</p>'
+        f"{_summary(report)}{''.join(_section(c) for c in report.checks)}"
+        f"<section><details><summary>config (secrets redacted)</summary>"
+        f"<pre>{e(config)}</pre></details></section></body></html>"
     )
 
 

@@ -24,7 +24,7 @@ from trackcheck.core import CheckResult, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
 from trackcheck.redact import redact
 from trackcheck.registry import CheckSpec, all_checks
-from trackcheck.trackers.base import NoTracker, Tracker, log_report
+from trackcheck.trackers import Tracker, log_report, make_tracker
 
 
 @dataclass
@@ -154,7 +154,7 @@ def run(
     device: str | torch.device = "auto",
     seed: int = 0,
     gate: Gate | None = None,
-    tracker: Tracker | None = None,
+    tracker: Tracker | str | None = None,
     output_dir: str | Path | None = None,
     config: dict[str, Any] | None = None,
     bigger_model: ModelFactory | None = None,
@@ -170,7 +170,7 @@ def run(
     from trackcheck.console import Progress, print_summary
 
     gate = gate or Gate()
-    tracker = tracker or NoTracker()
+    tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
     dev = resolve_device(device)
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="trackcheck-"))
     specs = select_checks(checks)
@@ -211,6 +211,9 @@ def run(
         write_report(report, out)
         tracker.finish("KILLED")
         raise
+    except BaseException:  # a crash outside the checks (a check's own crash is its ERROR)
+        tracker.finish("FAILED")
+        raise
     report.gated_on = gate.failing(results)
     report.passed = not report.gated_on
     report.duration_s = time.perf_counter() - t0
@@ -222,10 +225,10 @@ def run(
 
         files.append(write_html(report, out))
         log_report(tracker, report, files)
-    except BaseException:
-        tracker.finish("FAILED")
+    except BaseException as e:
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    tracker.finish("FINISHED" if report.passed else "FAILED")
     if progress:
         print_summary(report)
+    tracker.finish("FINISHED" if report.passed else "FAILED")  # prints where the run is
     return report

@@ -1,0 +1,117 @@
+"""The self-contained HTML report: content, escaping, and figures that really render."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+from conftest import tracked_stage
+
+from trackcheck.core import CheckResult, Report, Status
+from trackcheck.html import render_html, write_html
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_html.py"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def png(path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def report_with(*checks: CheckResult, passed: bool = True) -> Report:
+    return Report(checks=list(checks), passed=passed, config={"optim": {"lr": 0.01}})
+
+
+def test_figures_are_embedded_so_the_page_stands_alone(tmp_path):
+    c = CheckResult(
+        "overfit_batch", Status.PASS, "fits", figures={"overlay": png(tmp_path / "o.png")}
+    )
+    page = render_html(report_with(c))
+    assert page.count('<img alt="overlay" src="data:image/png;base64,') == 1
+    assert 'src="http' not in page and "<script" not in page
+
+
+def test_a_missing_figure_is_named_not_silently_dropped(tmp_path):
+    c = CheckResult(
+        "overfit_batch", Status.PASS, "fits", figures={"overlay": str(tmp_path / "gone.png")}
+    )
+    assert "figure overlay missing" in render_html(report_with(c))
+
+
+def test_messages_are_escaped():
+    c = CheckResult("loss_at_init", Status.FAIL, "logits <script>alert(1)</script> & co")
+    page = render_html(report_with(c, passed=False))
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_verdict_numbers_and_check_tables_are_shown():
+    c = CheckResult(
+        "vectorized_equivalence",
+        Status.FAIL,
+        "mixes examples",
+        value=0.25,
+        threshold="< 1e-6",
+        metrics={"max_abs_diff": 0.25},
+        tables={"per_example": {"columns": ["i", "diff"], "rows": [[3, 0.25]]}},
+    )
+    page = render_html(report_with(c, passed=False))
+    assert "trackcheck <span" in page and ">failed</span>" in page
+    assert "<td>max_abs_diff</td><td>0.25</td>" in page
+    assert "<th>i</th><th>diff</th></tr><tr><td>3</td><td>0.25</td>" in page
+
+
+def browser() -> str | None:
+    return os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
+
+
+needs_browser = pytest.mark.skipif(
+    browser() is None,
+    reason="no Chromium on PATH: apt-get install chromium (or set CHROMIUM=/path/to/it)",
+)
+
+
+def check_html(page: Path, *args: str) -> tuple[int, dict]:
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), str(page), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return p.returncode, json.loads(p.stdout)
+
+
+@pytest.mark.slow
+@needs_browser
+def test_a_real_reports_figures_render_in_headless_chromium(tmp_path):
+    tracked_stage(None, tmp_path)
+    code, result = check_html(tmp_path / "report.html", "--screenshot", str(tmp_path / "s.png"))
+    assert code == 0, result["problems"]
+    (img,) = result["images"]  # overfit_batch's overlay, the stage's one figure
+    assert img["alt"] == "overlay" and img["w"] > 100 and img["h"] > 100
+    assert result["expected_images"] == 1
+    assert result["ink"] > 0.01  # the screenshot is not blank
+
+
+@pytest.mark.slow
+@needs_browser
+def test_the_browser_check_catches_a_figure_that_does_not_decode(tmp_path):
+    c = CheckResult(
+        "overfit_batch", Status.PASS, "fits", figures={"overlay": png(tmp_path / "o.png")}
+    )
+    page = write_html(report_with(c), tmp_path)
+    text = page.read_text()
+    start = text.index("base64,") + len("base64,")
+    page.write_text(text[:start] + "AAAA" + text[start + 4 :])  # corrupt the PNG header
+    code, result = check_html(page)
+    assert code == 1
+    assert "did not decode" in result["problems"][0]

@@ -1,0 +1,272 @@
+"""MLflow for real: a sqlite store in tmp_path and a real `mlflow server`, read back with
+MlflowClient (tags, metric histories, params, artifacts). No mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import blobs, tracked_stage
+
+import trackcheck
+from trackcheck.redact import REDACTED
+from trackcheck.trackers import TrackerError
+from trackcheck.trackers.mlflow import MLflowTracker
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+SECRETS = {"wandb": {"api_key": "sk-test-0123456789"}, "db": {"password": "hunter2"}}
+CONFIG = {"optim": {"lr": 0.01}, "model": {"width": 32, "out_bias": None}, **SECRETS}
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated sqlite store per session: creating MLflow's schema takes seconds."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    d = tmp_path_factory.mktemp("mlflow-template")
+    store = SqlAlchemyStore(f"sqlite:///{d / 'mlflow.db'}", str(d / "mlruns"))
+    store.engine.dispose()
+    return d / "mlflow.db"
+
+
+def fresh_store(template: Path, folder: Path) -> str:
+    shutil.copyfile(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture
+def store(mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns
+    return fresh_store(mlflow_template, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def logged(mlflow_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One passing stage logged to a fresh sqlite store: (client, run, report)."""
+    d = tmp_path_factory.mktemp("mlflow-logged")
+    uri = fresh_store(mlflow_template, d)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        report = tracked_stage(MLflowTracker(tracking_uri=uri), d / "out", config=CONFIG)
+        client = MlflowClient(tracking_uri=uri)
+        yield client, client.get_run(report.tracker["run_id"]), report
+
+
+def artifact_paths(client: Any, run_id: str, path: str | None = None) -> set[str]:
+    out: set[str] = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def test_passing_stage_is_a_finished_run_tagged_passed(logged):
+    client, run, report = logged
+    assert report.passed
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "sanity-test"
+    assert run.data.tags["trackcheck.status"] == "passed"
+    assert run.data.tags["trackcheck.check.loss_at_init"] == "pass"
+    assert run.data.tags["trackcheck.check.overfit_batch"] == "pass"
+    assert "| overfit_batch | pass |" in run.data.tags["mlflow.note.content"]
+
+
+def test_config_is_logged_as_flattened_params(logged):
+    _, run, _ = logged
+    assert run.data.params["optim.lr"] == "0.01"
+    assert run.data.params["model.width"] == "32"
+    assert run.data.params["model.out_bias"] == "None"
+
+
+def test_secrets_are_redacted_before_mlflow_sees_them(logged, tmp_path):
+    client, run, _ = logged
+    assert run.data.params["wandb.api_key"] == REDACTED
+    assert run.data.params["db.password"] == REDACTED
+    local = client.download_artifacts(run.info.run_id, "sanity", str(tmp_path))
+    for name in ("report.json", "report.html"):
+        text = (Path(local) / name).read_text()
+        assert "sk-test-0123456789" not in text and "hunter2" not in text
+
+
+def test_scalars_and_series_are_metrics_with_their_steps(logged):
+    client, run, report = logged
+    loss = report["loss_at_init"].metrics["loss"]
+    assert run.data.metrics["sanity/loss_at_init/loss"] == pytest.approx(loss)
+    assert run.data.metrics["sanity/passed"] == 1.0
+    history = client.get_metric_history(run.info.run_id, "sanity/overfit_batch/loss")
+    logged_series = sorted((m.step, m.value) for m in history)
+    assert logged_series == pytest.approx(report["overfit_batch"].series["loss"])
+    assert len(logged_series) > 1
+
+
+def test_figures_summary_table_and_reports_are_artifacts(logged, tmp_path):
+    client, run, report = logged
+    paths = artifact_paths(client, run.info.run_id)
+    assert {
+        "sanity/overfit_batch/overlay.png",
+        "sanity/summary.json",
+        "sanity/report.html",
+        "sanity/report.json",
+    } <= paths
+    table = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "sanity/summary.json", str(tmp_path))
+        ).read_text()
+    )
+    assert table["columns"][:5] == ["check", "status", "value", "threshold", "message"]
+    assert [row[:2] for row in table["data"]] == [[c.name, "pass"] for c in report.checks]
+
+
+def test_failed_gate_marks_the_run_failed_and_searchable_by_tag(store, tmp_path):
+    report = tracked_stage(MLflowTracker(tracking_uri=store), tmp_path / "out", fail=True)
+    client = MlflowClient(tracking_uri=store)
+    run = client.get_run(report.tracker["run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["trackcheck.check.overfit_batch"] == "fail"
+    assert run.data.tags["trackcheck.failed_checks"] == "overfit_batch"
+    exp = client.get_experiment_by_name("trackcheck")
+    found = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`trackcheck.status` = 'failed'"
+    )
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+
+
+def test_interrupt_marks_the_run_killed_and_still_writes_report_json(store, tmp_path):
+    def interrupted_model() -> torch.nn.Module:
+        raise KeyboardInterrupt  # Ctrl-C while the first check builds its model
+
+    tracker = MLflowTracker(tracking_uri=store)
+    with pytest.raises(KeyboardInterrupt):
+        trackcheck.run(
+            interrupted_model,
+            blobs(),
+            checks=["loss_at_init"],
+            tracker=tracker,
+            output_dir=tmp_path / "out",
+            progress=False,
+        )
+    run = MlflowClient(tracking_uri=store).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["gated_on"] == ["interrupted"]
+
+
+def test_attaches_to_the_callers_active_run_and_leaves_it_open(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    with mlflow.start_run() as users_run:
+        mlflow.log_param("lr", "0.1")
+        mlflow.log_metric("train/loss", 1.0, step=5)
+        report = tracked_stage(
+            MLflowTracker(tracking_uri="sqlite:///elsewhere.db"),
+            tmp_path / "out",
+            config={"optim": {"lr": 0.01}},
+        )
+        assert mlflow.active_run().info.run_id == users_run.info.run_id
+        mlflow.log_metric("train/loss", 0.5, step=6)  # the user's steps go on undisturbed
+        client = MlflowClient(tracking_uri=store)
+        during = client.get_run(users_run.info.run_id)
+    assert report.tracker["attached"] and report.tracker["run_id"] == users_run.info.run_id
+    assert during.info.status == "RUNNING"
+    assert during.data.params["lr"] == "0.1" and during.data.params["sanity.optim.lr"] == "0.01"
+    assert during.data.tags["trackcheck.status"] == "passed"
+    history = client.get_metric_history(users_run.info.run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(5, 1.0), (6, 0.5)]
+    assert "sanity/overfit_batch/loss" in during.data.metrics
+    assert not Path(tmp_path / "elsewhere.db").exists()
+    assert client.get_run(users_run.info.run_id).info.status == "FINISHED"  # the user's end
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server_fails_fast_with_an_instruction(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(TrackerError, match="cannot reach the MLflow server"):
+        tracked_stage(MLflowTracker(tracking_uri=uri), tmp_path / "out")
+
+
+SERVER_START_S = 60  # `mlflow server` imports MLflow twice (CLI + uvicorn worker): ~5-10 s
+
+
+@pytest.fixture
+def mlflow_server(mlflow_template: Path, tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free local port, serving artifacts; killed afterwards."""
+    db = fresh_store(mlflow_template, tmp_path)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        db,
+        "--artifacts-destination",
+        str(tmp_path / "served"),
+        "--workers",
+        "1",
+    ]
+    log = (tmp_path / "server.log").open("w")
+    # own process group: the CLI starts a uvicorn child, and both must go at the end
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_tail = (tmp_path / "server.log").read_text()[-2000:]
+                    pytest.fail(f"mlflow server did not start: {log_tail}")
+                time.sleep(0.2)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_remote_server_gets_the_same_run(mlflow_server, tmp_path):
+    report = tracked_stage(MLflowTracker(tracking_uri=mlflow_server), tmp_path / "out", fail=True)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(report.tracker["run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["trackcheck.status"] == "failed"
+    assert run.data.tags["trackcheck.check.overfit_batch"] == "fail"
+    history = client.get_metric_history(run.info.run_id, "sanity/overfit_batch/loss")
+    assert sorted((m.step, m.value) for m in history) == pytest.approx(
+        report["overfit_batch"].series["loss"]
+    )
+    assert {"sanity/overfit_batch/overlay.png", "sanity/report.html", "sanity/report.json"} <= (
+        artifact_paths(client, run.info.run_id)
+    )
+    page = client.download_artifacts(run.info.run_id, "sanity/report.html", str(tmp_path))
+    assert "overfit_batch" in Path(page).read_text()
+    assert report.tracker["view"].startswith(f"{mlflow_server}/#/experiments/")

@@ -1,0 +1,335 @@
+"""Weights & Biases backend: a run per stage (or the caller's active run), never a prompt.
+
+What a person sees in the W&B workspace (keys from ``trackers.base``):
+- a panel section per check, ``sanity/<check>``: its series, each plotted against the
+  check's own x-axis ``sanity/<check>/step`` (``define_metric(step_metric=...)``; the run's
+  global step is never used, since W&B silently drops a row logged below the current step),
+  its scalars and its figures (``wandb.Image``);
+- section ``sanity``: the summary table (``wandb.Table``: check, status, value, threshold,
+  message), the HTML report (``wandb.Html``) and ``sanity/passed``;
+- summary keys ``sanity/<check>/status``, ``sanity/passed``, ``sanity/status``;
+- tags ``sanity:passed`` / ``sanity:failed`` and ``sanity:fail:<check>``; the run ends
+  ``failed`` (``finish(exit_code=1)``) when the gate fails.
+
+Offline fallback (``mode: auto``): no API key, or the server cannot be reached, or
+``wandb.init`` fails or times out -> the run is written offline to ``wandb/offline-run-*``
+and one line says how to upload it (``wandb sync <dir>``). W&B's own console output and
+system-metrics sampling are switched off; with no credentials nothing ever asks for a key.
+
+Attached (the caller's script already has a run): the stage logs into that run without
+moving its step counter: series become line charts over a table (one per series), and
+everything goes into ONE uncommitted row (``log(..., commit=False)``) that the caller's next
+``log`` commits at the caller's step. (Logging rows with a ``step_metric`` would still add
+one ``_step`` per row, and the caller's next ``log(step=k)`` below that is dropped.)
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from trackcheck.core import Report
+from trackcheck.trackers.base import PASSED_KEY, PREFIX, RunStatus, TrackerError
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+TAG_MAX = 64  # W&B rejects longer tags
+# W&B has no "killed" state: an interrupt ends the run failed with the shell's SIGINT code
+EXIT_CODES: dict[str, int] = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
+# ids of runs this process opened: an open one found later is a stale multirun job of ours,
+# finished by reinit="finish_previous", never attached to
+_OWN_RUN_IDS: set[str] = set()
+
+
+def _wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as e:
+        raise TrackerError(
+            "tracker=wandb needs the W&B SDK: pip install wandb "
+            "(or use tracker=mlflow or tracker=none)"
+        ) from e
+    return wandb
+
+
+def find_credentials(base_url: str = DEFAULT_BASE_URL) -> str | None:
+    """Where a W&B API key would come from (env or ~/.netrc), or None; never prompts."""
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        if os.environ.get(var):
+            return var
+    host = urlsplit(base_url).hostname or ""
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        if os.path.isfile(path) and netrc.netrc(path).authenticators(host):
+            return path
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return None
+
+
+def unreachable(base_url: str, timeout: float) -> str | None:
+    """Why ``base_url`` cannot be reached by TCP within ``timeout`` seconds, or None.
+
+    Behind an HTTP(S) proxy a direct connection says nothing: then wandb.init's own
+    ``init_timeout`` bounds the wait instead.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot reach {base_url}: {e}"
+    return None
+
+
+def _short_path(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+class WandbTracker:
+    """Log the sanity stage to W&B (``tracker=wandb``).
+
+    ``mode``: ``auto`` (online when an API key is found and the server answers, else
+    offline; WANDB_MODE, when set, decides), ``online`` (fails instead of falling back),
+    ``offline``, ``disabled``. ``settings``: extra ``wandb.Settings`` fields.
+    """
+
+    def __init__(
+        self,
+        project: str | None = "trackcheck",
+        entity: str | None = None,
+        group: str | None = None,
+        job_type: str | None = "sanity",
+        tags: Sequence[str] = (),
+        name: str | None = None,
+        notes: str | None = None,
+        mode: str = "auto",
+        dir: str | None = None,
+        init_timeout: float = 60.0,
+        probe_timeout: float = 3.0,
+        attach: bool = True,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in ("auto", "online", "offline", "disabled"):
+            raise ValueError(f"tracker.mode={mode!r}: expected auto, online, offline or disabled")
+        self.project, self.entity, self.group, self.job_type = project, entity, group, job_type
+        self.tags = [str(t)[:TAG_MAX] for t in tags]
+        self.name, self.notes, self.mode, self.dir = name, notes, mode, dir
+        self.init_timeout, self.probe_timeout = init_timeout, probe_timeout
+        self.attach = attach
+        self.settings = dict(settings or {})
+        self.attached = False
+        self.offline_reason = ""  # why the run is offline, printed with the sync command
+        self.run: Any = None
+        self._row: dict[str, Any] = {}  # media, tables, scalars: written as one row
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self, config: dict[str, Any], run_name: str) -> None:
+        wandb = _wandb()
+        active = wandb.run
+        if self.attach and active is not None and active.id not in _OWN_RUN_IDS:
+            self.run, self.attached = active, True
+            if config:
+                self.run.config.update({PREFIX: config}, allow_val_change=True)
+            return
+        mode = self._mode()
+        if mode == "online":
+            self.run = self._init(wandb, "online", config, run_name)
+        elif mode == "auto":
+            self.offline_reason = self._offline_reason()
+            if not self.offline_reason:
+                try:
+                    self.run = self._init(wandb, "online", config, run_name)
+                except Exception as e:  # noqa: BLE001 - any failure online: keep the results
+                    self.offline_reason = f"wandb.init failed: {type(e).__name__}: {e}"
+                    self.offline_reason = self.offline_reason.splitlines()[0]
+            if self.run is None:
+                self.run = self._init(wandb, "offline", config, run_name)
+        else:  # offline or disabled, asked for by tracker.mode or by WANDB_MODE
+            asked = (
+                f"mode={mode}" if self.mode != "auto" else f"WANDB_MODE={os.environ['WANDB_MODE']}"
+            )
+            self.offline_reason = asked
+            self.run = self._init(wandb, mode, config, run_name)
+        _OWN_RUN_IDS.add(self.run.id)
+
+    def _mode(self) -> str:
+        if self.mode != "auto":
+            return self.mode
+        env = os.environ.get("WANDB_MODE", "").lower()
+        return {
+            "offline": "offline",
+            "dryrun": "offline",
+            "disabled": "disabled",
+            "online": "online",
+            "run": "online",
+        }.get(env, "auto")
+
+    def _base_url(self) -> str:
+        return str(
+            self.settings.get("base_url") or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        )
+
+    def _offline_reason(self) -> str:
+        if find_credentials(self._base_url()) is None:
+            return "no W&B API key: set WANDB_API_KEY or run `wandb login`"
+        return unreachable(self._base_url(), self.probe_timeout) or ""
+
+    def _init(self, wandb: Any, mode: str, config: dict[str, Any], run_name: str) -> Any:
+        if mode == "online" and find_credentials(self._base_url()) is None:
+            # wandb.init would prompt for a key on a terminal and hang a CI job without one
+            raise TrackerError(
+                "tracker.mode=online but no W&B API key was found: set WANDB_API_KEY or run "
+                "`wandb login`, or use tracker.mode=auto to fall back to offline"
+            )
+        settings = {
+            "silent": True,  # our one line says where the run is; no banner, no prompt
+            "console": "off",  # the stage's output is in report.html, not worth a capture
+            "x_disable_stats": True,  # no system-metrics sampler competing with the checks
+            "init_timeout": self.init_timeout,
+            **self.settings,
+        }
+        # a foreign run stays open when attach=False; a stale one of ours is finished
+        foreign = wandb.run is not None and wandb.run.id not in _OWN_RUN_IDS
+        return wandb.init(
+            project=self.project,
+            entity=self.entity,
+            group=self.group,
+            job_type=self.job_type,
+            tags=self.tags,
+            name=self.name or run_name,
+            notes=self.notes,
+            config=config,
+            dir=self.dir,
+            mode=mode,
+            reinit="create_new" if foreign else "finish_previous",
+            settings=wandb.Settings(**settings),
+        )
+
+    def finish(self, status: RunStatus) -> None:
+        if self.run is None:
+            return
+        self._flush()
+        if self.attached:  # the caller's run: they finish it
+            print(
+                f"wandb: sanity stage {status.lower()}, logged into the active run {self.run.id}",
+                file=sys.stderr,
+            )
+            return
+        _OWN_RUN_IDS.discard(self.run.id)
+        self.run.finish(exit_code=EXIT_CODES[status])
+        line = self._where()
+        if line:
+            print(line, file=sys.stderr)
+
+    @property
+    def _disabled(self) -> bool:
+        return str(self.run.settings.mode) == "disabled"
+
+    def _where(self) -> str:
+        """One line: the run's URL, or its offline folder and the command that uploads it."""
+        if self._disabled:
+            return ""
+        if self.run.offline:
+            folder = _short_path(str(self.run.settings.sync_dir))
+            return (
+                f"wandb: offline ({self.offline_reason}); run saved in {folder}; "
+                f"upload it with: wandb sync {folder}"
+            )
+        return f"wandb: run {self.run.url}"
+
+    # --- logging --------------------------------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        # the verdict is a summary bool (set_verdict); as a history value it would overwrite
+        # that bool when an attached run's pending row is committed after us
+        self._row.update({k: v for k, v in metrics.items() if k != PASSED_KEY})
+
+    def log_series(self, series: dict[str, list[tuple[int, float]]], step_key: str) -> None:
+        if self.attached:
+            self._add_charts(series)
+            return
+        self.run.define_metric(step_key, hidden=True)
+        for key in series:
+            self.run.define_metric(key, step_metric=step_key)
+        # one row per step, all of this check's series side by side: {step_key: s, key: v}
+        rows: dict[int, dict[str, float]] = {}
+        for key, points in series.items():
+            for s, v in points:
+                rows.setdefault(int(s), {step_key: int(s)})[key] = float(v)
+        for s in sorted(rows):
+            self.run.log(rows[s])
+
+    def _add_charts(self, series: dict[str, list[tuple[int, float]]]) -> None:
+        """A line chart over a (step, value) table per series: no history rows at all."""
+        wandb = _wandb()
+        for key, points in series.items():
+            leaf = key.rsplit("/", 1)[-1]
+            table = wandb.Table(
+                columns=["step", leaf], data=[[int(s), float(v)] for s, v in points]
+            )
+            self._row[key] = wandb.plot.line(table, "step", leaf, title=key)
+
+    def log_image(self, key: str, path: Path) -> None:
+        self._row[key] = _wandb().Image(str(path))
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self._row[key] = _wandb().Table(columns=columns, data=rows, allow_mixed_types=True)
+
+    def log_html(self, key: str, path: Path) -> None:
+        self._row[key] = _wandb().Html(str(path), inject=False)  # our page keeps its own CSS
+
+    def log_file(self, path: Path, folder: str = "") -> None:
+        if self._disabled:
+            return
+        # a copy inside the run's folder (a file outside it would be symlinked, and lost
+        # from an offline run if the output dir moves before `wandb sync`)
+        dest = Path(self.run.dir) / folder / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+        self.run.save(str(dest), base_path=self.run.dir, policy="now")
+
+    def _flush(self) -> None:
+        if self._row:
+            row, self._row = self._row, {}
+            self.run.log(row, commit=not self.attached)
+
+    def set_verdict(self, report: Report) -> None:
+        self._flush()
+        self.run.summary.update(
+            {
+                **{f"{PREFIX}/{c.name}/status": c.status.value for c in report.checks},
+                PASSED_KEY: report.passed,
+                f"{PREFIX}/status": report.status,
+                f"{PREFIX}/failed_checks": ",".join(report.gated_on),
+            }
+        )
+        verdict = [f"{PREFIX}:{report.status}"]
+        verdict += [f"{PREFIX}:fail:{name}"[:TAG_MAX] for name in report.gated_on]
+        kept = [t for t in self.run.tags or () if not t.startswith(f"{PREFIX}:")]
+        self.run.tags = tuple(kept + verdict)
+
+    def info(self) -> dict[str, Any]:
+        if self.run is None:
+            return {"backend": "wandb"}
+        out: dict[str, Any] = {
+            "backend": "wandb",
+            "run_id": self.run.id,
+            "project": self.run.project,
+            "attached": self.attached,
+            "mode": self.run.settings.mode,
+        }
+        if self.run.offline:
+            folder = str(self.run.settings.sync_dir)
+            out.update(run_dir=folder, sync=f"wandb sync {folder}", offline=self.offline_reason)
+        else:
+            out["url"] = self.run.url
+        return out
