@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+import torch
 from conftest import blobs
 
 import trackcheck
@@ -140,3 +141,13 @@ def test_factory_returning_a_non_module_is_an_error_with_a_fix():
     r = trackcheck.run(lambda: "not a model", blobs(), checks=["loss_at_init"], progress=False)
     assert r["loss_at_init"].status == Status.ERROR
     assert "not a torch.nn.Module" in r["loss_at_init"].message
+
+
+def test_an_optimizer_that_cannot_be_built_fails_before_any_check():
+    from trackcheck.core import ConfigError
+
+    def bad_optim(params):
+        return torch.optim.SGD(params, lr="abc")
+
+    with pytest.raises(ConfigError, match="the optimizer could not be built"):
+        trackcheck.run(model, blobs(), optimizer=bad_optim, progress=False)

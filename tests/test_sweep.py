@@ -23,7 +23,8 @@ FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
 
 def trackcheck_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A multirun of the real entry point in ``cwd``, its sweep dir ``cwd/sweep``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # one thread per job: parallel jobs with PyTorch's spinning pools on 2 cores crawl
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "trackcheck", "-m", *args, f"hydra.sweep.dir={cwd / 'sweep'}"]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

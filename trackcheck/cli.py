@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackcheck import sweep
 from trackcheck.config import schema
-from trackcheck.core import Report
+from trackcheck.core import ConfigError, Report
 from trackcheck.data.spec import DataSpec
 from trackcheck.registry import all_checks
 from trackcheck.runner import Gate, run
@@ -255,7 +255,7 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
             args = sweep.tracker_args(cfg.tracker, sweep.read_context(sweep_dir))
             outcome = gate_then_train(cfg, record.output_dir, f"{run_name}-{record.num}", args)
             record.set_report(outcome.report)
-        except (UsageError, TrackerError) as e:
+        except (UsageError, TrackerError, ConfigError) as e:
             print(f"trackcheck: error: job {record.num}: {e}", file=sys.stderr)
             record.message = str(e)
         except Exception as e:  # noqa: BLE001 - one broken job must not stop the others
@@ -292,7 +292,7 @@ def hydra_main(cfg: DictConfig) -> Any:
         return multirun_job(cfg, hc, run_name)
     try:
         outcome = gate_then_train(cfg, hc.runtime.output_dir, run_name)
-    except (UsageError, TrackerError) as e:  # bad input, not a failed gate: exit 2
+    except (UsageError, TrackerError, ConfigError) as e:  # bad input, not a failed gate: exit 2
         print(f"trackcheck: error: {e}", file=sys.stderr)
         _exit_code = EXIT_USAGE
         return None

@@ -26,6 +26,11 @@ class Status(str, enum.Enum):
         return self.value
 
 
+class ConfigError(ValueError):
+    """The stage was asked for something that cannot work (an unknown check, an optimizer
+    that cannot be built, a missing device); the message says what and how to fix it."""
+
+
 class SkipCheck(Exception):
     """Raised by a check that does not apply; the message says why (and how to enable it)."""
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
-from trackcheck.core import CheckResult, Report, SkipCheck, Status
+from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
 from trackcheck.redact import redact
 from trackcheck.registry import CheckSpec, all_checks
@@ -64,7 +64,8 @@ def select_checks(selection: str | Sequence[str] = "all") -> list[CheckSpec]:
         elif n in registry:
             picked = [n]
         else:
-            raise ValueError(f"unknown check {n!r} in checks.run; available: {', '.join(registry)}")
+            known = ", ".join(registry)
+            raise ConfigError(f"unknown check {n!r} in checks.run; available: {known}")
         chosen += [p for p in picked if p not in chosen]
     return [registry[n] for n in registry if n in chosen]  # checklist order
 
@@ -134,6 +135,16 @@ def write_report(report: Report, out: Path) -> Path:
     return path
 
 
+def _probe_optimizer(factory: OptimizerFactory) -> None:
+    """Build the optimizer once on a dummy parameter: a broken ``optim`` config fails here in
+    one line, before any compute, and PyTorch's one-time optimizer imports (about 2 s on a
+    small CPU) are paid here instead of inside the first check's time."""
+    try:
+        factory([nn.Parameter(torch.zeros(1))])
+    except Exception as e:  # noqa: BLE001 - any failure means the optim config is unusable
+        raise ConfigError(f"the optimizer could not be built: {type(e).__name__}: {e}") from e
+
+
 def _as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
     if isinstance(model, nn.Module):
         import copy
@@ -177,11 +188,11 @@ def run(
     params = params or {}
     for name in params:
         if name not in all_checks():
-            raise ValueError(f"params given for unknown check {name!r}")
+            raise ConfigError(f"params given for unknown check {name!r}")
     ctx = Context(
         model_factory=_as_factory(model),
         data=data,
-        optimizer_factory=optimizer or (lambda ps: torch.optim.Adam(ps, lr=1e-3)),
+        optimizer_factory=optimizer or (lambda ps: torch.optim.Adam(ps, lr=3e-3)),
         device=dev,
         seed=seed,
         bigger_model_factory=bigger_model,
@@ -190,6 +201,7 @@ def run(
         meter=Meter(),
     )
     ctx.meter.sync = dev.type == "cuda"
+    _probe_optimizer(ctx.optimizer_factory)
     safe_config = redact(config or {})
     tracker.start(safe_config, run_name)  # fails fast on a bad URI, before any compute
 
