@@ -1,0 +1,262 @@
+"""visualize prediction dynamics: predictions on one fixed held-out batch, recorded at every
+step of a short run, plotted over the steps, with a jitter measure.
+
+The score per example is ``task.target_score``: the probability of the true class (the mean
+over positions for a language model), or y-hat for regression. Healthy training moves the
+scores smoothly; a learning rate far too high makes them jump back and forth.
+
+Jitter is the mean absolute second difference of the scores, |s[t+1] - 2 s[t] + s[t-1]|,
+averaged over examples and steps, in the score's units (probability; the train targets' std
+for regression, so it is scale-free). A second difference is zero on any straight-line
+trend, so steady learning, however fast, adds nothing; only changes of direction or speed
+count. It is NOT normalised by how far the scores travel: on the shipped gpt/text the
+late-phase scores move slowly and noisily, and a movement-normalised roughness
+(mean |2nd diff| / mean |1st diff|) reads 1.0 there at the default lr, as high as a 10x lr on
+breast_cancer; the absolute measure keeps healthy-but-slow apart from violent. That roughness
+is still reported, as a shape-only number.
+
+Verdicts: FAIL only when training diverges (NaN/Inf loss or predictions): nothing downstream
+can work. Oscillation is a WARN: the learning rate is a tuning choice, some good recipes
+train near the edge of stability, and whether the run still learns is loss_decreases'
+question; the warning names the likely fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from trackcheck.context import Context
+from trackcheck.core import CheckResult, Status
+from trackcheck.registry import register
+from trackcheck.training import train_steps
+
+
+@dataclass
+class PredictionDynamicsParams:
+    steps: int = 60
+    n_examples: int = 32  # the fixed held-out batch: the first n examples of the test split
+    # Record every step: sampling every k steps hides a period-2 oscillation (each step
+    # overshooting the minimum, the signature of a too-high lr) entirely when k is even.
+    record_every: int = 1
+    # Warn above this jitter. From measured margins (60 steps, eval mode, 4-8 seeds each):
+    # at the default Adam 3e-3 the shipped configs give 0.0014-0.0016 (mlp/breast_cancer),
+    # 0.0007-0.0009 (mlp/diabetes), 0.0041-0.0053 (gpt/text), 0.0071-0.0142 (resnet/digits);
+    # at 100x that lr (0.3): 0.11-0.15, 0.15-0.32, 0.038-0.068, and 0.039-0.093 on 7 of 8
+    # resnet seeds. 0.025 sits near the geometric mean of the worst clean run (0.014) and the
+    # mildest caught bug (0.038), 1.5-1.8x from each. A 10x lr (0.03) is a grey zone: 0.011-
+    # 0.021 (breast_cancer, passes), 0.021-0.034 (diabetes, both), 0.065-0.098 (resnet, warns).
+    max_jitter: float = 0.025
+    # Warn when the held-out loss on the fixed batch ends HIGHER than at init, by more than z
+    # standard errors of the paired per-example change (mean over the last quarter of the
+    # run minus the value at init). It catches the other face of a too-high lr: a net that
+    # collapses after a few wild steps and then sits still (low jitter): the 8th resnet seed
+    # at lr 0.3 above, whose mean p(true class) fell from 0.10 to 0.03 (z = +15; the other
+    # seeds +3.5 to +7). Measured at the default lr the change is always negative: z <= -1.5
+    # on every shipped config and seed (diabetes, the least, -1.5 to -1.8).
+    worse_z: float = 3.0
+
+
+@dataclass
+class Trace:
+    """What was recorded on the fixed batch: K recorded steps x N examples."""
+
+    steps: list[int]
+    scores: np.ndarray  # [K, N] target scores, divided by ``scale``
+    losses: np.ndarray  # [K, N] per-example held-out loss
+    scale: float  # 1 (probabilities), or the train targets' std (regression)
+    train_losses: list[float]
+
+
+def record(
+    ctx: Context, model: nn.Module, x: Tensor, y: Tensor, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """([N] scores / scale, [N] losses) on the fixed batch in eval mode (dropout off,
+    BatchNorm's running stats); the model is put back in train mode."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        s = ctx.task.target_score(out, y).double().cpu().numpy() / scale
+        loss = ctx.task.per_example_loss(out, y).double().cpu().numpy()
+    model.train()
+    return s.reshape(len(s)), loss.reshape(len(loss))
+
+
+def jitter_per_step(scores: np.ndarray) -> np.ndarray:
+    """[K-2] mean over examples of |s[t+1] - 2 s[t] + s[t-1]|, from scores [K, N]."""
+    if len(scores) < 3:
+        return np.zeros(0)
+    return np.abs(np.diff(scores, n=2, axis=0)).mean(1)
+
+
+def roughness(scores: np.ndarray) -> float:
+    """mean |2nd difference| / mean |1st difference|: 0 for straight lines, sqrt(2) for a
+    Gaussian random walk, 2 for a pure +-a oscillation (shape only, blind to amplitude)."""
+    d1 = np.abs(np.diff(scores, axis=0)).mean() if len(scores) > 1 else 0.0
+    d2 = np.abs(np.diff(scores, n=2, axis=0)).mean() if len(scores) > 2 else 0.0
+    return float(d2 / d1) if d1 > 0 else 0.0
+
+
+def loss_change(losses: np.ndarray) -> tuple[float, float]:
+    """(mean, standard error) over examples of: mean loss over the last quarter of the
+    recorded steps minus the loss at init. Negative: the predictions got better."""
+    q = max(1, (len(losses) - 1) // 4)
+    d = losses[-q:].mean(0) - losses[0]  # [N]
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return float(d.mean()), se
+
+
+@register("prediction_dynamics", PredictionDynamicsParams, order=80)
+def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResult:
+    """Predictions on a fixed held-out batch move smoothly during a short run (jitter)."""
+    model = ctx.new_model()
+    x, y = ctx.head("test", p.n_examples)
+    scale = 1.0 if ctx.task.classification else math.sqrt(ctx.prior.var) or 1.0
+    steps_at, rows = [0], [record(ctx, model, x, y, scale)]
+
+    def on_step(step: int, _loss: float) -> bool:
+        if (step + 1) % p.record_every == 0:
+            steps_at.append(step + 1)
+            rows.append(record(ctx, model, x, y, scale))
+            return not bool(np.isfinite(rows[-1][0]).all())  # stop once predictions blow up
+        return False
+
+    losses = train_steps(ctx, model, ctx.train_batches(seed_offset=13), p.steps, on_step=on_step)
+    trace = Trace(
+        steps_at,
+        np.stack([r[0] for r in rows]),
+        np.stack([r[1] for r in rows]),
+        scale,
+        losses,
+    )
+    return _judge(ctx, p, trace, y.cpu())
+
+
+def _judge(ctx: Context, p: PredictionDynamicsParams, tr: Trace, y: Tensor) -> CheckResult:
+    unit = "probability" if ctx.task.classification else f"target std ({tr.scale:.4g})"
+    threshold = f"jitter <= {p.max_jitter:g}, held-out loss not up by > {p.worse_z:g} SE"
+    fig = _figure(ctx, tr, y, p.max_jitter)
+    finite = np.isfinite(tr.scores).all() and np.isfinite(tr.losses).all()
+    if not finite or not all(math.isfinite(v) for v in tr.train_losses):
+        msg = (
+            f"training diverged at step {len(tr.train_losses)}: the training loss or the "
+            "held-out predictions became NaN/Inf; lower the learning rate (and check the loss "
+            "for log(0) or a division by zero)"
+        )
+        return CheckResult(
+            "prediction_dynamics",
+            Status.FAIL,
+            msg,
+            figures={"dynamics": fig},
+            threshold=threshold,
+        )
+    per_step = jitter_per_step(tr.scores)
+    jitter = float(per_step.mean()) if per_step.size else 0.0
+    change, change_se = loss_change(tr.losses)
+    metrics = {
+        "jitter": jitter,
+        "jitter_max_step": float(per_step.max()) if per_step.size else 0.0,
+        "roughness": roughness(tr.scores),
+        "mean_abs_change": float(np.abs(np.diff(tr.scores, axis=0)).mean()),
+        "first_mean_score": float(tr.scores[0].mean() * tr.scale),
+        "last_mean_score": float(tr.scores[-1].mean() * tr.scale),
+        "first_heldout_loss": float(tr.losses[0].mean()),
+        "heldout_loss_change": change,
+        "heldout_loss_change_se": change_se,
+        "steps": float(tr.steps[-1]),
+    }
+    mean_score, mean_loss = tr.scores.mean(1) * tr.scale, tr.losses.mean(1)  # [K]
+    series = {
+        "mean_score": [(s, float(v)) for s, v in zip(tr.steps, mean_score, strict=True)],
+        "heldout_loss": [(s, float(v)) for s, v in zip(tr.steps, mean_loss, strict=True)],
+        "step_jitter": [(s, float(v)) for s, v in zip(tr.steps[1:-1], per_step, strict=True)],
+    }
+    observed = (
+        f"jitter {jitter:.3g} (mean |2nd difference| of each held-out prediction per step, in "
+        f"{unit} units) over {tr.steps[-1]} steps on {tr.scores.shape[1]} examples; mean score "
+        f"{metrics['first_mean_score']:.3g} -> {metrics['last_mean_score']:.3g}; held-out "
+        f"loss {metrics['first_heldout_loss']:.4g} at init, changed by {change:+.3g} +- "
+        f"{change_se:.2g}"
+    )
+    cautions = []
+    if jitter > p.max_jitter:
+        worst = tr.steps[1 + int(np.argmax(per_step))]
+        cautions.append(
+            f"jitter above {p.max_jitter:g}: the predictions oscillate (worst around step "
+            f"{worst}); the learning rate is likely too high for this model: try it 3-10x "
+            "lower, or add warmup / gradient clipping"
+        )
+    if change > p.worse_z * change_se:
+        cautions.append(
+            f"the held-out loss on this batch ended higher than at init (by {change:.3g}, "
+            f"{change / change_se:.1f} SE > {p.worse_z:g}): training moved the predictions "
+            "away from the held-out labels; either the net collapsed after a few wild steps "
+            "(lr too high) or the test labels are encoded differently from the train labels"
+        )
+    if cautions:
+        status, msg = Status.WARN, f"{observed}: " + "; ".join(cautions)
+    else:
+        status, msg = Status.PASS, f"{observed}; jitter <= {p.max_jitter:g}"
+    return CheckResult(
+        "prediction_dynamics",
+        status,
+        msg,
+        metrics=metrics,
+        series=series,
+        figures={"dynamics": fig},
+        value=jitter,
+        threshold=threshold,
+    )
+
+
+def _figure(ctx: Context, tr: Trace, y: Tensor, max_jitter: float) -> Figure:
+    """Left: one line per held-out example (its score over the steps; regression targets as
+    ticks at the right edge). Middle: the per-step jitter against the warning line. Right:
+    the batch's mean held-out loss."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax0, ax1, ax2) = plt.subplots(
+        1, 3, figsize=(12, 3.4), layout="constrained", gridspec_kw={"width_ratios": [3, 2, 2]}
+    )
+    steps = np.asarray(tr.steps)
+    ax0.plot(steps, tr.scores * tr.scale, lw=0.8, alpha=0.7)
+    if ctx.task.classification:
+        what = "p(true class)" if ctx.task.name != "lm" else "mean p(true next token)"
+        ax0.set_ylim(-0.02, 1.02)
+    else:
+        what = "prediction y-hat"
+        targets = y.reshape(len(y), -1).mean(-1).double().numpy()
+        ax0.scatter(
+            np.full(len(targets), steps[-1]),
+            targets,
+            marker="_",
+            s=80,
+            color="k",
+            zorder=3,
+            label="target",
+        )
+        ax0.legend(fontsize=8, loc="upper left")
+    ax0.set(
+        title=f"held-out predictions during training ({tr.scores.shape[1]} examples)",
+        xlabel="step",
+        ylabel=what,
+    )
+    with np.errstate(invalid="ignore"):
+        per_step = jitter_per_step(tr.scores)
+    ax1.plot(steps[1 : 1 + len(per_step)], per_step, color="tab:purple", lw=1, label="per step")
+    if per_step.size and np.isfinite(per_step).all():
+        ax1.axhline(float(per_step.mean()), color="tab:purple", ls=":", lw=1, label="mean")
+    ax1.axhline(max_jitter, color="tab:red", ls="--", lw=1, label="warn when the mean is above")
+    ax1.set(title="jitter: mean |2nd difference|", xlabel="step")
+    ax1.legend(fontsize=8)
+    mean_loss = tr.losses.mean(1)
+    ax2.plot(steps, mean_loss, color="tab:green", lw=1)
+    if np.isfinite(mean_loss).all() and (mean_loss > 0).all():
+        ax2.set_yscale("log")  # one wild step can be 1000x the rest
+    ax2.set(title="held-out loss on this batch (mean)", xlabel="step", ylabel="loss")
+    return fig
