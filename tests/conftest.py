@@ -105,3 +105,8 @@ def tracked_stage(tracker: Any, out: Any, *, fail: bool = False,
         run_name="sanity-test",
         progress=False,
     )
+
+
+def flat(pairs: Any) -> list[float]:
+    """[(step, value), ...] -> [step, value, ...]: pytest.approx compares flat sequences only."""
+    return [float(v) for pair in pairs for v in pair]
