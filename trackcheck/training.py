@@ -42,13 +42,6 @@ def train_steps(
     return losses
 
 
-@torch.no_grad()
-def evaluate_loss(ctx: Context, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """[B] per-example loss in eval mode."""
-    model.eval()
-    return ctx.task.per_example_loss(model(x), y)
-
-
 def repeat(batch: tuple[Tensor, Tensor]) -> Iterable[tuple[Tensor, Tensor]]:
     """The same batch forever (overfitting one batch)."""
     while True:
