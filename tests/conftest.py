@@ -110,3 +110,13 @@ def tracked_stage(tracker: Any, out: Any, *, fail: bool = False,
 def flat(pairs: Any) -> list[float]:
     """[(step, value), ...] -> [step, value, ...]: pytest.approx compares flat sequences only."""
     return [float(v) for pair in pairs for v in pair]
+
+
+def interrupted_stage(tracker: Any, out: Any) -> None:
+    """A stage whose first check is hit by Ctrl-C while it builds its model; re-raises it."""
+
+    def interrupted_model() -> nn.Module:
+        raise KeyboardInterrupt
+
+    run(interrupted_model, blobs(), checks=["loss_at_init"], tracker=tracker, output_dir=out,
+        progress=False)

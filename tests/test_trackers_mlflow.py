@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from conftest import blobs, flat, tracked_stage
+from conftest import flat, interrupted_stage, tracked_stage
 
-import trackcheck
 from trackcheck.redact import REDACTED
 from trackcheck.trackers import TrackerError
 from trackcheck.trackers.mlflow import MLflowTracker
@@ -145,19 +143,9 @@ def test_failed_gate_marks_the_run_failed_and_searchable_by_tag(store, tmp_path)
 
 
 def test_interrupt_marks_the_run_killed_and_still_writes_report_json(store, tmp_path):
-    def interrupted_model() -> torch.nn.Module:
-        raise KeyboardInterrupt  # Ctrl-C while the first check builds its model
-
     tracker = MLflowTracker(tracking_uri=store)
     with pytest.raises(KeyboardInterrupt):
-        trackcheck.run(
-            interrupted_model,
-            blobs(),
-            checks=["loss_at_init"],
-            tracker=tracker,
-            output_dir=tmp_path / "out",
-            progress=False,
-        )
+        interrupted_stage(tracker, tmp_path / "out")
     run = MlflowClient(tracking_uri=store).get_run(tracker.run_id)
     assert run.info.status == "KILLED"
     assert json.loads((tmp_path / "out" / "report.json").read_text())["gated_on"] == ["interrupted"]

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from conftest import blobs, flat, tracked_stage
+from conftest import flat, interrupted_stage, tracked_stage
 
-import trackcheck
 from trackcheck.redact import REDACTED
 from trackcheck.trackers import TrackerError
 from trackcheck.trackers.wandb import WandbTracker
@@ -162,19 +160,9 @@ def test_failed_gate_ends_the_run_failed_with_failure_tags(env, tmp_path):
 
 
 def test_interrupt_ends_the_run_failed_with_the_sigint_exit_code(env, tmp_path):
-    def interrupted_model() -> torch.nn.Module:
-        raise KeyboardInterrupt  # Ctrl-C while the first check builds its model
-
     tracker = WandbTracker(project="tc-test")
     with pytest.raises(KeyboardInterrupt):
-        trackcheck.run(
-            interrupted_model,
-            blobs(),
-            checks=["loss_at_init"],
-            tracker=tracker,
-            output_dir=tmp_path / "out",
-            progress=False,
-        )
+        interrupted_stage(tracker, tmp_path / "out")
     summary = leet_summary(str(tracker.run.settings.sync_dir))
     assert summary["state"] == "failed" and summary["exit_code"] == 130
 
