@@ -120,7 +120,7 @@ def test_charts_a_prefix_of_seq_len_positions(text_data):
 def test_map_charted_in_chunks_equals_the_map_in_one_go(text_data, monkeypatch):
     model = tiny_gpt(mask_diagonal=None)().eval()
     x, _ = text_data.head("test", 1)
-    point = _deps.differentiable_input(model, x)
+    point = _deps.differentiable_input(model, model, x)
     whole = _deps.dependency_map(point, dim=1, seed=0)
     monkeypatch.setattr(_deps, "CHUNK_ELEMENTS", 5 * (x.numel() * (96 + 16)))  # 5 per chunk
     chunked = _deps.dependency_map(point, dim=1, seed=0)

@@ -8,6 +8,9 @@ Shapes (B = batch, C = classes, T = sequence length, V = vocabulary):
     binary      out [B] or [B, 1] logit, y [B] float in {0, 1}
     regression  out [B] or [B, 1],       y [B] float
     lm          out [B, T, V] logits,    y [B, T] int64 (next tokens)
+
+Integer targets equal to IGNORE_INDEX (-100, PyTorch's and Hugging Face's convention: padding,
+the last position of a shifted sequence) carry no target: losses, metrics and priors skip them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -104,11 +109,13 @@ class Multiclass(Task):
                 f"multiclass output should be [batch, {self.num_classes}] logits, got "
                 f"{list(out.shape)}: check the model's final layer size (data.num_outputs)"
             )
-        return F.cross_entropy(out, y.long(), reduction="none")
+        return F.cross_entropy(out, y.long(), reduction="none", ignore_index=IGNORE_INDEX)
 
     def prior(self, y: Tensor) -> Prior:
-        counts = torch.bincount(y.reshape(-1).long(), minlength=self.num_classes).double()
-        return Prior(probs=counts / counts.sum())
+        ids = y.reshape(-1).long()
+        ids = ids[(ids >= 0) & (ids < self.num_classes)]  # ignored or out-of-range ids: no class
+        counts = torch.bincount(ids, minlength=self.num_classes).double()
+        return Prior(probs=counts / counts.sum().clamp_min(1))
 
     def mean_prediction(self, out: Tensor) -> Tensor:
         return out.reshape(-1, out.shape[-1]).double().softmax(-1).mean(0)
@@ -130,7 +137,8 @@ class Multiclass(Task):
         return (out.argmax(-1) == y).float()
 
     def target_score(self, out: Tensor, y: Tensor) -> Tensor:
-        return out.softmax(-1).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+        ids = y.long().clamp_min(0).unsqueeze(-1)  # ignored positions read class 0, masked later
+        return out.softmax(-1).gather(-1, ids).squeeze(-1)
 
 
 class LanguageModeling(Multiclass):
@@ -145,15 +153,23 @@ class LanguageModeling(Multiclass):
                 f"language-model output should be [batch, time, {self.num_classes}] logits, "
                 f"got {list(out.shape)}"
             )
-        tok = F.cross_entropy(out.transpose(1, 2), y.long(), reduction="none")  # [B, T]
-        return tok.mean(-1)
+        tok = F.cross_entropy(
+            out.transpose(1, 2), y.long(), reduction="none", ignore_index=IGNORE_INDEX
+        )  # [B, T], 0 at ignored positions
+        return _mean_valid(tok, y)
 
     def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
-        return (out.argmax(-1) == y).float().mean(-1)
+        return _mean_valid((out.argmax(-1) == y).float(), y)
 
     def target_score(self, out: Tensor, y: Tensor) -> Tensor:
-        # mean probability of the true next token over the sequence: [B]
-        return super().target_score(out, y).mean(-1)
+        # mean probability of the true next token over the sequence's valid positions: [B]
+        return _mean_valid(super().target_score(out, y), y)
+
+
+def _mean_valid(v: Tensor, y: Tensor) -> Tensor:
+    """[B, T] per-token values -> [B] their mean over the positions that carry a target."""
+    valid = (y != IGNORE_INDEX).to(v.dtype)
+    return (v * valid).sum(-1) / valid.sum(-1).clamp_min(1)
 
 
 class Binary(Task):

@@ -1,4 +1,8 @@
-"""The short training loops the checks share: the same loop training would run, in miniature."""
+"""The short training loops the checks share: the same loop training would run, in miniature.
+
+Each step goes through ``ctx.train_step``: the user's own step when one is configured, else
+zero_grad, the configured loss, backward, step.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from trackcheck.context import Context
+from trackcheck.pipeline import Batch
 
 
 def train_steps(
     ctx: Context,
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
+    batches: Iterable[Batch],
     steps: int,
     optimizer: torch.optim.Optimizer | None = None,
     on_step: Callable[[int, float], Any] | None = None,
@@ -30,19 +35,14 @@ def train_steps(
     losses: list[float] = []
     it = iter(batches)
     for step in range(steps):
-        x, y = next(it)
-        opt.zero_grad(set_to_none=True)
-        loss = ctx.task.loss(model(x), y)
-        ctx.meter.backward(loss)
-        opt.step()
-        v = float(loss.detach())
+        v = ctx.train_step(model, next(it), opt)
         losses.append(v)
         if (on_step is not None and on_step(step, v)) or not math.isfinite(v):
             break
     return losses
 
 
-def repeat(batch: tuple[Tensor, Tensor]) -> Iterable[tuple[Tensor, Tensor]]:
+def repeat(batch: Batch) -> Iterable[Batch]:
     """The same batch forever (overfitting one batch)."""
     while True:
         yield batch

@@ -15,7 +15,7 @@ def outputs_at_init(ctx: Context, model: nn.Module, n: int) -> tuple[Tensor, Ten
     model.train()
     outs, ys, seen = [], [], 0
     for x, y in ctx.train_batches(seed_offset=101):
-        outs.append(model(x).float().cpu())
+        outs.append(ctx.forward(model, x).float().cpu())
         ys.append(y.cpu())
         seen += len(y)
         if seen >= n:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from trackcheck import plots
 from trackcheck.core import SkipCheck
+from trackcheck.pipeline import PipelineError, primary, replace_primary
 
 
 @dataclass
@@ -45,26 +46,31 @@ class DiffPoint:
     where: str  # for messages: "the input" or "the output of nn.Embedding 'tok'"
 
 
-def differentiable_input(model: nn.Module, x: Tensor) -> DiffPoint:
-    """Float inputs are used as they are; integer inputs (token ids) are replaced by the
-    output of the first ``nn.Embedding`` called on a tensor of their shape."""
-    if not isinstance(x, Tensor):
-        raise SkipCheck(
-            f"the model input is a {type(x).__name__}, not a tensor: dependency maps need "
-            "one input tensor"
-        )
-    if x.is_floating_point():
-        return DiffPoint(model, x.detach(), "the input")
-    name, emb, h0 = _find_embedding(model, x)
+def differentiable_input(
+    model: nn.Module, forward: Callable[[Any], Tensor], x: Any
+) -> DiffPoint:
+    """The map is taken at the inputs' content tensor (``pipeline.primary``: the tensor
+    itself, ``pixel_values``, ``input_ids``, ...). Float content is used as it is; integer
+    content (token ids) is replaced by the output of the first ``nn.Embedding`` called on a
+    tensor of its shape. ``forward(x)`` is the model's prediction for inputs ``x``."""
+    try:
+        t = primary(x)
+    except PipelineError as e:
+        raise SkipCheck(f"dependency maps need an input tensor: {e}") from e
+    if t.is_floating_point():
+        return DiffPoint(lambda h: forward(replace_primary(x, h)), t.detach(), "the input")
+    name, emb, h0 = _find_embedding(model, forward, x, t)
 
     def fn(h: Tensor) -> Tensor:
         with _replace_output(emb, h):
-            return model(x)
+            return forward(x)
 
     return DiffPoint(fn, h0, f"the output of nn.Embedding {name!r}")
 
 
-def _find_embedding(model: nn.Module, x: Tensor) -> tuple[str, nn.Module, Tensor]:
+def _find_embedding(
+    model: nn.Module, forward: Callable[[Any], Tensor], inputs: Any, x: Tensor
+) -> tuple[str, nn.Module, Tensor]:
     """One probe forward: the first embedding whose input has x's shape (the token table,
     not a position table fed ``arange(T)``), and its output there (detached)."""
     found: list[tuple[str, nn.Module, Tensor]] = []
@@ -80,7 +86,7 @@ def _find_embedding(model: nn.Module, x: Tensor) -> tuple[str, nn.Module, Tensor
     handles = [m.register_forward_hook(record(n)) for n, m in embeddings]
     try:
         with torch.no_grad():
-            model(x)
+            forward(inputs)
     finally:
         for hd in handles:
             hd.remove()

@@ -102,8 +102,8 @@ def evaluate(
     for batch in ctx.data.test_loader(batch_size=batch_size):
         if fingerprints:
             prints += row_fingerprints(batch)  # before the device copy: the loader's own bytes
-        x, y = ctx.to_device(batch)
-        metrics.append(ctx.task.per_example_metric(model(x), y).double().cpu())
+        x, y = ctx.split(batch)
+        metrics.append(ctx.task.per_example_metric(ctx.forward(model, x), y).double().cpu())
         targets.append(y.cpu())
         n_batches += 1
     if not n_batches:

@@ -45,7 +45,7 @@ def batch_independence(ctx: Context, p: BatchIndependenceParams) -> CheckResult:
     x, _ = ctx.head("train", p.n_examples)
     if len(x) < 2:
         raise SkipCheck(f"needs at least 2 examples to compare, the data has {len(x)}")
-    point = _deps.differentiable_input(model, x)
+    point = _deps.differentiable_input(model, lambda v: ctx.forward(model, v), x)
     m = _deps.dependency_map(point, dim=0, seed=ctx.seed)  # [B, B]: output i <- input j
     tol = _deps.zero_tolerance(point.h.dtype, p.zero_rtol)
     n_bn = _batchnorm_layers(model)

@@ -9,6 +9,7 @@ them (a forward hook; the model runs unchanged, in eval mode so dropout stays of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,9 +54,8 @@ def causality(ctx: Context, p: CausalityParams) -> CheckResult:
     model = ctx.new_model()
     model.eval()
     x, _ = ctx.head("test", 1)  # one sequence [1, T]
-    if isinstance(x, Tensor) and x.dim() >= 2 and p.seq_len is not None:
-        x = x[:, : p.seq_len]  # a prefix is a valid sequence for a causal model
-    point = _deps.differentiable_input(model, x)
+    x = _prefix(x, p.seq_len)
+    point = _deps.differentiable_input(model, lambda v: ctx.forward(model, v), x)
     with torch.no_grad():
         out = point.fn(point.h)
     if out.dim() < 2 or out.shape[1] != point.h.shape[1]:
@@ -66,6 +66,25 @@ def causality(ctx: Context, p: CausalityParams) -> CheckResult:
     m = _deps.dependency_map(point, dim=1, seed=ctx.seed)  # [T, T]: output t <- input s
     tol = _deps.zero_tolerance(point.h.dtype, p.zero_rtol)
     return _judge(m, tol, point.where, p.max_listed)
+
+
+def _prefix(x: Any, seq_len: int | None) -> Any:
+    """The first ``seq_len`` positions of every [1, T, ...] input (a prefix is a valid
+    sequence for a causal model), cut further to the valid positions when the inputs carry
+    an ``attention_mask``: padding is no position to chart."""
+    t_max = seq_len
+    mask = x.get("attention_mask") if isinstance(x, dict) else None
+    if isinstance(mask, Tensor) and mask.dim() == 2:
+        n_valid = int(mask[0].sum())
+        t_max = n_valid if t_max is None else min(t_max, n_valid)
+    if t_max is None:
+        return x
+    cut = lambda v: v[:, :t_max] if isinstance(v, Tensor) and v.dim() >= 2 else v  # noqa: E731
+    if isinstance(x, dict):
+        return {k: cut(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(cut(v) for v in x)
+    return cut(x)
 
 
 def _judge(m: Tensor, tol: float, where: str, k: int) -> CheckResult:

@@ -64,7 +64,7 @@ def _train(ctx: Context, seed: int, offset: int, steps: int) -> Run:
 
     def recorded() -> Iterator[Any]:
         for batch in ctx.train_batches(seed_offset=offset):
-            run.batches.append(fingerprint(batch))
+            run.batches.append(fingerprint((batch.x, batch.y)))
             yield batch
 
     run.losses = train_steps(ctx, model, recorded(), steps)

@@ -87,7 +87,7 @@ def _annotations(ctx: Context) -> tuple[Baseline | None, str, str]:
     if human is None:
         return None, "", ""
     n = len(ctx.data.test)  # type: ignore[arg-type]
-    truth = ctx.data.targets("test", limit=n)  # [N] (or [N, T]) in test-set order
+    truth = ctx.targets("test", limit=n)  # [N] (or [N, T]) in test-set order
     if human.shape != truth.shape:
         return (
             None,

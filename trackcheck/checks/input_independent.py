@@ -132,8 +132,7 @@ def plan(ctx: Context, p: InputIndependentParams) -> Plan:
                 generator=g,
                 collate_fn=data.collate_fn,
             )
-            for batch in loader:
-                yield ctx.to_device(batch)
+            yield from ctx.batches(loader)
 
     return Plan(batches(), judged)
 
@@ -151,11 +150,10 @@ def heldout_losses(
     model.eval()
     losses: list[Tensor] = []
     seen = 0
-    for x, y in loader:
-        x, y = ctx.to_device(x), ctx.to_device(y)
+    for x, y in ctx.batches(loader):
         if token_id is not None:
             x = blank(x, token_id)
-        losses.append(ctx.task.per_example_loss(model(x), y).double().cpu())
+        losses.append(ctx.per_example_loss(ctx.forward(model, x), y).double().cpu())
         seen += len(y)
         if seen >= max_eval:
             break
@@ -215,7 +213,7 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
         n = min(p.look_every, p.max_steps - steps)
         chunk = [next(pl.batches) for _ in range(n)]  # the same batches for both models
         curves["real inputs"] += train_steps(ctx, real, chunk, n, opt_real)
-        blanked = [(blank(x, p.token_id), y) for x, y in chunk]
+        blanked = [ctx.pipeline.with_inputs(b, blank(b.x, p.token_id)) for b in chunk]
         curves["blanked inputs"] += train_steps(ctx, base, blanked, n, opt_base)
         steps += n
         if not all(math.isfinite(v) for c in curves.values() for v in c):

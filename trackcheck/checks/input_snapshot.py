@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from trackcheck import plots
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.pipeline import Batch
 from trackcheck.registry import register
 
 
@@ -57,7 +58,7 @@ class Snapshot:
     shapes: list[str]  # "arg0: float32[64, 1, 8, 8]", ... for every tensor argument
 
 
-def capture(ctx: Context, model: nn.Module, batch: tuple[Any, Tensor]) -> Snapshot:
+def capture(ctx: Context, model: nn.Module, batch: Batch) -> Snapshot:
     """Run ``model(x)`` once, as training would (train mode, no grad), and record its inputs
     with a forward pre-hook on the root module."""
     seen: dict[str, Any] = {}
@@ -70,7 +71,7 @@ def capture(ctx: Context, model: nn.Module, batch: tuple[Any, Tensor]) -> Snapsh
     try:
         model.train()
         with torch.no_grad():
-            model(x)
+            ctx.forward(model, x)
     finally:
         handle.remove()
     named = [(f"arg{i}", a) for i, a in enumerate(seen["args"])] + list(seen["kwargs"].items())
@@ -135,16 +136,22 @@ def scan_nonfinite(ctx: Context, max_batches: int) -> tuple[int, int, int, int]:
     """(batches, examples, non-finite input values, non-finite labels) over the first
     ``max_batches`` training batches of one epoch, as the training loader yields them."""
     batches = examples = bad_x = bad_y = 0
-    for x, y in ctx.data.train_loader(generator=ctx.generator(0)):
+    for x, y in ctx.batches(ctx.data.train_loader(generator=ctx.generator(0))):
         if batches >= max_batches:
             break
-        if isinstance(x, Tensor) and x.is_floating_point():
-            bad_x += int((~torch.isfinite(x)).sum())
+        for t in _float_tensors(x):
+            bad_x += int((~torch.isfinite(t)).sum())
         if isinstance(y, Tensor) and y.is_floating_point():
             bad_y += int((~torch.isfinite(y)).sum())
         batches += 1
         examples += len(y)
     return batches, examples, bad_x, bad_y
+
+
+def _float_tensors(x: Any) -> list[Tensor]:
+    """The floating-point tensors among inputs ``x`` (a tensor, a tuple or a dict)."""
+    items = x.values() if isinstance(x, dict) else x if isinstance(x, tuple | list) else [x]
+    return [t for t in items if isinstance(t, Tensor) and t.is_floating_point()]
 
 
 def _label_text(ctx: Context, y: Tensor) -> list[str]:

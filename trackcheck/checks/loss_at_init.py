@@ -30,7 +30,7 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     task = ctx.task
     model = ctx.new_model()
     out, y = outputs_at_init(ctx, model, p.n_examples)
-    per_ex = task.per_example_loss(out, y).double()  # [N]
+    per_ex = ctx.per_example_loss(out, y).double()  # [N]
     measured = float(per_ex.mean())
     se = float(per_ex.std() / math.sqrt(len(per_ex))) if len(per_ex) > 1 else 0.0
     # Two derived values: an all-zero output (ln C, E[y^2], ln 2) and a bias that carries

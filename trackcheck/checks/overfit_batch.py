@@ -31,7 +31,8 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     """A few examples can be fit to near-zero loss (the model, loss and optimizer are wired)."""
     task = ctx.task
     model = ctx.new_model()
-    x, y = ctx.head("train", p.n_examples)
+    batch = ctx.head("train", p.n_examples)
+    x, y = batch
     opt = ctx.optimizer(model)
     if p.lr is not None:
         for g in opt.param_groups:
@@ -39,11 +40,11 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     reference = task.prior_loss(ctx.prior)
     target = p.max_loss_ratio * reference
     losses = train_steps(
-        ctx, model, repeat((x, y)), p.max_steps, opt, on_step=lambda _step, loss: loss <= target
+        ctx, model, repeat(batch), p.max_steps, opt, on_step=lambda _step, loss: loss <= target
     )
     best = min((v for v in losses if math.isfinite(v)), default=float("nan"))
     with torch.no_grad():
-        out = model(x)  # train mode, as in the last step
+        out = ctx.forward(model, x)  # train mode, as in the last step
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
     steps = len(losses)
     metrics = {

@@ -80,9 +80,9 @@ def record(
     BatchNorm's running stats); the model is put back in train mode."""
     model.eval()
     with torch.no_grad():
-        out = model(x)
+        out = ctx.forward(model, x)
         s = ctx.task.target_score(out, y).double().cpu().numpy() / scale
-        loss = ctx.task.per_example_loss(out, y).double().cpu().numpy()
+        loss = ctx.per_example_loss(out, y).double().cpu().numpy()
     model.train()
     return s.reshape(len(s)), loss.reshape(len(loss))
 

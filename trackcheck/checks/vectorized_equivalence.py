@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck.context import Context
-from trackcheck.core import CheckResult, SkipCheck, Status
+from trackcheck.core import CheckResult, Status
+from trackcheck.pipeline import slice_inputs
 from trackcheck.registry import register
 
 # torch.testing.assert_close's default (rtol, atol) per dtype, as its documentation tabulates
@@ -89,11 +90,11 @@ def _compare(name: str, actual: Tensor, expected: Tensor, rtol: float, atol: flo
 
 
 @torch.no_grad()
-def _loop(model: nn.Module, x: Tensor, batched: Tensor) -> Tensor | str:
+def _loop(forward: Callable[[Any], Any], x: Any, n: int, batched: Tensor) -> Tensor | str:
     """Single-example forwards, concatenated; a string says why they cannot be stacked."""
     outs = []
-    for i in range(len(x)):
-        o = model(x[i : i + 1])
+    for i in range(n):
+        o = forward(slice_inputs(x, slice(i, i + 1)))
         if not isinstance(o, Tensor) or o.shape != (1, *batched.shape[1:]):
             got = list(o.shape) if isinstance(o, Tensor) else type(o).__name__
             return (
@@ -110,35 +111,28 @@ def vectorized_equivalence(ctx: Context, p: VectorizedEquivalenceParams) -> Chec
     """The batched forward equals single-example forwards (and the user's reference)."""
     model = ctx.new_model()
     model.eval()  # BatchNorm on running statistics, dropout off: the forward is per example
-    x, _ = ctx.head("test", p.n_examples)
-    if not isinstance(x, Tensor):
-        raise SkipCheck(
-            f"the model input is a {type(x).__name__}, not a tensor: the loop slices one "
-            "input tensor into single examples"
-        )
+    x, y = ctx.head("test", p.n_examples)
     with torch.no_grad():
-        batched = model(x)
-    if not isinstance(batched, Tensor):
-        raise TypeError(f"the model returned {type(batched).__name__}, expected a tensor")
+        batched = ctx.forward(model, x)
     default_rtol, default_atol = DEFAULT_TOLERANCES.get(batched.dtype, (0.0, 0.0))
     rtol = default_rtol if p.rtol is None else p.rtol
     atol = default_atol if p.atol is None else p.atol
 
-    looped = _loop(model, x, batched)
+    looped = _loop(lambda v: ctx.forward(model, v), x, len(y), batched)
     if isinstance(looped, str):
-        return _shape_failure(looped, len(x))
+        return _shape_failure(looped, len(y))
     comparisons = [_compare("loop of single-example forwards", batched, looped, rtol, atol)]
     if ctx.reference_fn is not None:
         comparisons.append(_reference(ctx.reference_fn, model, x, batched, rtol, atol))
     source = "torch.testing defaults" if p.rtol is None and p.atol is None else "configured"
     tol = f"|diff| <= {atol:.2g} + {rtol:.2g} |expected| ({batched.dtype}, {source})"
-    return _judge(comparisons, rtol, atol, p.rounding_factor, len(x), tol)
+    return _judge(comparisons, rtol, atol, p.rounding_factor, len(y), tol)
 
 
 def _reference(
     fn: Callable[..., Tensor],
     model: nn.Module,
-    x: Tensor,
+    x: Any,
     batched: Tensor,
     rtol: float,
     atol: float,

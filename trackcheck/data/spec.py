@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from trackcheck.pipeline import Pipeline
 from trackcheck.tasks import Task, make_task
 
 KINDS = ("image", "tabular", "tokens")
@@ -69,25 +70,29 @@ class DataSpec:
             collate_fn=self.collate_fn,
         )
 
-    def head(self, split: str, n: int) -> tuple[Tensor, Tensor]:
+    def head(self, split: str, n: int) -> Any:
         """The first ``n`` examples of a split, collated as one batch, in dataset order."""
         ds = self.train if split == "train" else self.test
         n = min(n, len(ds))  # type: ignore[arg-type]
         loader = DataLoader(ds, batch_size=n, shuffle=False, collate_fn=self.collate_fn)
-        x, y = next(iter(loader))
-        return x, y
+        return next(iter(loader))
 
-    def targets(self, split: str = "train", limit: int = 20000) -> Tensor:
-        """All targets of a split (at most ``limit``), for priors and label entropies."""
+    def targets(
+        self, split: str = "train", limit: int = 20000, pipeline: Pipeline | None = None
+    ) -> Tensor:
+        """All targets of a split (at most ``limit``), read through ``pipeline`` (default
+        conventions when None), for priors and label entropies."""
         ds = self.train if split == "train" else self.test
         tensors = getattr(ds, "tensors", None)
-        if tensors is not None:
-            return tensors[1][:limit]
+        if tensors is not None and len(tensors) == 2:  # TensorDataset(x, y): no pass needed
+            return tensors[1][:limit]  # type: ignore[no-any-return]
+        pipe = pipeline or Pipeline()
+        pipe.task_name = self.task.name
         ys: list[Tensor] = []
         seen = 0
-        for _, y in DataLoader(ds, batch_size=512, shuffle=False, collate_fn=self.collate_fn):
-            ys.append(y)
-            seen += len(y)
+        for batch in DataLoader(ds, batch_size=512, shuffle=False, collate_fn=self.collate_fn):
+            ys.append(pipe.split(batch).y)
+            seen += len(ys[-1])
             if seen >= limit:
                 break
         return torch.cat(ys)[:limit]

@@ -1,0 +1,274 @@
+"""The seam between trackcheck and the user's pipeline: how a batch goes in, what comes out,
+which loss is used, and (optionally) the user's own training step.
+
+Every check reaches the model through one :class:`Pipeline` (``ctx.forward``, ``ctx.loss``,
+``ctx.train_step``), so a Hugging Face model with dict batches and a ``ModelOutput``, a
+torchvision model with tuple batches, and a user's own loss all work in every check.
+
+Conventions, all configurable (Hydra: the ``pipeline:`` node; Python: ``trackcheck.run(...,
+pipeline=Pipeline(...))``):
+
+* Batches: ``(inputs, target)`` tuples (``(x1, x2, ..., target)``: the model gets
+  ``model(x1, x2, ...)``), or dicts (the Hugging Face convention): the target is
+  ``batch["labels"]`` (or ``label``, ``targets``, ``target``, ``y``) and the other keys are
+  passed as keyword arguments, ``model(input_ids=..., attention_mask=...)``.
+* Outputs: a tensor, a tuple (its first element), or a dict / ``ModelOutput`` (its
+  ``logits``, or the only tensor in it). ``use_cache=False`` is passed to a forward that
+  accepts it: a KV cache is state the checks must not carry between calls.
+* Targets: ``ignore_index`` (-100) marks positions without a target; positions where the
+  batch's ``attention_mask`` is 0 are marked so as well. For a language model fed dict
+  batches, the labels are the inputs (Hugging Face causal LMs shift inside the model), so
+  they are shifted here once: ``y[:, t] = labels[:, t + 1]``, the last position ignored.
+  Tuple batches for ``task: lm`` already hold the next tokens.
+* Loss: ``None`` uses the task's loss (cross-entropy, BCE with logits, MSE); a callable
+  ``loss(output, target) -> scalar`` is the user's own (``nn.CrossEntropyLoss(
+  label_smoothing=0.1)``, a focal loss); ``"model"`` uses the loss the model computes itself
+  when given ``labels=`` (Hugging Face), read from ``output.loss``.
+* Step: ``None`` runs ``zero_grad, loss, backward, step``; a callable ``step(model, batch,
+  optimizer) -> loss`` is the user's own training step, given the batch as the loader yields
+  it, so a bug in the step shows in the checks that train.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = -100
+TARGET_KEYS = ("labels", "label", "targets", "target", "y")
+# dict inputs: the tensor that carries the example's content (the one checks blank, chart
+# and show); the first key present wins, else the first tensor
+PRIMARY_KEYS = ("input_ids", "pixel_values", "input_values", "inputs_embeds", "x")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+StepFn = Callable[[nn.Module, Any, torch.optim.Optimizer], Any]
+
+
+class PipelineError(ValueError):
+    """A batch, an output or a loss that trackcheck cannot read; the message says how to
+    configure it (``pipeline.*``, ``loss``)."""
+
+
+@dataclass
+class Batch:
+    """One batch, split: ``x`` the model's inputs (a tensor, a tuple of positional inputs, or
+    a dict of keyword inputs), ``y`` the aligned target, ``raw`` the batch as the loader gave
+    it (what a user's training step receives). Unpacks as ``x, y``."""
+
+    x: Any
+    y: Tensor
+    raw: Any = None
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.x
+        yield self.y
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class Pipeline:
+    """How batches, outputs and the loss are read (module docstring: the conventions)."""
+
+    target_key: str | None = None  # dict batches; None: the first of TARGET_KEYS present
+    input_keys: list[str] | None = None  # dict batches; None: every key but the target
+    output_key: str | None = None  # dict/ModelOutput outputs; None: "logits" or the only tensor
+    loss: LossFn | str | None = None  # None: the task's; "model": the model's own .loss
+    step: StepFn | None = None  # the user's training step(model, batch, optimizer) -> loss
+    shift_labels: bool | None = None  # LM dict batches: None = shift (Hugging Face convention)
+    ignore_index: int = IGNORE_INDEX
+    mask_key: str | None = "attention_mask"  # 0 there -> target ignored (None: not used)
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    task_name: str = ""  # set by the Context: shifting applies to language modeling only
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, str) and self.loss not in ("model", "task"):
+            raise PipelineError(
+                f"loss={self.loss!r}: give a callable loss(output, target), 'model' (the "
+                "model's own .loss) or leave it unset for the task's loss"
+            )
+        if self.loss == "task":
+            self.loss = None
+
+    @property
+    def model_loss(self) -> bool:
+        return self.loss == "model"
+
+    # --- batches ------------------------------------------------------------------------
+    def split(self, batch: Any) -> Batch:
+        """The loader's batch -> Batch(x, y, raw)."""
+        if isinstance(batch, Batch):
+            return batch
+        if isinstance(batch, Mapping):
+            return self._split_dict(batch)
+        if isinstance(batch, list | tuple) and len(batch) >= 2:
+            x = batch[0] if len(batch) == 2 else tuple(batch[:-1])
+            return Batch(x, self._as_target(batch[-1]), batch)
+        raise PipelineError(
+            f"a batch is a {type(batch).__name__}: expected (inputs, target) or a dict with a "
+            "'labels' key; set data.collate_fn (or pipeline.target_key for dicts)"
+        )
+
+    def _split_dict(self, batch: Mapping[str, Any]) -> Batch:
+        key = self.target_key or next((k for k in TARGET_KEYS if k in batch), None)
+        if key is None or key not in batch:
+            raise PipelineError(
+                f"a dict batch with keys {sorted(batch)} has no target "
+                f"{'key ' + repr(key) if key else '(looked for ' + ', '.join(TARGET_KEYS) + ')'}"
+                ": set pipeline.target_key to the key that holds the labels"
+            )
+        keys = self.input_keys or [k for k in batch if k != key]
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise PipelineError(
+                f"pipeline.input_keys names {missing}, not in the batch's keys {sorted(batch)}"
+            )
+        x = {k: batch[k] for k in keys}
+        y = self._as_target(batch[key])
+        if self.task_name == "lm" and self.shift_labels is not False:
+            y = shift_left(y, self.ignore_index)
+        mask = batch.get(self.mask_key) if self.mask_key else None
+        if isinstance(mask, Tensor) and mask.shape == y.shape and not y.is_floating_point():
+            y = y.masked_fill(mask == 0, self.ignore_index)
+        return Batch(x, y, batch)
+
+    @staticmethod
+    def _as_target(y: Any) -> Tensor:
+        if isinstance(y, Tensor):
+            return y
+        try:
+            return torch.as_tensor(y)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise PipelineError(
+                f"the batch's target is a {type(y).__name__}, not a tensor: collate it into "
+                f"one (data.collate_fn) ({e})"
+            ) from e
+
+    def with_inputs(self, b: Batch, x: Any) -> Batch:
+        """The same batch with other inputs (blanked, sliced): the raw batch follows."""
+        raw = b.raw
+        if isinstance(raw, Mapping) and isinstance(x, Mapping):
+            raw = {**raw, **x}
+        elif isinstance(raw, list | tuple):
+            raw = [*(x if isinstance(x, tuple) and len(raw) > 2 else (x,)), raw[-1]]
+        return Batch(x, b.y, raw)
+
+    # --- the model ----------------------------------------------------------------------
+    def call(self, model: nn.Module, x: Any, **extra: Any) -> Any:
+        """``model`` applied to inputs ``x`` as the batch convention says; the raw output."""
+        kwargs = {**_default_kwargs(model), **self.forward_kwargs, **extra}
+        if isinstance(x, Mapping):
+            return model(**x, **kwargs)
+        if isinstance(x, tuple):
+            return model(*x, **kwargs)
+        return model(x, **kwargs)
+
+    def output(self, out: Any) -> Tensor:
+        """The prediction tensor in a model's raw output."""
+        if isinstance(out, Tensor):
+            return out
+        if isinstance(out, Mapping):  # dicts and Hugging Face ModelOutput
+            key = self.output_key or ("logits" if "logits" in out else None)
+            if key is not None and isinstance(out.get(key), Tensor):
+                return out[key]  # type: ignore[no-any-return]
+            tensors = [k for k, v in out.items() if isinstance(v, Tensor) and k != "loss"]
+            if key is None and len(tensors) == 1:
+                return out[tensors[0]]  # type: ignore[no-any-return]
+            raise PipelineError(
+                f"the model returned a {type(out).__name__} with keys {list(out.keys())} and "
+                f"no tensor at {key or 'logits'!r}: set pipeline.output_key to the key that "
+                "holds the predictions"
+            )
+        if isinstance(out, list | tuple) and out and isinstance(out[0], Tensor):
+            return out[0]
+        raise PipelineError(
+            f"the model returned a {type(out).__name__}, not a tensor, tuple, dict or "
+            "ModelOutput: return the logits, or set pipeline.output_key"
+        )
+
+    def forward(self, model: nn.Module, x: Any) -> Tensor:
+        return self.output(self.call(model, x))
+
+    def labels_for_model(self, y: Tensor) -> Tensor:
+        """The ``labels=`` a model that computes its own loss expects: the shift undone
+        (Hugging Face causal LMs shift inside), ignored positions kept at ignore_index."""
+        if self.task_name == "lm" and self.shift_labels is not False:
+            return F.pad(y, (1, 0), value=self.ignore_index)[..., :-1]
+        return y
+
+
+def shift_left(y: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """[B, T] labels -> next-token targets: ``out[:, t] = y[:, t + 1]``, the last ignored."""
+    return F.pad(y[..., 1:], (0, 1), value=ignore_index)
+
+
+_KWARG_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _default_kwargs(model: nn.Module) -> dict[str, Any]:
+    """``use_cache=False`` for a forward that takes it (Hugging Face decoders): a KV cache
+    in the output is state, and torch.func cannot return it."""
+    cls = type(model)
+    if cls not in _KWARG_CACHE:
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        _KWARG_CACHE[cls] = {"use_cache": False} if "use_cache" in params else {}
+    return _KWARG_CACHE[cls]
+
+
+def primary_key(x: Mapping[str, Any]) -> str:
+    """The key of the tensor that carries a dict input's content (PRIMARY_KEYS)."""
+    for k in PRIMARY_KEYS:
+        if isinstance(x.get(k), Tensor):
+            return k
+    for k, v in x.items():
+        if isinstance(v, Tensor):
+            return str(k)
+    raise PipelineError(f"a dict input with keys {sorted(x)} holds no tensor")
+
+
+def primary(x: Any) -> Tensor:
+    """The content tensor of inputs ``x``: itself, the first of a tuple, or PRIMARY_KEYS."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, Mapping):
+        return x[primary_key(x)]  # type: ignore[no-any-return]
+    if isinstance(x, tuple) and x and isinstance(x[0], Tensor):
+        return x[0]
+    raise PipelineError(f"inputs of type {type(x).__name__} hold no tensor")
+
+
+def replace_primary(x: Any, t: Tensor) -> Any:
+    """Inputs ``x`` with their content tensor replaced by ``t``."""
+    if isinstance(x, Tensor):
+        return t
+    if isinstance(x, Mapping):
+        return {**x, primary_key(x): t}
+    return (t, *x[1:])
+
+
+def slice_inputs(x: Any, idx: slice | Tensor) -> Any:
+    """Rows ``idx`` of every batched tensor in ``x`` (non-batched values kept as they are)."""
+    if isinstance(x, Tensor):
+        return x[idx]
+    if isinstance(x, Mapping):
+        return {k: slice_inputs(v, idx) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return type(x)(slice_inputs(v, idx) for v in x)
+    return x
+
+
+def valid_targets(y: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Bool mask of target positions that carry a target."""
+    if y.is_floating_point():
+        return torch.ones_like(y, dtype=torch.bool)
+    return y != ignore_index
