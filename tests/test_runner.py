@@ -8,6 +8,7 @@ import torch
 from conftest import blobs
 
 import trackcheck
+from trackcheck.core import ConfigError
 from trackcheck import CheckResult, Gate, SkipCheck, Status
 from trackcheck.models import MLP
 from trackcheck.registry import _REGISTRY, all_checks, register
@@ -121,8 +122,8 @@ def test_unknown_check_name_is_a_clear_error():
         trackcheck.run(model, blobs(), checks=["overfit_btach"], progress=False)
 
 
-def test_params_for_a_check_are_typed():
-    with pytest.raises(TypeError, match="max_stepz"):
+def test_params_for_a_check_are_typed_and_checked_before_any_compute():
+    with pytest.raises(ConfigError, match="checks.overfit_batch: .*max_stepz"):
         trackcheck.run(
             model,
             blobs(),
@@ -151,3 +152,21 @@ def test_an_optimizer_that_cannot_be_built_fails_before_any_check():
 
     with pytest.raises(ConfigError, match="the optimizer could not be built"):
         trackcheck.run(model, blobs(), optimizer=bad_optim, progress=False)
+
+
+def test_a_typo_in_gate_required_is_refused_before_any_compute():
+    with pytest.raises(
+        ConfigError, match=r"gate.required names unknown check\(s\) \['overfit_batchh'\]"
+    ):
+        trackcheck.run(
+            model,
+            blobs(),
+            checks=["loss_at_init"],
+            progress=False,
+            gate=trackcheck.Gate(required=["overfit_batchh"]),
+        )
+
+
+def test_an_empty_selection_of_checks_is_refused():
+    with pytest.raises(ConfigError, match="selects no check"):
+        trackcheck.run(model, blobs(), checks=[], progress=False)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,9 +26,11 @@ from trackcheck import sweep
 from trackcheck.config import schema
 from trackcheck.core import ConfigError, Report
 from trackcheck.data.spec import DataSpec
+from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
+from trackcheck.pipeline import Pipeline
 from trackcheck.registry import all_checks
 from trackcheck.runner import Gate, run
-from trackcheck.trackers.base import NoTracker, RunStatus, Tracker, TrackerError
+from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -71,17 +73,38 @@ def build_model_factories(
 ) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
     """The model factory, and the bigger one from ``model.bigger`` overrides (if given).
 
-    ``out_bias: auto`` is replaced by the bias that carries the train-set prior.
+    Each call instantiates the whole node, nested ``_target_`` children included, so every
+    check gets a fully fresh model (``_partial_: true`` on the top node would build the
+    children once and share them). One model is built here, so a broken model config fails
+    at startup. ``out_bias: auto`` is replaced by the bias that carries the train-set prior.
     """
     node = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(node, dict)
     bigger = node.pop("bigger", None)
     if node.get("out_bias") == "auto":
-        node["out_bias"] = data.task.prior_bias(data.task.prior(data.targets())).tolist()
-    node["_partial_"] = True
-    factory = _instantiate(node, "model")
-    big = _instantiate({**node, **bigger}, "model.bigger") if bigger else None
+        y = data.targets(pipeline=build_pipeline(cfg))
+        node["out_bias"] = data.task.prior_bias(data.task.prior(y)).tolist()
+    _instantiate(node, "model")
+    factory = partial(instantiate, OmegaConf.create(node))
+    big = None
+    if bigger:
+        big_node = OmegaConf.merge(OmegaConf.create(node), bigger)
+        _instantiate(big_node, "model.bigger")
+        big = partial(instantiate, big_node)
     return factory, big
+
+
+def build_pipeline(cfg: DictConfig) -> Pipeline:
+    """The ``pipeline``, ``loss`` and ``step`` nodes as one Pipeline."""
+    pipe = Pipeline(**OmegaConf.to_container(cfg.pipeline))  # type: ignore[arg-type]
+    node = cfg.get("loss")
+    if isinstance(node, str):
+        pipe.loss = node  # "model" (or "task"): validated by the runner
+    elif node is not None:
+        pipe.loss = _instantiate(node, "loss")
+    if cfg.get("step") is not None:
+        pipe.step = _instantiate(cfg.step, "step")
+    return pipe
 
 
 def build_tracker(cfg: DictConfig, extra: dict[str, Any] | None = None) -> Tracker | None:
@@ -104,6 +127,7 @@ def build_and_run(
     tracker = tracker if tracker is not None else build_tracker(cfg)
     reference = _instantiate(cfg.reference, "reference") if cfg.get("reference") else None
     params = {name: OmegaConf.to_object(cfg.checks[name]) for name in all_checks()}
+    pipeline = build_pipeline(cfg)
     config = {str(k): v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}  # type: ignore[union-attr]
     return run(
         factory,
@@ -111,6 +135,7 @@ def build_and_run(
         checks=list(cfg.checks.run),
         params=params,
         optimizer=optim,
+        pipeline=pipeline,
         device=cfg.device,
         seed=cfg.seed,
         gate=Gate(required=list(cfg.gate.required), fail_on_warn=cfg.gate.fail_on_warn),
@@ -147,36 +172,6 @@ def build_train(cfg: DictConfig) -> Callable[[DictConfig], Any] | None:
     return _instantiate(node, "train", _partial_=True)  # type: ignore[no-any-return]
 
 
-@contextmanager
-def active_run(tracker: Tracker) -> Iterator[None]:
-    """Make the tracker's run the SDK's current run while the user's train function runs,
-    so its ``mlflow.log_metric`` / ``wandb.log`` calls land beside the sanity panels.
-
-    A tracker that knows how to do this offers ``activate()`` (a context manager); MLflow's
-    is done here: resume the run as the fluent active run. W&B needs nothing: the tracker's
-    ``wandb.init`` already made it ``wandb.run``.
-    """
-    activate = getattr(tracker, "activate", None)
-    if callable(activate):
-        with activate():
-            yield
-        return
-    from trackcheck.trackers.mlflow import MLflowTracker
-
-    if isinstance(tracker, MLflowTracker) and not tracker.attached and tracker.run_id:
-        import mlflow
-
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(tracker.tracking_uri)
-        try:
-            with mlflow.start_run(run_id=tracker.run_id):
-                yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-        return
-    yield
-
-
 class HeldRun:
     """A tracker whose run stays open after a passing stage, so training can log into it.
 
@@ -193,24 +188,29 @@ class HeldRun:
         return getattr(self.tracker, name)
 
     def finish(self, status: RunStatus) -> None:
-        if status == "FINISHED":
+        if status == RUN_FINISHED:
             self.held = True
         else:
             self.tracker.finish(status)
 
     def train(self, fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-        """Run ``fn(cfg)`` inside the held run, then close it (FAILED if ``fn`` raised)."""
+        """Run ``fn(cfg)`` inside the held run, then close it (FAILED if ``fn`` raised).
+
+        While ``fn`` runs, the tracker's run is the SDK's current run
+        (``tracker.activate()``), so its ``mlflow.log_metric`` / ``wandb.log`` calls land
+        beside the sanity panels.
+        """
         assert self.held, "train only after a stage that passed"
         try:
-            with active_run(self.tracker):
+            with self.tracker.activate():
                 result = fn(cfg)
         except KeyboardInterrupt:
-            self.tracker.finish("KILLED")
+            self.tracker.finish(RUN_KILLED)
             raise
         except BaseException:
-            self.tracker.finish("FAILED")
+            self.tracker.finish(RUN_FAILED)
             raise
-        self.tracker.finish("FINISHED")
+        self.tracker.finish(RUN_FINISHED)
         return result
 
 

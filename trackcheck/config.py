@@ -37,6 +37,19 @@ class SweepConfig:
     failed_value: Any = float("inf")
 
 
+@dataclass
+class PipelineConfig:
+    """How batches and outputs are read (trackcheck.pipeline.Pipeline has the details)."""
+
+    target_key: str | None = None  # dict batches: the target's key; null: labels, label, ...
+    # dict batches: the keys given to the model as keyword inputs; null: all but the target
+    input_keys: list[str] | None = None
+    output_key: str | None = None  # dict / ModelOutput outputs: null = logits or the only tensor
+    shift_labels: bool | None = None  # LM dict batches: null = shift by one (Hugging Face)
+    ignore_index: int = -100  # targets with this value carry no target (padding)
+    mask_key: str | None = "attention_mask"  # where it is 0 the target is ignored
+
+
 def checks_schema() -> type:
     """``run`` (all | fast | names) plus one params field per registered check."""
     fields: list[tuple[str, Any, Any]] = [
@@ -70,6 +83,14 @@ def schema() -> type:
                     }
                 ),
             ),
+            # the loss the checks train and measure with: null = the task's (cross-entropy,
+            # BCE with logits, MSE); a _target_ (torch.nn.CrossEntropyLoss, or a function with
+            # _partial_: true) called as loss(output, target); "model" = the model's own .loss
+            ("loss", Any, None),
+            # optional: your training step, step(model, batch, optimizer) -> loss
+            # (_target_ with _partial_: true); the checks that train call it
+            ("step", Any, None),
+            ("pipeline", PipelineConfig, field(default_factory=PipelineConfig)),
             ("seed", int, 0),
             ("device", str, "auto"),  # auto: CUDA when available, else CPU
             ("progress", bool, True),

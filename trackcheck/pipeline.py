@@ -204,6 +204,11 @@ class Pipeline:
         return y
 
 
+def model_loss() -> str:
+    """``loss: model`` for Hydra (``loss=model``): the model computes its own loss."""
+    return "model"
+
+
 def shift_left(y: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """[B, T] labels -> next-token targets: ``out[:, t] = y[:, t + 1]``, the last ignored."""
     return F.pad(y[..., 1:], (0, 1), value=ignore_index)

@@ -1,6 +1,10 @@
-"""Run the selected checks: fresh model and seed per check, timing, error isolation, the gate.
+"""Run the selected checks: validate, execute, publish.
 
-This is the library's entry point and takes plain Python objects; Hydra stays in ``cli.py``.
+``validate`` checks every choice a user can get wrong (check names, their params, the gate's
+names) before any model is built; ``execute`` runs each check on a fresh, seeded model with
+its crash isolated as ERROR; ``publish`` writes report.json first, then the HTML page and the
+tracker run. This is the library's entry point and takes plain Python objects; Hydra stays
+in ``cli.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
+from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn
 from trackcheck.redact import redact
 from trackcheck.registry import CheckSpec, all_checks
 from trackcheck.trackers import Tracker, log_report, make_tracker
@@ -155,6 +160,97 @@ def _as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
     return model
 
 
+def _pipeline(
+    pipeline: Pipeline | None, loss: LossFn | str | None, step: StepFn | None
+) -> Pipeline:
+    """The pipeline conventions, with ``loss=`` / ``step=`` given directly folded in."""
+    pipe = dataclasses.replace(pipeline) if pipeline is not None else Pipeline()
+    try:
+        if loss is not None:
+            pipe.loss = loss
+        if step is not None:
+            pipe.step = step
+        pipe.__post_init__()  # validates the loss spelling
+    except PipelineError as e:
+        raise ConfigError(str(e)) from e
+    if pipe.loss is not None and not callable(pipe.loss) and not pipe.model_loss:
+        raise ConfigError(f"loss must be callable(output, target), 'model' or None: {loss!r}")
+    if pipe.step is not None and not callable(pipe.step):
+        raise ConfigError(f"step must be callable(model, batch, optimizer): {step!r}")
+    return pipe
+
+
+@dataclass
+class Plan:
+    """Everything validated before any compute: the checks in order, each with its params."""
+
+    specs: list[CheckSpec]
+    params: dict[str, Any]
+    gate: Gate
+
+
+def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: Gate | None) -> Plan:
+    """Every choice a user can get wrong, checked before the first model is built."""
+    specs = select_checks(checks)
+    if not specs:
+        raise ConfigError("checks.run selects no check: name at least one, or use all / fast")
+    registry = all_checks()
+    given = params or {}
+    unknown = [n for n in given if n not in registry]
+    if unknown:
+        raise ConfigError(
+            f"params given for unknown check(s) {unknown}; available: {list(registry)}"
+        )
+    built = {}
+    for spec in specs:
+        try:
+            built[spec.name] = make_params(spec, given.get(spec.name))
+        except TypeError as e:
+            raise ConfigError(f"checks.{spec.name}: {e}") from e
+    gate = gate or Gate()
+    typos = [n for n in gate.required if n != "all" and n not in registry]
+    if typos:
+        raise ConfigError(
+            f"gate.required names unknown check(s) {typos}; available: {list(registry)}"
+        )
+    return Plan(specs, built, gate)
+
+
+def execute(plan: Plan, ctx: Context, progress: bool) -> list[CheckResult]:
+    """Run the planned checks in order; each figure is saved as soon as its check ends."""
+    from trackcheck.console import Progress
+
+    results: list[CheckResult] = []
+    assert ctx.output_dir is not None
+    with Progress(enabled=progress, total=len(plan.specs)) as bar:
+        for spec in plan.specs:
+            bar.start(spec.name)
+            result = run_one(spec, ctx, plan.params[spec.name])
+            save_figures(result, ctx.output_dir)
+            results.append(result)
+            bar.done(result)
+    return results
+
+
+def publish(report: Report, tracker: Tracker, out: Path, progress: bool) -> None:
+    """report.json first (nothing is lost if the tracker fails), then the HTML page, then the
+    tracker, then the tracker run's final status."""
+    from trackcheck.console import print_summary
+    from trackcheck.html import write_html
+
+    report.tracker = tracker.info()
+    files = [write_report(report, out)]
+    try:
+        files.append(write_html(report, out))
+        log_report(tracker, report, files)
+    except BaseException as e:
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if progress:
+        print_summary(report)
+    tracker.finish("FINISHED" if report.passed else "FAILED")  # prints where the run is
+
+
 def run(
     model: ModelFactory | nn.Module,
     data: DataSpec,
@@ -162,6 +258,9 @@ def run(
     checks: str | Sequence[str] = "all",
     params: dict[str, Any] | None = None,
     optimizer: OptimizerFactory | None = None,
+    loss: LossFn | str | None = None,
+    step: StepFn | None = None,
+    pipeline: Pipeline | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     gate: Gate | None = None,
@@ -175,48 +274,39 @@ def run(
 ) -> Report:
     """Run the checklist on ``model`` (a factory, ideally) and ``data``; return the Report.
 
+    ``loss``: your loss ``fn(output, target) -> scalar`` (or ``"model"``: the model's own
+    ``.loss`` given ``labels=``); ``step``: your training step ``fn(model, batch, optimizer)
+    -> loss``; ``pipeline``: how batches and outputs are read (:mod:`trackcheck.pipeline`).
     The report is written to ``output_dir/report.json`` before anything is sent to the
     tracker, so a tracker failure loses nothing. ``report.passed`` is the gate's verdict.
     """
-    from trackcheck.console import Progress, print_summary
-
-    gate = gate or Gate()
-    tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
-    dev = resolve_device(device)
+    plan = validate(checks, params, gate)
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="trackcheck-"))
-    specs = select_checks(checks)
-    params = params or {}
-    for name in params:
-        if name not in all_checks():
-            raise ConfigError(f"params given for unknown check {name!r}")
     ctx = Context(
         model_factory=_as_factory(model),
         data=data,
-        optimizer_factory=optimizer or (lambda ps: torch.optim.Adam(ps, lr=3e-3)),
-        device=dev,
+        optimizer_factory=optimizer or default_optimizer,
+        device=resolve_device(device),
         seed=seed,
         bigger_model_factory=bigger_model,
         reference_fn=reference_fn,
         output_dir=out,
         meter=Meter(),
+        pipeline=_pipeline(pipeline, loss, step),
     )
-    ctx.meter.sync = dev.type == "cuda"
+    ctx.meter.sync = ctx.device.type == "cuda"
     _probe_optimizer(ctx.optimizer_factory)
+    tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
     safe_config = redact(config or {})
     tracker.start(safe_config, run_name)  # fails fast on a bad URI, before any compute
 
     t0 = time.perf_counter()
-    results: list[CheckResult] = []
-    report = Report(checks=results, passed=False, config=safe_config, environment=environment(dev))
-    report.output_dir = str(out)
+    report = Report(
+        checks=[], passed=False, config=safe_config, environment=environment(ctx.device)
+    )
+    report.output_dir = str(ctx.output_dir)
     try:
-        with Progress(enabled=progress, total=len(specs)) as bar:
-            for spec in specs:
-                bar.start(spec.name)
-                result = run_one(spec, ctx, make_params(spec, params.get(spec.name)))
-                save_figures(result, out)
-                results.append(result)
-                bar.done(result)
+        report.checks = execute(plan, ctx, progress)
     except KeyboardInterrupt:
         report.gated_on = ["interrupted"]
         report.duration_s = time.perf_counter() - t0
@@ -226,21 +316,13 @@ def run(
     except BaseException:  # a crash outside the checks (a check's own crash is its ERROR)
         tracker.finish("FAILED")
         raise
-    report.gated_on = gate.failing(results)
+    report.gated_on = plan.gate.failing(report.checks)
     report.passed = not report.gated_on
     report.duration_s = time.perf_counter() - t0
-    report.tracker = tracker.info()
-    path = write_report(report, out)
-    files = [path]
-    try:
-        from trackcheck.html import write_html
-
-        files.append(write_html(report, out))
-        log_report(tracker, report, files)
-    except BaseException as e:
-        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    if progress:
-        print_summary(report)
-    tracker.finish("FINISHED" if report.passed else "FAILED")  # prints where the run is
+    publish(report, tracker, out, progress)
     return report
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam at lr 3e-3: the optimizer the checks train with unless one is given."""
+    return torch.optim.Adam(params, lr=3e-3)
