@@ -88,12 +88,21 @@ class Task:
         raise NotImplementedError
 
 
-def _prob_ce(prior_probs: Tensor, p: Tensor) -> float:
-    p = p.double().clamp_min(1e-12)
-    return float(-(prior_probs.double() * p.log()).sum())
+class _Categorical(Task):
+    """Tasks whose prior is a distribution over classes: the loss of a constant prediction
+    is the cross-entropy H(prior, mean prediction)."""
+
+    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
+        assert prior.probs is not None
+        p = mean_pred.double().clamp_min(1e-12)
+        return float(-(prior.probs.double() * p.log()).sum())
+
+    def prior_loss(self, prior: Prior) -> float:
+        assert prior.probs is not None
+        return self.constant_loss(prior, prior.probs)
 
 
-class Multiclass(Task):
+class Multiclass(_Categorical):
     name = "multiclass"
     metric_name = "accuracy"
 
@@ -120,12 +129,6 @@ class Multiclass(Task):
     def mean_prediction(self, out: Tensor) -> Tensor:
         return out.reshape(-1, out.shape[-1]).double().softmax(-1).mean(0)
 
-    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
-        assert prior.probs is not None
-        return _prob_ce(prior.probs, mean_pred)
-
-    def prior_loss(self, prior: Prior) -> float:
-        return self.constant_loss(prior, prior.probs)  # type: ignore[arg-type]
 
     def prior_bias(self, prior: Prior) -> Tensor:
         assert prior.probs is not None
@@ -172,7 +175,7 @@ def _mean_valid(v: Tensor, y: Tensor) -> Tensor:
     return (v * valid).sum(-1) / valid.sum(-1).clamp_min(1)
 
 
-class Binary(Task):
+class Binary(_Categorical):
     name = "binary"
     metric_name = "accuracy"
 
@@ -197,12 +200,6 @@ class Binary(Task):
         p = torch.sigmoid(self._logit(out).double()).mean()
         return torch.stack([1 - p, p])
 
-    def constant_loss(self, prior: Prior, mean_pred: Tensor) -> float:
-        assert prior.probs is not None
-        return _prob_ce(prior.probs, mean_pred)
-
-    def prior_loss(self, prior: Prior) -> float:
-        return self.constant_loss(prior, prior.probs)  # type: ignore[arg-type]
 
     def prior_bias(self, prior: Prior) -> Tensor:
         assert prior.probs is not None

@@ -97,6 +97,16 @@ class DataSpec:
                 break
         return torch.cat(ys)[:limit]
 
+    def prior_bias(self, pipeline: Pipeline | None = None) -> list[float]:
+        """The final-layer bias that makes a model predict the train-set prior at init (the
+        log class frequencies, centred; the logit of the positive rate; the target mean):
+        what ``out_bias: auto`` puts in the shipped models, for your own model too::
+
+            model.head.bias.data = torch.tensor(data.prior_bias())
+        """
+        prior = self.task.prior(self.targets(pipeline=pipeline))
+        return [float(v) for v in self.task.prior_bias(prior).reshape(-1)]
+
 
 def from_datasets(
     train: Dataset[Any],
