@@ -14,6 +14,7 @@ import pytest
 from conftest import tracked_stage
 
 from trackcheck import gate
+from trackcheck.trackers.wandb import run_verdict
 
 
 # --- a folder of report.json files ------------------------------------------------------------
@@ -108,17 +109,17 @@ def test_wandb_group_filter_keeps_other_groups_out(wandb_runs):
 
 # --- how a W&B run's verdict is read ----------------------------------------------------------
 def test_wandb_failure_tags_name_the_checks():
-    v = gate.wandb_verdict("r", "id", ["sanity:failed", "sanity:fail:init_bias"], {}, "failed")
+    v = run_verdict("r", "id", ["sanity:failed", "sanity:fail:init_bias"], {}, "failed")
     assert (v.status, v.failed_checks) == ("failed", ["init_bias"])
 
 
 def test_wandb_summary_names_checks_whose_tags_did_not_fit():
     summary = {"sanity/passed": False, "sanity/a_long_check/status": "error",
                "sanity/ok/status": "pass"}  # fmt: skip
-    v = gate.wandb_verdict("r", "id", ["sanity:failed"], summary, "failed")
+    v = run_verdict("r", "id", ["sanity:failed"], summary, "failed")
     assert v.failed_checks == ["a_long_check"]
 
 
 def test_wandb_run_without_verdict_is_running_or_crashed():
-    assert gate.wandb_verdict("r", "id", [], {}, "running").status == "running"
-    assert gate.wandb_verdict("r", "id", [], {}, "failed").status == "error"
+    assert run_verdict("r", "id", [], {}, "running").status == "running"
+    assert run_verdict("r", "id", [], {}, "failed").status == "error"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from trackcheck import gate, sweep
+from trackcheck.trackers.mlflow import absolute_uri
 
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
 
@@ -258,6 +259,6 @@ def test_wandb_job_is_grouped_by_the_sweep_id_unless_the_config_says():
 
 def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert sweep.absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
-    assert sweep.absolute_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
-    assert sweep.absolute_uri("http://h:5000") == "http://h:5000"
+    assert absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert absolute_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert absolute_uri("http://h:5000") == "http://h:5000"

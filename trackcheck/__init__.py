@@ -9,12 +9,15 @@ Without Hydra::
     data = digits()
     report = trackcheck.run(lambda: ResNet([1, 8, 8], 10), data, tracker=None)
     assert report.passed, report.gated_on
+
+``run`` raises ``ConfigError`` when asked for something that cannot work (an unknown check,
+an optimizer that cannot be built); its message says what and how to fix it.
 """
 
 __version__ = "0.1.0"
 
 from trackcheck.context import Context
-from trackcheck.core import CheckResult, Report, SkipCheck, Status, Verdict
+from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status, Verdict
 from trackcheck.data.spec import DataSpec, from_datasets
 from trackcheck.registry import all_checks, register
 from trackcheck.runner import Gate, run
@@ -22,6 +25,7 @@ from trackcheck.tasks import Task, make_task
 
 __all__ = [
     "CheckResult",
+    "ConfigError",
     "Context",
     "DataSpec",
     "Gate",

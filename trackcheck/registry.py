@@ -1,7 +1,13 @@
 """The check registry: ``@register("id", Params)`` on a function makes it a check.
 
 Check modules live in :mod:`trackcheck.checks` and are imported automatically, so adding a
-check is one module plus its test, with no list to edit.
+check is one module plus its test, with no list to edit. Another package's checks come in
+through entry points of the group ``trackcheck.checks`` (in its pyproject.toml)::
+
+    [project.entry-points."trackcheck.checks"]
+    my_check = "my_pkg.my_check"      # a module whose @register runs on import
+
+and then appear in the CLI's schema like built-in ones (``checks.my_check.param=3``).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,16 +55,18 @@ def register(
     return deco
 
 
+ENTRY_POINT_GROUP = "trackcheck.checks"
+
+
+class CheckImportError(ImportError):
+    """A check plugin (an entry point of ``trackcheck.checks``) failed to import."""
+
+
 _imported = False
+_import_error: CheckImportError | None = None
 
 
 def _import_builtin_checks() -> None:
-    # once per process: a rescan per call would let a check module that appears mid-sweep
-    # change the config schema between a sweep's jobs
-    global _imported
-    if _imported:
-        return
-    _imported = True
     import trackcheck.checks as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
@@ -65,9 +74,41 @@ def _import_builtin_checks() -> None:
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
 
 
-def all_checks() -> dict[str, CheckSpec]:
-    """Every registered check, in checklist order (then by name)."""
+def _import_plugin(ep: EntryPoint) -> None:
+    """Import the module an entry point names: its ``@register`` decorators run."""
+    try:
+        importlib.import_module(ep.module)
+    except Exception as e:
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown"
+        raise CheckImportError(
+            f"the check plugin {ep.name} = {ep.value} (entry point group "
+            f"{ENTRY_POINT_GROUP}, distribution {dist}) failed to import: "
+            f"{type(e).__name__}: {e}. Fix that package or uninstall it"
+        ) from e
+
+
+def _import_checks() -> None:
+    # once per process: a rescan per call would let a check module (or a plugin) that
+    # appears mid-sweep change the config schema between a sweep's jobs. A plugin that
+    # failed to import fails every later call the same way, never silently.
+    global _imported, _import_error
+    if _import_error is not None:
+        raise _import_error
+    if _imported:
+        return
+    _imported = True
     _import_builtin_checks()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            _import_plugin(ep)
+        except CheckImportError as e:
+            _import_error = e
+            raise
+
+
+def all_checks() -> dict[str, CheckSpec]:
+    """Every registered check (built-in and plugins), in checklist order (then by name)."""
+    _import_checks()
     return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 

@@ -18,16 +18,18 @@ How ``python -m trackcheck -m +model=resnet optim.lr=1e-4,1e-3,1e-2`` runs:
 
 Everything passes through files in the sweep dir, so it works for any launcher whose jobs
 see that dir (local, joblib, submitit on a shared file system).
+
+This module is the sweep's bookkeeping; which backend a job logs to is decided by
+``trackers.backend_of``, and what a backend does for a sweep (MLflow's parent run, W&B's
+group) is that backend's own code (``trackers.mlflow``, ``trackers.wandb``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trackcheck.core import Report
+from trackcheck.names import BACKEND_MLFLOW, BACKEND_WANDB, ERROR, FAILED, PASSED, SKIPPED
+from trackcheck.trackers import backend_of
+from trackcheck.trackers import mlflow as mlflow_tracker
+from trackcheck.trackers import wandb as wandb_tracker
 
 STATE_DIR = ".trackcheck"  # inside the sweep dir, beside Hydra's multirun.yaml
 REPORT_NAME = "multirun_report.json"
 SCHEMA_VERSION = 1
-PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 
 
 # --- what the jobs share ----------------------------------------------------------------------
@@ -178,33 +183,6 @@ def job_value(record: JobRecord, failed_value: Any, train_result: Any = None) ->
 
 
 # --- the tracker grouping ---------------------------------------------------------------------
-def _target(node: Any) -> str:
-    return str(node.get("_target_", "")) if isinstance(node, Mapping | DictConfig) else ""
-
-
-def is_mlflow(node: Any) -> bool:
-    return _target(node).endswith(".MLflowTracker")
-
-
-def is_wandb(node: Any) -> bool:
-    return _target(node).endswith(".WandbTracker")
-
-
-def absolute_uri(uri: str) -> str:
-    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/cwd/mlflow.db``: jobs that change their
-    working dir (``hydra.job.chdir=true``) or run on another node still find the same file."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + os.path.abspath(uri[len(prefix) :])
-    return uri
-
-
-def _configured_uri(node: Mapping[str, Any]) -> str:
-    from trackcheck.trackers.mlflow import DEFAULT_URI
-
-    return str(node.get("tracking_uri") or DEFAULT_URI)
-
-
 def tracker_args(node: Any, ctx: SweepContext | None) -> dict[str, Any]:
     """Keyword arguments a job's tracker gets from the sweep, on top of its config.
 
@@ -214,65 +192,17 @@ def tracker_args(node: Any, ctx: SweepContext | None) -> dict[str, Any]:
     """
     if ctx is None or node is None:
         return {}
-    if is_mlflow(node) and ctx.mlflow and _configured_uri(node) == ctx.mlflow["configured_uri"]:
-        tags = {**(node.get("tags") or {}), "trackcheck.sweep_id": ctx.sweep_id}
-        return {
-            "tracking_uri": ctx.mlflow["tracking_uri"],
-            "experiment_id": node.get("experiment_id") or ctx.mlflow["experiment_id"],
-            "parent_run_id": ctx.mlflow["parent_run_id"],
-            "tags": tags,
-        }
-    if is_wandb(node):
-        args = {"group": ctx.sweep_id, "job_type": "sanity"}
-        return {k: v for k, v in args.items() if not node.get(k)}
+    backend = backend_of(node)
+    if backend == BACKEND_MLFLOW and ctx.mlflow:
+        return mlflow_tracker.sweep_job_args(node, ctx.sweep_id, ctx.mlflow)
+    if backend == BACKEND_WANDB:
+        return wandb_tracker.sweep_job_args(node, ctx.sweep_id)
     return {}
-
-
-def open_mlflow_parent(node: Mapping[str, Any], ctx: SweepContext) -> dict[str, str]:
-    """Create the store, the experiment and the sweep's parent run: once, before any job."""
-    import mlflow
-
-    configured = _configured_uri(node)
-    uri = absolute_uri(configured)
-    client = mlflow.MlflowClient(tracking_uri=uri)  # first use creates the sqlite schema
-    exp_id = node.get("experiment_id")
-    if not exp_id:
-        name = str(node.get("experiment_name") or "trackcheck")
-        exp = client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
-    tags = {
-        "mlflow.runName": f"sweep-{ctx.sweep_id}",
-        "trackcheck.role": "sweep",  # not `trackcheck.status`: the gate counts jobs, not sweeps
-        "trackcheck.sweep_id": ctx.sweep_id,
-        "trackcheck.sweep_dir": ctx.sweep_dir,
-    }
-    run = client.create_run(str(exp_id), tags=tags)
-    return {
-        "configured_uri": configured,
-        "tracking_uri": uri,
-        "experiment_id": str(exp_id),
-        "parent_run_id": run.info.run_id,
-    }
-
-
-def close_mlflow_parent(info: Mapping[str, str], summary: SweepSummary, report: Path) -> None:
-    """The sweep's verdict on the parent run: counts, the failed jobs, the summary file."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=info["tracking_uri"])
-    run_id = info["parent_run_id"]
-    for status, n in summary.counts().items():
-        client.log_metric(run_id, f"sweep/jobs_{status}", n)
-    failed = [str(j.num) for j in summary.jobs if not j.passed]
-    client.set_tag(run_id, "trackcheck.sweep_status", PASSED if summary.passed else FAILED)
-    client.set_tag(run_id, "trackcheck.failed_jobs", ",".join(failed))
-    client.log_artifact(run_id, str(report), "sanity")
-    client.set_terminated(run_id, "FINISHED" if summary.passed else "FAILED")
 
 
 # --- the summary ------------------------------------------------------------------------------
 def summarize(ctx: SweepContext) -> SweepSummary:
-    tracker = {"backend": "mlflow", **ctx.mlflow} if ctx.mlflow else {}
+    tracker = {"backend": BACKEND_MLFLOW, **ctx.mlflow} if ctx.mlflow else {}
     return SweepSummary(ctx.sweep_id, ctx.sweep_dir, read_jobs(ctx.sweep_dir), tracker)
 
 
@@ -289,7 +219,7 @@ def print_summary(summary: SweepSummary, path: Path) -> None:
     from trackcheck.console import console
 
     style = {PASSED: "green", FAILED: "bold red", ERROR: "bold magenta", SKIPPED: "dim"}
-    verdict = "PASSED" if summary.passed else "FAILED"
+    verdict = (PASSED if summary.passed else FAILED).upper()
     t = Table(title=f"trackcheck sweep {summary.sweep_id}: {verdict}")
     for col in ("job", "overrides", "status", "failed checks", "run id"):
         t.add_column(col, overflow="fold")
@@ -330,8 +260,8 @@ class SweepCallback(Callback):
         # warning, and the summary must not depend on the MLflow store being reachable
         write_context(ctx)
         tracker = OmegaConf.select(config, "tracker")
-        if is_mlflow(tracker):
-            ctx.mlflow = open_mlflow_parent(tracker, ctx)
+        if backend_of(tracker) == BACKEND_MLFLOW:
+            ctx.mlflow = mlflow_tracker.open_parent_run(tracker, ctx.sweep_id, ctx.sweep_dir)
             write_context(ctx)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -344,4 +274,7 @@ class SweepCallback(Callback):
         path = write_summary(summary)
         print_summary(summary, path)
         if ctx.mlflow:
-            close_mlflow_parent(ctx.mlflow, summary, path)
+            failed = [j.num for j in summary.jobs if not j.passed]
+            mlflow_tracker.close_parent_run(
+                ctx.mlflow, summary.passed, summary.counts(), failed, path
+            )

@@ -1,7 +1,8 @@
-"""The tracker protocol and the one function that maps a Report onto any tracker.
+"""The tracker protocol, the one function that maps a Report onto any tracker, and what a
+tracker's run says when it is read back (``RunVerdict``, for the gate).
 
-A tracker is thin: it knows its SDK (imported lazily) and nothing about checks. The naming
-scheme lives here, once, and is the same in every backend:
+A tracker is thin: it knows its SDK (imported lazily) and nothing about checks. The names it
+writes live in :mod:`trackcheck.names` and are the same in every backend:
 
 - ``sanity/<check>/<metric>``: a check's scalars and series (a series is plotted against
   ``sanity/<check>/step``, its own x-axis);
@@ -12,21 +13,52 @@ scheme lives here, once, and is the same in every backend:
 - the verdict as tags, each backend in its own spelling (``trackcheck.status`` in MLflow,
   ``sanity:failed`` in W&B).
 
-Call order (what ``log_report`` does): ``start`` -> ``log_*`` -> ``set_verdict`` ->
-``finish``. A backend may buffer the ``log_*`` calls and write them in ``set_verdict``; a
-``finish`` without ``set_verdict`` (an interrupt) writes whatever was buffered.
+Call order (what the runner and ``log_report`` do): ``start`` -> ``log_*`` ->
+``set_verdict`` -> ``finish``. A backend may buffer the ``log_*`` calls and write them in
+``set_verdict``; a ``finish`` without ``set_verdict`` (an interrupt) writes whatever was
+buffered.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from trackcheck.core import Report
+from trackcheck.core import Report, Status
+from trackcheck.names import (
+    BACKEND_NONE,
+    PASSED,
+    PASSED_KEY,
+    PREFIX,
+    REPORT_KEY,
+    SUMMARY_KEY,
+    RunStatus,
+    check_key,
+    figure_key,
+    step_key,
+)
 
-RunStatus = Literal["FINISHED", "FAILED", "KILLED"]  # MLflow's names; W&B maps them to exit codes
-PREFIX = "sanity"
-PASSED_KEY = f"{PREFIX}/passed"  # the gate's verdict: 1.0/0.0 as a metric, a bool as a summary
+__all__ = [
+    "BAD_CHECK",
+    "SUMMARY_COLUMNS",
+    "FileKind",
+    "NoTracker",
+    "RunStatus",
+    "RunVerdict",
+    "Tracker",
+    "TrackerError",
+    "check_key",
+    "figure_key",
+    "log_report",
+    "scalars",
+    "step_key",
+    "summary_rows",
+]
+
+# how a UI shows a file: a picture, an HTML page it renders, or an attachment
+FileKind = Literal["image", "html", "file"]
 
 
 class TrackerError(RuntimeError):
@@ -35,6 +67,23 @@ class TrackerError(RuntimeError):
 
 @runtime_checkable
 class Tracker(Protocol):
+    """What a backend implements: nine methods, each for something no other one carries.
+
+    - ``start``: open (or attach to) the run before any compute, so a bad URI fails fast;
+    - ``log_metrics``: single values at no step; ``log_series``: values over a check's own
+      x-axis. Two methods, because W&B drops a row logged below the run's current step: a
+      series needs ``define_metric(step_metric=...)``, a single value must not get one;
+    - ``log_table``: each backend has its own table type (``wandb.Table``, MLflow's JSON
+      table);
+    - ``log_file``: any file already on disk (a figure, the HTML page, report.json), one
+      method with a ``kind`` instead of three: the backends differ only in how they show it;
+    - ``set_verdict``: the tags and summary keys people filter by, written last; not part of
+      ``finish``, since an interrupted stage ends its run without a verdict;
+    - ``finish``: the run's end status, the one call made on every path (FAILED, KILLED);
+    - ``info``: where the run lives, recorded in report.json before the run is logged;
+    - ``activate``: lends the run to the caller's code (training after a passing gate).
+    """
+
     def start(self, config: dict[str, Any], run_name: str) -> None:
         """Open a run (or attach to the caller's active run) and record the config."""
 
@@ -44,14 +93,11 @@ class Tracker(Protocol):
     def log_series(self, series: dict[str, list[tuple[int, float]]], step_key: str) -> None:
         """One check's series: ``key -> [(step, value), ...]``, all on the x-axis ``step_key``."""
 
-    def log_image(self, key: str, path: Path) -> None: ...
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A table (the summary, a check's per-class numbers) in the backend's table type."""
 
-    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None: ...
-
-    def log_html(self, key: str, path: Path) -> None:
-        """A self-contained HTML page the tracker's UI can show."""
-
-    def log_file(self, path: Path, folder: str = "") -> None: ...
+    def log_file(self, key: str, path: Path, kind: FileKind = "file") -> None:
+        """A file on disk, named ``key`` + its suffix: a picture, a page, or an attachment."""
 
     def set_verdict(self, report: Report) -> None:
         """Tags and summary keys that let a person filter runs by the stage's outcome."""
@@ -62,22 +108,12 @@ class Tracker(Protocol):
     def info(self) -> dict[str, Any]:
         """Where the run lives: ids, URLs, folders (recorded in report.json)."""
 
-
-# --- the naming scheme ------------------------------------------------------------------
-def check_key(check: str, name: str) -> str:
-    return f"{PREFIX}/{check}/{name}"
-
-
-def step_key(check: str) -> str:
-    return f"{PREFIX}/{check}/step"
+    def activate(self) -> AbstractContextManager[None]:
+        """A context in which the SDK's own calls (``mlflow.log_metric``, ``wandb.log``)
+        land in this run: the user's training after a passing gate."""
 
 
-def figure_key(check: str, name: str, taken: set[str]) -> str:
-    """``sanity/<check>/<name>``, suffixed when a metric or series already uses that key."""
-    key = check_key(check, name)
-    return f"{key}_figure" if key in taken else key
-
-
+# --- the Report, mapped onto any tracker ------------------------------------------------
 SUMMARY_COLUMNS = ["check", "status", "value", "threshold", "message", "duration_s"]
 
 
@@ -101,8 +137,8 @@ def scalars(report: Report) -> dict[str, float]:
 def log_report(tracker: Tracker, report: Report, files: list[Path] | None = None) -> None:
     """Map a finished Report onto a tracker.
 
-    ``files`` are report.json and report.html (already on disk): HTML pages go through
-    ``log_html`` under ``sanity/report``, the rest are attached as files under ``sanity/``.
+    ``files`` are report.json and report.html (already on disk): the HTML page goes under
+    ``sanity/report`` as a page, the rest are attached under ``sanity/``.
     """
     metrics = scalars(report)
     tracker.log_metrics(metrics)
@@ -113,15 +149,15 @@ def log_report(tracker: Tracker, report: Report, files: list[Path] | None = None
         taken = set(metrics) | set(series)
         for k, path in c.figures.items():
             if Path(path).is_file():
-                tracker.log_image(figure_key(c.name, k, taken), Path(path))
+                tracker.log_file(figure_key(c.name, k, taken), Path(path), "image")
         for k, tab in c.tables.items():
             tracker.log_table(check_key(c.name, k), list(tab["columns"]), list(tab["rows"]))
-    tracker.log_table(f"{PREFIX}/summary", SUMMARY_COLUMNS, summary_rows(report))
+    tracker.log_table(SUMMARY_KEY, SUMMARY_COLUMNS, summary_rows(report))
     for f in files or []:
         if f.suffix == ".html":
-            tracker.log_html(f"{PREFIX}/report", f)
+            tracker.log_file(REPORT_KEY, f, "html")
         else:
-            tracker.log_file(f, PREFIX)
+            tracker.log_file(f"{PREFIX}/{f.stem}", f, "file")
     tracker.set_verdict(report)
 
 
@@ -137,16 +173,10 @@ class NoTracker:
     def log_series(self, series: dict[str, list[tuple[int, float]]], step_key: str) -> None:
         pass
 
-    def log_image(self, key: str, path: Path) -> None:
-        pass
-
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         pass
 
-    def log_html(self, key: str, path: Path) -> None:
-        pass
-
-    def log_file(self, path: Path, folder: str = "") -> None:
+    def log_file(self, key: str, path: Path, kind: FileKind = "file") -> None:
         pass
 
     def set_verdict(self, report: Report) -> None:
@@ -156,4 +186,27 @@ class NoTracker:
         pass
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "none"}
+        return {"backend": BACKEND_NONE}
+
+    def activate(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+# --- a run read back: the gate's view of it -----------------------------------------------
+# check statuses listed as failed (whether warn gated is the report's own verdict)
+BAD_CHECK = (Status.FAIL.value, Status.ERROR.value)
+
+
+@dataclass
+class RunVerdict:
+    """One run's verdict as a tracker's reader (or the gate's report.json reader) sees it."""
+
+    run: str  # what a person recognises: the run's name, or the job's folder and overrides
+    where: str  # where it lives: an MLflow/W&B run id, or the report.json path
+    status: str  # passed | failed | error (crashed, no verdict) | running (no verdict yet)
+    failed_checks: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED

@@ -14,23 +14,39 @@ Where things land (the same keys as in W&B, see ``trackers.base``):
   ``trackcheck.failed_checks``; the run's description (``mlflow.note.content``) is the
   summary table in Markdown, shown on the run's page;
 - status: FINISHED, FAILED when the gate fails, KILLED on an interrupt.
+
+Everything else trackcheck does with MLflow lives here too, behind small functions: lending
+the run to the user's training (``MLflowTracker.activate``), a sweep's parent run
+(``open_parent_run``/``close_parent_run``) and its jobs' arguments (``sweep_job_args``), and
+reading verdicts back for the gate (``read_verdicts``).
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from trackcheck import names
 from trackcheck.core import Report
+from trackcheck.names import DEFAULT_MLFLOW_URI, RunStatus
 from trackcheck.redact import flatten
-from trackcheck.trackers.base import SUMMARY_COLUMNS, RunStatus, TrackerError, summary_rows
+from trackcheck.trackers.base import (
+    BAD_CHECK,
+    SUMMARY_COLUMNS,
+    FileKind,
+    RunVerdict,
+    TrackerError,
+    summary_rows,
+)
 
-DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: `mlflow ui` in this folder shows it
 PARAM_MAX = 6000  # MLflow rejects longer param values
 # rows per log_batch call: MLflow's documented limits are 1000 metrics, 100 params, 100 tags
 METRICS_PER_BATCH, PARAMS_PER_BATCH, TAGS_PER_BATCH = 1000, 100, 100
@@ -64,7 +80,7 @@ def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise TrackerError(
             f"cannot reach the MLflow server at {uri} ({e}). Start it with "
             "`mlflow server --host 127.0.0.1 --port 5000`, fix tracker.tracking_uri, or log "
-            f"to the local store with tracker.tracking_uri={DEFAULT_URI}"
+            f"to the local store with tracker.tracking_uri={DEFAULT_MLFLOW_URI}"
         ) from e
 
 
@@ -94,14 +110,14 @@ class MLflowTracker:
     def __init__(
         self,
         tracking_uri: str | None = None,
-        experiment_name: str = "trackcheck",
+        experiment_name: str = names.DEFAULT_EXPERIMENT,
         experiment_id: str | None = None,
         run_name: str | None = None,
         parent_run_id: str | None = None,
         tags: dict[str, str] | None = None,
         attach: bool = True,
     ) -> None:
-        self.tracking_uri = tracking_uri or DEFAULT_URI
+        self.tracking_uri = tracking_uri or DEFAULT_MLFLOW_URI
         self.experiment_name = experiment_name
         self.experiment_id = experiment_id
         self.run_name = run_name
@@ -126,32 +142,23 @@ class MLflowTracker:
         else:
             probe_server(self.tracking_uri)
             self._client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-            self.experiment_id = self.experiment_id or self._experiment_id()
-            tags = {"mlflow.user": _user(), **self.tags}
+            self.experiment_id = self.experiment_id or ensure_experiment(
+                self._client, self.experiment_name
+            )
+            tags = {names.MLFLOW_USER: _user(), **self.tags}
             if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
+                tags[names.MLFLOW_PARENT_RUN] = self.parent_run_id
             run = self._client.create_run(
                 self.experiment_id, tags=tags, run_name=self.run_name or run_name
             )
             self.run_id = run.info.run_id
         self._log_params(config)
 
-    def _experiment_id(self) -> str:
-        exp = self._client.get_experiment_by_name(self.experiment_name)
-        if exp is not None:
-            return str(exp.experiment_id)
-        try:
-            return str(self._client.create_experiment(self.experiment_name))
-        except Exception:  # created by a parallel job between our two calls
-            exp = self._client.get_experiment_by_name(self.experiment_name)
-            if exp is None:
-                raise
-            return str(exp.experiment_id)
-
     def _log_params(self, config: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        prefix = "sanity." if self.attached else ""  # never clash with the caller's params
+        # never clash with the caller's params
+        prefix = names.ATTACHED_PARAM_PREFIX if self.attached else ""
         flat = flatten(config)
         params = [Param(f"{prefix}{k}", str(v)[:PARAM_MAX]) for k, v in flat.items() if k]
         for i in range(0, len(params), PARAMS_PER_BATCH):
@@ -194,20 +201,14 @@ class MLflowTracker:
         for key, points in series.items():
             self._add_metrics([(key, v, s) for s, v in points])
 
-    def log_image(self, key: str, path: Path) -> None:
-        # the PNG was rendered once by the runner: upload that file as sanity/<check>/<name>.png
-        self._upload(path, str(Path(key).parent), f"{Path(key).name}{path.suffix}")
-
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
         self._client.log_table(self.run_id, data=data, artifact_file=f"{key}.json")
 
-    def log_html(self, key: str, path: Path) -> None:
-        # MLflow's artifact view renders .html files in the browser
-        self._upload(path, str(Path(key).parent), f"{Path(key).name}.html")
-
-    def log_file(self, path: Path, folder: str = "") -> None:
-        self._client.log_artifact(self.run_id, str(path), folder or None)
+    def log_file(self, key: str, path: Path, kind: FileKind = "file") -> None:
+        # every kind is an artifact, ``<key><suffix>``: the artifact view shows a PNG as a
+        # picture and renders an .html page; the PNG was rendered once by the runner
+        self._upload(path, str(Path(key).parent), f"{Path(key).name}{path.suffix}")
 
     def _upload(self, path: Path, folder: str, name: str) -> None:
         """Upload ``path`` as ``folder/name`` (log_artifact keeps the file's own name)."""
@@ -226,13 +227,39 @@ class MLflowTracker:
         from mlflow.entities import RunTag
 
         self._flush_metrics()
-        tags = [RunTag("trackcheck.status", report.status)]
-        tags += [RunTag(f"trackcheck.check.{c.name}", c.status.value) for c in report.checks]
-        tags.append(RunTag("trackcheck.failed_checks", ",".join(report.gated_on)))
+        tags = [RunTag(names.TAG_STATUS, report.status)]
+        tags += [RunTag(names.check_tag(c.name), c.status.value) for c in report.checks]
+        tags.append(RunTag(names.TAG_FAILED_CHECKS, ",".join(report.gated_on)))
         if not self.attached:  # the caller's description is theirs
-            tags.append(RunTag("mlflow.note.content", markdown_summary(report)))
+            tags.append(RunTag(names.MLFLOW_NOTE, markdown_summary(report)))
         for i in range(0, len(tags), TAGS_PER_BATCH):
             self._client.log_batch(self.run_id, tags=tags[i : i + TAGS_PER_BATCH])
+
+    @contextmanager
+    def activate(self) -> Iterator[None]:
+        """Resume this run as MLflow's fluent active run (the user's training logs into it
+        with ``mlflow.log_metric``); the caller's previous tracking URI comes back after.
+
+        An attached run is the caller's active run already, and a run never started has
+        nothing to lend: both leave MLflow as it is.
+        """
+        if self.attached or not self.run_id:
+            yield
+            return
+        mlflow = _mlflow()
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    @staticmethod
+    def has_active_run() -> bool:
+        """Whether the caller's code has an MLflow run open (never imports MLflow itself)."""
+        mlflow: Any = sys.modules.get("mlflow")
+        return mlflow is not None and mlflow.active_run() is not None
 
     def info(self) -> dict[str, Any]:
         uri = self.tracking_uri
@@ -241,7 +268,7 @@ class MLflowTracker:
         else:
             view = f"mlflow ui --backend-store-uri {uri}"
         return {
-            "backend": "mlflow",
+            "backend": names.BACKEND_MLFLOW,
             "tracking_uri": uri,
             "experiment_id": self.experiment_id,
             "run_id": self.run_id,
@@ -255,3 +282,179 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # no user name in some containers
         return "unknown"
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when it does not exist yet."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except Exception:  # created by a parallel job between our two calls
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+# --- sweeps: one parent run, a child per job -----------------------------------------------
+def absolute_uri(uri: str) -> str:
+    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/cwd/mlflow.db``: jobs that change their
+    working dir (``hydra.job.chdir=true``) or run on another node still find the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + os.path.abspath(uri[len(prefix) :])
+    return uri
+
+
+def configured_uri(node: Mapping[str, Any]) -> str:
+    """The store a tracker config node logs to, as the config spells it."""
+    return str(node.get("tracking_uri") or DEFAULT_MLFLOW_URI)
+
+
+def open_parent_run(node: Mapping[str, Any], sweep_id: str, sweep_dir: str) -> dict[str, str]:
+    """Create the store, the experiment and the sweep's parent run: once, before any job.
+
+    Returns what the jobs need (``sweep_job_args``) and ``close_parent_run`` reads:
+    configured_uri (as the config spells it), tracking_uri (absolute), experiment_id and
+    parent_run_id.
+    """
+    configured = configured_uri(node)
+    uri = absolute_uri(configured)
+    client = _mlflow().MlflowClient(tracking_uri=uri)  # first use creates the sqlite schema
+    exp_id = node.get("experiment_id") or ensure_experiment(
+        client, str(node.get("experiment_name") or names.DEFAULT_EXPERIMENT)
+    )
+    tags = {
+        names.MLFLOW_RUN_NAME: names.sweep_run_name(sweep_id),
+        names.TAG_ROLE: names.ROLE_SWEEP,
+        names.TAG_SWEEP_ID: sweep_id,
+        names.TAG_SWEEP_DIR: sweep_dir,
+    }
+    run = client.create_run(str(exp_id), tags=tags)
+    return {
+        "configured_uri": configured,
+        "tracking_uri": uri,
+        "experiment_id": str(exp_id),
+        "parent_run_id": run.info.run_id,
+    }
+
+
+def sweep_job_args(
+    node: Mapping[str, Any], sweep_id: str, parent: Mapping[str, str]
+) -> dict[str, Any]:
+    """A job's MLflowTracker arguments from its sweep's ``open_parent_run``: the parent run,
+    experiment id and absolute store, only when the job logs to the store the parent is in."""
+    if configured_uri(node) != parent["configured_uri"]:
+        return {}
+    return {
+        "tracking_uri": parent["tracking_uri"],
+        "experiment_id": node.get("experiment_id") or parent["experiment_id"],
+        "parent_run_id": parent["parent_run_id"],
+        "tags": {**(node.get("tags") or {}), names.TAG_SWEEP_ID: sweep_id},
+    }
+
+
+def close_parent_run(
+    parent: Mapping[str, str],
+    passed: bool,
+    counts: Mapping[str, int],
+    failed_jobs: Sequence[int],
+    report: Path,
+) -> None:
+    """The sweep's verdict on its parent run: job counts by status, the failed jobs, the
+    summary file; then the run ends FINISHED (the sweep passed) or FAILED."""
+    client = _mlflow().MlflowClient(tracking_uri=parent["tracking_uri"])
+    run_id = parent["parent_run_id"]
+    for status, n in counts.items():
+        client.log_metric(run_id, names.sweep_jobs_key(status), n)
+    client.set_tag(run_id, names.TAG_SWEEP_STATUS, names.PASSED if passed else names.FAILED)
+    client.set_tag(run_id, names.TAG_FAILED_JOBS, ",".join(str(j) for j in failed_jobs))
+    client.log_artifact(run_id, str(report), names.PREFIX)
+    client.set_terminated(run_id, names.RUN_FINISHED if passed else names.RUN_FAILED)
+
+
+# --- the gate: verdicts read back ----------------------------------------------------------
+def _search(client: Any, exp_ids: list[str], filters: Sequence[str]) -> list[Any]:
+    """All runs matching every filter (MLflow pages its answers)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            exp_ids, " and ".join(f for f in filters if f), max_results=1000, page_token=token
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _verdict(run: Any) -> RunVerdict:
+    """One run's verdict from the tags ``set_verdict`` wrote."""
+    tags = run.data.tags
+    status = tags.get(names.TAG_STATUS)
+    name = run.info.run_name or run.info.run_id
+    if status is None:  # a child of the sweep that never got a verdict
+        return RunVerdict(
+            run=name,
+            where=run.info.run_id,
+            status=names.ERROR if run.info.status != "RUNNING" else names.RUNNING,
+            detail=f"no {names.TAG_STATUS} tag; the run is {run.info.status}",
+        )
+    failed = [c for c in tags.get(names.TAG_FAILED_CHECKS, "").split(",") if c]
+    if not failed:  # older runs, or a gate that failed on warnings: read the per-check tags
+        failed = [
+            k[len(names.TAG_CHECK_PREFIX) :]
+            for k, v in tags.items()
+            if k.startswith(names.TAG_CHECK_PREFIX) and v in BAD_CHECK
+        ]
+    return RunVerdict(
+        run=name,
+        where=run.info.run_id,
+        status=names.PASSED if status == names.PASSED else names.FAILED,
+        failed_checks=sorted(failed),
+    )
+
+
+def _experiment_ids(client: Any, tracking_uri: str, experiment: str | None) -> list[str]:
+    exp = client.get_experiment_by_name(experiment or names.DEFAULT_EXPERIMENT)
+    if exp is None and experiment and experiment.isdigit():
+        exp = client.get_experiment(experiment)
+    if exp is None:
+        raise TrackerError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+    return [exp.experiment_id]
+
+
+def read_verdicts(
+    tracking_uri: str,
+    experiment: str | None = None,
+    parent_run: str | None = None,
+    extra_filter: str = "",
+) -> list[RunVerdict]:
+    """Runs with a trackcheck verdict in an experiment (by name or id), or a sweep's children.
+
+    In an experiment: the runs whose ``tags.`trackcheck.status``` is passed or failed; the
+    sweeps' parent runs carry no such tag. Under a parent run: every child, so one without
+    the tag (a job that crashed or still runs) counts. TrackerError when there is no such
+    experiment or run.
+    """
+    client = _mlflow().MlflowClient(tracking_uri=tracking_uri)
+    if parent_run:
+        try:
+            exp_ids = [client.get_run(parent_run).info.experiment_id]
+        except Exception as e:  # noqa: BLE001 - MLflow raises its own error types per store
+            raise TrackerError(f"no MLflow run {parent_run} in {tracking_uri}: {e}") from e
+        scope = f"tags.`{names.MLFLOW_PARENT_RUN}` = '{parent_run}'"
+        runs = _search(client, exp_ids, [scope, extra_filter])
+    else:
+        exp_ids = _experiment_ids(client, tracking_uri, experiment)
+        runs = [
+            r
+            for verdict in (names.PASSED, names.FAILED)
+            for r in _search(
+                client, exp_ids, [f"tags.`{names.TAG_STATUS}` = '{verdict}'", extra_filter]
+            )
+        ]
+    ordered = sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_name or ""))
+    return [_verdict(r) for r in ordered]

@@ -21,27 +21,35 @@ moving its step counter: series become line charts over a table (one per series)
 everything goes into ONE uncommitted row (``log(..., commit=False)``) that the caller's next
 ``log`` commits at the caller's step. (Logging rows with a ``step_metric`` would still add
 one ``_step`` per row, and the caller's next ``log(step=k)`` below that is dropped.)
+
+Everything else trackcheck does with W&B lives here too: a sweep's grouping
+(``sweep_job_args``) and reading verdicts back for the gate, offline with wandb's own
+reader (``read_offline_verdicts``) or from the server (``read_online_verdicts``).
 """
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from trackcheck import names
 from trackcheck.core import Report
-from trackcheck.trackers.base import PASSED_KEY, PREFIX, RunStatus, TrackerError
+from trackcheck.names import PASSED_KEY, RunStatus
+from trackcheck.trackers.base import BAD_CHECK, FileKind, RunVerdict, TrackerError
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-TAG_MAX = 64  # W&B rejects longer tags
 # W&B has no "killed" state: an interrupt ends the run failed with the shell's SIGINT code
-EXIT_CODES: dict[str, int] = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
+EXIT_CODES: dict[str, int] = {names.RUN_FINISHED: 0, names.RUN_FAILED: 1, names.RUN_KILLED: 130}
 # ids of runs this process opened: an open one found later is a stale multirun job of ours,
 # finished by reinit="finish_previous", never attached to
 _OWN_RUN_IDS: set[str] = set()
@@ -105,10 +113,10 @@ class WandbTracker:
 
     def __init__(
         self,
-        project: str | None = "trackcheck",
+        project: str | None = names.DEFAULT_EXPERIMENT,
         entity: str | None = None,
         group: str | None = None,
-        job_type: str | None = "sanity",
+        job_type: str | None = names.WANDB_JOB_TYPE,
         tags: Sequence[str] = (),
         name: str | None = None,
         notes: str | None = None,
@@ -122,7 +130,7 @@ class WandbTracker:
         if mode not in ("auto", "online", "offline", "disabled"):
             raise ValueError(f"tracker.mode={mode!r}: expected auto, online, offline or disabled")
         self.project, self.entity, self.group, self.job_type = project, entity, group, job_type
-        self.tags = [str(t)[:TAG_MAX] for t in tags]
+        self.tags = [names.wandb_tag(str(t)) for t in tags]
         self.name, self.notes, self.mode, self.dir = name, notes, mode, dir
         self.init_timeout, self.probe_timeout = init_timeout, probe_timeout
         self.attach = attach
@@ -139,7 +147,7 @@ class WandbTracker:
         if self.attach and active is not None and active.id not in _OWN_RUN_IDS:
             self.run, self.attached = active, True
             if config:
-                self.run.config.update({PREFIX: config}, allow_val_change=True)
+                self.run.config.update({names.PREFIX: config}, allow_val_change=True)
             return
         mode = self._mode()
         if mode == "online":
@@ -278,24 +286,21 @@ class WandbTracker:
             )
             self._row[key] = wandb.plot.line(table, "step", leaf, title=key)
 
-    def log_image(self, key: str, path: Path) -> None:
-        self._row[key] = _wandb().Image(str(path))
-
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         self._row[key] = _wandb().Table(columns=columns, data=rows, allow_mixed_types=True)
 
-    def log_html(self, key: str, path: Path) -> None:
-        self._row[key] = _wandb().Html(str(path), inject=False)  # our page keeps its own CSS
-
-    def log_file(self, path: Path, folder: str = "") -> None:
-        if self._disabled:
-            return
-        # a copy inside the run's folder (a file outside it would be symlinked, and lost
-        # from an offline run if the output dir moves before `wandb sync`)
-        dest = Path(self.run.dir) / folder / path.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, dest)
-        self.run.save(str(dest), base_path=self.run.dir, policy="now")
+    def log_file(self, key: str, path: Path, kind: FileKind = "file") -> None:
+        if kind == "image":
+            self._row[key] = _wandb().Image(str(path))
+        elif kind == "html":
+            self._row[key] = _wandb().Html(str(path), inject=False)  # our page keeps its CSS
+        elif not self._disabled:
+            # a copy inside the run's folder (a file outside it would be symlinked, and lost
+            # from an offline run if the output dir moves before `wandb sync`)
+            dest = Path(self.run.dir) / f"{key}{path.suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            self.run.save(str(dest), base_path=self.run.dir, policy="now")
 
     def _flush(self) -> None:
         if self._row:
@@ -306,22 +311,32 @@ class WandbTracker:
         self._flush()
         self.run.summary.update(
             {
-                **{f"{PREFIX}/{c.name}/status": c.status.value for c in report.checks},
+                **{names.status_key(c.name): c.status.value for c in report.checks},
                 PASSED_KEY: report.passed,
-                f"{PREFIX}/status": report.status,
-                f"{PREFIX}/failed_checks": ",".join(report.gated_on),
+                names.STATUS_KEY: report.status,
+                names.FAILED_CHECKS_KEY: ",".join(report.gated_on),
             }
         )
-        verdict = [f"{PREFIX}:{report.status}"]
-        verdict += [f"{PREFIX}:fail:{name}"[:TAG_MAX] for name in report.gated_on]
-        kept = [t for t in self.run.tags or () if not t.startswith(f"{PREFIX}:")]
+        verdict = [names.wandb_verdict_tag(report.status)]
+        verdict += [names.wandb_fail_tag(name) for name in report.gated_on]
+        kept = [t for t in self.run.tags or () if not t.startswith(names.WANDB_TAG_PREFIX)]
         self.run.tags = tuple(kept + verdict)
+
+    def activate(self) -> AbstractContextManager[None]:
+        """Nothing to do: ``wandb.init`` (or the caller) already made this run ``wandb.run``."""
+        return nullcontext()
+
+    @staticmethod
+    def has_active_run() -> bool:
+        """Whether the caller's code has a W&B run open (never imports W&B itself)."""
+        wandb: Any = sys.modules.get("wandb")
+        return wandb is not None and getattr(wandb, "run", None) is not None
 
     def info(self) -> dict[str, Any]:
         if self.run is None:
-            return {"backend": "wandb"}
+            return {"backend": names.BACKEND_WANDB}
         out: dict[str, Any] = {
-            "backend": "wandb",
+            "backend": names.BACKEND_WANDB,
             "run_id": self.run.id,
             "project": self.run.project,
             "attached": self.attached,
@@ -333,3 +348,115 @@ class WandbTracker:
         else:
             out["url"] = self.run.url
         return out
+
+
+# --- sweeps: a group per sweep -------------------------------------------------------------
+def sweep_job_args(node: Mapping[str, Any], sweep_id: str) -> dict[str, Any]:
+    """A job's WandbTracker arguments: ``group`` = the sweep id and ``job_type`` = ``sanity``,
+    each unless the config sets it."""
+    args = {"group": sweep_id, "job_type": names.WANDB_JOB_TYPE}
+    return {k: v for k, v in args.items() if not node.get(k)}
+
+
+# --- the gate: verdicts read back ----------------------------------------------------------
+def run_verdict(
+    name: str, run_id: str, tags: Iterable[str], summary: Mapping[str, Any], state: str
+) -> RunVerdict:
+    """One W&B run's verdict from what ``set_verdict`` wrote: summary keys ``sanity/passed``
+    and ``sanity/<check>/status``; tags ``sanity:passed``, ``sanity:failed`` and
+    ``sanity:fail:<check>``. ``state`` is W&B's own: running, finished, failed, crashed."""
+    tags = list(tags)
+    failed = sorted(
+        t[len(names.WANDB_FAIL_TAG_PREFIX) :]
+        for t in tags
+        if t.startswith(names.WANDB_FAIL_TAG_PREFIX)
+    )
+    if not failed:  # long check names may not fit W&B's 64-character tags: use the summary
+        failed = sorted(
+            check
+            for k, v in summary.items()
+            if (check := names.check_of_status_key(k)) is not None and v in BAD_CHECK
+        )
+    passed = summary.get(PASSED_KEY)
+    passed_tag, failed_tag = (names.wandb_verdict_tag(v) for v in (names.PASSED, names.FAILED))
+    if passed is None and (passed_tag in tags or failed_tag in tags):
+        passed = passed_tag in tags
+    if passed is None:
+        return RunVerdict(
+            run=name,
+            where=run_id,
+            status=names.RUNNING if state == "running" else names.ERROR,
+            detail=f"no sanity verdict in the run's summary or tags; the run is {state}",
+        )
+    status = names.PASSED if bool(passed) else names.FAILED
+    return RunVerdict(run=name, where=run_id, status=status, failed_checks=failed)
+
+
+def _wandb_cli() -> list[str]:
+    """The ``wandb`` script beside this Python (starts faster than ``python -m wandb``)."""
+    exe = Path(sys.executable).with_name("wandb")
+    found = str(exe) if exe.is_file() else shutil.which("wandb")
+    return [found] if found else [sys.executable, "-m", "wandb"]
+
+
+def _leet(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
+    cmd = [*_wandb_cli(), "leet", "inspect", str(run_dir), *flags]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _offline_group(run_dir: Path) -> str:
+    """The run's group, from its first ``run`` record; stops reading once it is found."""
+    proc = _leet(run_dir, "--json")
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            rec = json.loads(line)
+            if rec.get("type") == "run":
+                return str(rec["run"].get("run_group", ""))
+        return ""
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def read_offline_verdicts(root: str | Path, group: str | None = None) -> list[RunVerdict]:
+    """Offline (or synced) run folders below ``root`` (a ``wandb/`` dir or WANDB_DIR), those
+    of ``group`` only when it is given.
+
+    Read with wandb's own reader, ``wandb leet inspect <run_dir> --summary --json``: the
+    state, tags and summary the W&B UI would show, with no server. TrackerError when
+    ``root`` is not a folder or the reader gives nothing.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TrackerError(f"{root} is not a folder")
+    verdicts = []
+    for log in sorted(root.rglob("run-*.wandb")):
+        run_dir = log.parent
+        if group is not None and _offline_group(run_dir) != group:
+            continue
+        out, err = _leet(run_dir, "--summary", "--json").communicate()
+        if not out.strip():
+            raise TrackerError(f"wandb leet inspect {run_dir} gave nothing: {err.strip()}")
+        s = json.loads(out)
+        verdicts.append(
+            run_verdict(
+                s.get("name") or run_dir.name,
+                s.get("run_id", run_dir.name),
+                s.get("tags") or [],
+                s.get("summary") or {},
+                s.get("state", ""),
+            )
+        )
+    return verdicts
+
+
+def read_online_verdicts(project: str, group: str, entity: str | None = None) -> list[RunVerdict]:
+    """The runs of a W&B group on the server (needs WANDB_API_KEY and the network)."""
+    wandb = _wandb()
+    path = f"{entity}/{project}" if entity else project
+    try:
+        runs = list(wandb.Api(timeout=30).runs(path, filters={"group": group}))
+    except Exception as e:  # noqa: BLE001 - no key, no network, no such project
+        raise TrackerError(f"cannot read W&B project {path}: {type(e).__name__}: {e}") from e
+    return [run_verdict(r.name, r.id, r.tags, dict(r.summary), r.state) for r in runs]
