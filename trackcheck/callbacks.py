@@ -18,7 +18,7 @@ What it reads from each job's config (dotted keys allowed, e.g. ``model: net.bac
 - ``data`` (required): a node whose ``_target_`` returns a ``trackcheck.DataSpec``, usually
   ``trackcheck.data.from_datasets`` around your datasets (README: "Your own model and data").
 - ``optim`` (optional, default key ``optim``; null to ignore): a torch.optim node; trackcheck
-  adds ``_partial_: true``. When the key is absent the checks use Adam(lr=3e-3).
+  adds ``_partial_: true``. When the key is absent the checks use Adam at names.DEFAULT_LR (3e-3).
 
 Everything else comes from the callback's own parameters below. The stage's report.json goes
 to ``<job output dir>/trackcheck/``.
@@ -39,6 +39,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from trackcheck import names
 from trackcheck.cli import EXIT_FAILED, EXIT_USAGE, UsageError, build_and_run
 from trackcheck.config import schema
 from trackcheck.core import Report
@@ -114,7 +115,7 @@ class TrackcheckCallback(Callback):
 
     def run_stage(self, job: DictConfig) -> Report:
         out = Path(job.hydra.runtime.output_dir) / "trackcheck"
-        return build_and_run(self.stage_config(job), str(out), f"sanity-{job.hydra.job.name}")
+        return build_and_run(self.stage_config(job), str(out), names.run_name(job.hydra.job.name))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from trackcheck import sweep
+from trackcheck import names, sweep
 from trackcheck.config import schema
 from trackcheck.core import ConfigError, Report
 from trackcheck.data.spec import DataSpec
@@ -82,8 +82,7 @@ def build_model_factories(
     assert isinstance(node, dict)
     bigger = node.pop("bigger", None)
     if node.get("out_bias") == "auto":
-        y = data.targets(pipeline=build_pipeline(cfg))
-        node["out_bias"] = data.task.prior_bias(data.task.prior(y)).tolist()
+        node["out_bias"] = data.prior_bias(build_pipeline(cfg))
     _instantiate(node, "model")
     factory = partial(instantiate, OmegaConf.create(node))
     big = None
@@ -102,7 +101,7 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
         pipe.loss = node  # "model" (or "task"): validated by the runner
     elif node is not None:
         pipe.loss = _instantiate(node, "loss")
-    if cfg.get("step") is not None:
+    if cfg.get("step") is not None and cfg.step.get("_target_"):
         pipe.step = _instantiate(cfg.step, "step")
     return pipe
 
@@ -287,7 +286,7 @@ _exit_code = EXIT_PASSED
 def hydra_main(cfg: DictConfig) -> Any:
     global _exit_code
     hc = HydraConfig.get()
-    run_name = f"sanity-{hc.runtime.choices.get('model', 'model')}"
+    run_name = names.run_name(hc.runtime.choices.get("model", "model"))
     if hc.mode == RunMode.MULTIRUN:
         return multirun_job(cfg, hc, run_name)
     try:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from trackcheck.names import DEFAULT_LR, DEFAULT_OPTIMIZER
 from trackcheck.registry import all_checks
 
 
@@ -77,9 +78,9 @@ def schema() -> type:
                 dict[str, Any],
                 field(
                     default_factory=lambda: {
-                        "_target_": "torch.optim.Adam",
+                        "_target_": DEFAULT_OPTIMIZER,
                         "_partial_": True,
-                        "lr": 3e-3,
+                        "lr": DEFAULT_LR,
                     }
                 ),
             ),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trackcheck.names import FAILED, PASSED
+
 SCHEMA_VERSION = 1
 
 
@@ -123,7 +125,7 @@ class Report:
 
     @property
     def status(self) -> str:
-        return "passed" if self.passed else "failed"
+        return PASSED if self.passed else FAILED
 
     def __getitem__(self, name: str) -> CheckResult:
         for c in self.checks:
@@ -150,7 +152,7 @@ class Report:
     def from_json(cls, d: dict[str, Any]) -> Report:
         return cls(
             checks=[CheckResult.from_json(c) for c in d["checks"]],
-            passed=d["status"] == "passed",
+            passed=d["status"] == PASSED,
             gated_on=list(d.get("gated_on", [])),
             config=dict(d.get("config", {})),
             environment=dict(d.get("environment", {})),

@@ -32,6 +32,9 @@ class CheckSpec:
     fast: bool  # part of the quick ``checks=fast`` selection
     order: int  # position in the checklist (cheap, foundational checks first)
     doc: str  # one line: what the check proves
+    # the checks after it cannot run meaningfully when it fails (the pipeline contract):
+    # they are skipped with a pointer to it instead of repeating its error
+    precondition: bool = False
 
     def __call__(self, ctx: Context, params: Any) -> CheckResult:
         return self.fn(ctx, params)
@@ -41,15 +44,16 @@ _REGISTRY: dict[str, CheckSpec] = {}
 
 
 def register(
-    name: str, params: type, *, fast: bool = False, order: int = 100
+    name: str, params: type, *, fast: bool = False, order: int = 100, precondition: bool = False
 ) -> Callable[[Callable[..., Any]], Any]:
-    """Register ``fn(ctx, params) -> CheckResult`` as the check ``name``."""
+    """Register ``fn(ctx, params) -> CheckResult`` as the check ``name``; ``precondition``:
+    when it fails or errors, the checks after it are skipped with a pointer to it."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"two checks registered as {name!r}: rename one of them")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = CheckSpec(name, fn, params, fast, order, doc)
+        _REGISTRY[name] = CheckSpec(name, fn, params, fast, order, doc, precondition)
         return fn
 
     return deco

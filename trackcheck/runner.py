@@ -26,6 +26,7 @@ from torch import nn
 from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
+from trackcheck.names import DEFAULT_LR, RUN_FAILED, RUN_FINISHED, RUN_KILLED
 from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn
 from trackcheck.redact import redact
 from trackcheck.registry import CheckSpec, all_checks
@@ -222,11 +223,17 @@ def execute(plan: Plan, ctx: Context, progress: bool) -> list[CheckResult]:
 
     results: list[CheckResult] = []
     assert ctx.output_dir is not None
+    blocked = ""  # why the remaining checks cannot run: a precondition failed
     with Progress(enabled=progress, total=len(plan.specs)) as bar:
         for spec in plan.specs:
             bar.start(spec.name)
-            result = run_one(spec, ctx, plan.params[spec.name])
-            save_figures(result, ctx.output_dir)
+            if blocked:
+                result = CheckResult(spec.name, Status.SKIP, blocked)
+            else:
+                result = run_one(spec, ctx, plan.params[spec.name])
+                save_figures(result, ctx.output_dir)
+                if spec.precondition and result.status in (Status.FAIL, Status.ERROR):
+                    blocked = f"not run: {spec.name} failed, fix it first (see {spec.name})"
             results.append(result)
             bar.done(result)
     return results
@@ -244,11 +251,11 @@ def publish(report: Report, tracker: Tracker, out: Path, progress: bool) -> None
         files.append(write_html(report, out))
         log_report(tracker, report, files)
     except BaseException as e:
-        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        tracker.finish(RUN_KILLED if isinstance(e, KeyboardInterrupt) else RUN_FAILED)
         raise
     if progress:
         print_summary(report)
-    tracker.finish("FINISHED" if report.passed else "FAILED")  # prints where the run is
+    tracker.finish(RUN_FINISHED if report.passed else RUN_FAILED)  # prints where the run is
 
 
 def run(
@@ -311,10 +318,10 @@ def run(
         report.gated_on = ["interrupted"]
         report.duration_s = time.perf_counter() - t0
         write_report(report, out)
-        tracker.finish("KILLED")
+        tracker.finish(RUN_KILLED)
         raise
     except BaseException:  # a crash outside the checks (a check's own crash is its ERROR)
-        tracker.finish("FAILED")
+        tracker.finish(RUN_FAILED)
         raise
     report.gated_on = plan.gate.failing(report.checks)
     report.passed = not report.gated_on
@@ -324,5 +331,5 @@ def run(
 
 
 def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam at lr 3e-3: the optimizer the checks train with unless one is given."""
-    return torch.optim.Adam(params, lr=3e-3)
+    """Adam at DEFAULT_LR (3e-3): the optimizer the checks train with unless one is given."""
+    return torch.optim.Adam(params, lr=DEFAULT_LR)
