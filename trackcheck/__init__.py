@@ -17,23 +17,26 @@ an optimizer that cannot be built); its message says what and how to fix it.
 __version__ = "0.1.0"
 
 from trackcheck.context import Context
-from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status, Verdict
+from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec, from_datasets
+from trackcheck.pipeline import Batch, Pipeline, PipelineError
 from trackcheck.registry import all_checks, register
 from trackcheck.runner import Gate, run
 from trackcheck.tasks import Task, make_task
 
 __all__ = [
+    "Batch",
     "CheckResult",
     "ConfigError",
     "Context",
     "DataSpec",
     "Gate",
+    "Pipeline",
+    "PipelineError",
     "Report",
     "SkipCheck",
     "Status",
     "Task",
-    "Verdict",
     "__version__",
     "all_checks",
     "from_datasets",

@@ -1,8 +1,10 @@
 """Plain data for check results and the stage report: no torch, no trackers.
 
 A check first measures values (``metrics``, ``series``, ``figures``), then judges them
-(``status`` and ``message``). Keeping the two apart lets a tracker plot the numbers of a
-check that passed and lets a person re-judge a report with other thresholds.
+(``status``, ``message``, ``value`` against ``threshold``), in one function: the values are
+kept whatever the verdict, so a tracker plots the numbers of a check that passed as well as
+of one that failed. A report is not re-judged after the fact: to judge with other
+thresholds, run the check again with other params (they are cheap by design).
 """
 
 from __future__ import annotations
@@ -35,16 +37,6 @@ class ConfigError(ValueError):
 
 class SkipCheck(Exception):
     """Raised by a check that does not apply; the message says why (and how to enable it)."""
-
-
-@dataclass
-class Verdict:
-    """One condition's outcome: the value, the threshold it was held to, and what it means."""
-
-    status: Status
-    message: str
-    value: float | None = None
-    threshold: str = ""  # human form of the bound, e.g. "[2.07, 2.53]" or "< 0.05"
 
 
 @dataclass

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from trackcheck.pipeline import PipelineError
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -21,7 +23,7 @@ def scalar_loss(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
     v = loss_fn(out, y)
     if not isinstance(v, Tensor) or v.numel() != 1:
         got = list(v.shape) if isinstance(v, Tensor) else type(v).__name__
-        raise ValueError(
+        raise PipelineError(
             f"the loss returned {got}, not a scalar tensor: reduce it to a mean over the batch "
             "(reduction='mean'), as training backpropagates one number"
         )
@@ -36,5 +38,7 @@ def per_example(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
 
     try:
         return torch.func.vmap(one)(out, y)
+    except PipelineError:
+        raise
     except (RuntimeError, ValueError, TypeError, NotImplementedError):
         return torch.stack([one(o, t) for o, t in zip(out, y, strict=True)])

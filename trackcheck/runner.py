@@ -107,7 +107,7 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
         result = spec(ctx, params)
     except SkipCheck as e:
         result = CheckResult(spec.name, Status.SKIP, str(e))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, PipelineError):  # PipelineError: bad input, not a check's bug
         raise
     except Exception as e:  # noqa: BLE001 - any failure inside a check is that check's ERROR
         tb = traceback.extract_tb(e.__traceback__)
@@ -217,11 +217,11 @@ def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: G
     return Plan(specs, built, gate)
 
 
-def execute(plan: Plan, ctx: Context, progress: bool) -> list[CheckResult]:
-    """Run the planned checks in order; each figure is saved as soon as its check ends."""
+def execute(plan: Plan, ctx: Context, progress: bool, results: list[CheckResult]) -> None:
+    """Run the planned checks in order, appending to ``results`` as each ends (so an
+    interrupt keeps the finished ones); each figure is saved as soon as its check ends."""
     from trackcheck.console import Progress
 
-    results: list[CheckResult] = []
     assert ctx.output_dir is not None
     blocked = ""  # why the remaining checks cannot run: a precondition failed
     with Progress(enabled=progress, total=len(plan.specs)) as bar:
@@ -236,7 +236,6 @@ def execute(plan: Plan, ctx: Context, progress: bool) -> list[CheckResult]:
                     blocked = f"not run: {spec.name} failed, fix it first (see {spec.name})"
             results.append(result)
             bar.done(result)
-    return results
 
 
 def publish(report: Report, tracker: Tracker, out: Path, progress: bool) -> None:
@@ -307,27 +306,41 @@ def run(
     safe_config = redact(config or {})
     tracker.start(safe_config, run_name)  # fails fast on a bad URI, before any compute
 
+    report = Report([], passed=False, config=safe_config, environment=environment(ctx.device))
+    report.output_dir = str(out)
+    _execute_guarded(plan, ctx, report, tracker, progress)
+    publish(report, tracker, out, progress)
+    return report
+
+
+def _execute_guarded(
+    plan: Plan, ctx: Context, report: Report, tracker: Tracker, progress: bool
+) -> None:
+    """``execute`` into ``report``, then the gate's verdict. An interrupt still writes what
+    finished to report.json and ends the tracker run KILLED; a crash outside the checks (a
+    check's own crash is its ERROR) ends it FAILED."""
+    assert ctx.output_dir is not None
     t0 = time.perf_counter()
-    report = Report(
-        checks=[], passed=False, config=safe_config, environment=environment(ctx.device)
-    )
-    report.output_dir = str(ctx.output_dir)
     try:
-        report.checks = execute(plan, ctx, progress)
+        execute(plan, ctx, progress, report.checks)
     except KeyboardInterrupt:
         report.gated_on = ["interrupted"]
         report.duration_s = time.perf_counter() - t0
-        write_report(report, out)
+        write_report(report, ctx.output_dir)
         tracker.finish(RUN_KILLED)
         raise
-    except BaseException:  # a crash outside the checks (a check's own crash is its ERROR)
+    except PipelineError as e:  # the batch, output or loss cannot be read: a config error
+        report.gated_on = ["pipeline"]
+        report.duration_s = time.perf_counter() - t0
+        write_report(report, ctx.output_dir)
+        tracker.finish(RUN_FAILED)
+        raise ConfigError(str(e)) from e
+    except BaseException:
         tracker.finish(RUN_FAILED)
         raise
     report.gated_on = plan.gate.failing(report.checks)
     report.passed = not report.gated_on
     report.duration_s = time.perf_counter() - t0
-    publish(report, tracker, out, progress)
-    return report
 
 
 def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
