@@ -94,6 +94,7 @@ class Context:
     output_dir: Path | None = None
     meter: Meter = field(default_factory=Meter)
     pipeline: Pipeline = field(default_factory=Pipeline)
+    _targets: dict[tuple[str, int], Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.pipeline.task_name = self.data.task.name
@@ -209,8 +210,12 @@ class Context:
         return self.split(self.data.head(split, n))
 
     def targets(self, split: str = "train", limit: int = 20000) -> Tensor:
-        """All targets of a split (at most ``limit``, CPU), aligned as the checks see them."""
-        return self.data.targets(split, limit, self.pipeline)
+        """All targets of a split (at most ``limit``, CPU), aligned as the checks see them;
+        read once per stage (a pass over a large dict dataset is not free)."""
+        key = (split, limit)
+        if key not in self._targets:
+            self._targets[key] = self.data.targets(split, limit, self.pipeline)
+        return self._targets[key]
 
     @cached_property
     def prior(self) -> Prior:
