@@ -50,3 +50,56 @@ def test_regression_passes_with_bias_at_mean(diabetes_data):
 def test_balanced_multiclass_passes_with_default_init(digits_data):
     r = run_check("init_bias", lambda: MLP([1, 8, 8], 10), digits_data)
     assert r.status == Status.PASS, r.message
+
+
+V = 64  # a small vocabulary with a Zipf-like unigram distribution: a strong token prior
+
+
+def zipf_tokens(n: int = 320, seq_len: int = 32) -> DataSpec:
+    """Hugging Face causal-LM items {"input_ids", "attention_mask", "labels"} of tokens
+    drawn with p(k) ~ 1 / (k + 1)^1.5: H = 2.38 nats against ln 64 = 4.16, so a uniform
+    start costs KL / H = 0.71 of the loss, over the fail line (0.5)."""
+    from hf_models import DictItems
+
+    g = torch.Generator().manual_seed(0)
+    p = 1.0 / torch.arange(1, V + 1).double() ** 1.5
+    ids = torch.multinomial(p / p.sum(), n * seq_len, replacement=True, generator=g)
+    ids = ids.reshape(n, seq_len)
+    mask = torch.ones_like(ids)
+
+    def items(s: slice) -> DictItems:
+        return DictItems(input_ids=ids[s], attention_mask=mask[s], labels=ids[s])
+
+    cut = n * 3 // 4
+    return DataSpec(items(slice(0, cut)), items(slice(cut, n)), make_task("lm", V), kind="tokens")
+
+
+def tiny_gpt2() -> torch.nn.Module:
+    """Hugging Face GPT2LMHeadModel (n_embd 32), random init: lm_head tied to wte, no bias."""
+    from hf_models import gpt2
+
+    return gpt2(n_positions=32, vocab=V)
+
+
+def test_tied_lm_head_without_bias_warns_instead_of_failing():
+    # the false alarm: GPT-2's lm_head has no bias (tied to the embedding), so "set the
+    # final layer's bias" cannot be followed; the hockey stick is expected there
+    r = run_check("init_bias", tiny_gpt2, zipf_tokens())
+    assert r.value >= 0.5  # the share alone would fail
+    assert r.status == Status.WARN, r.message
+    assert "lm_head has no bias" in r.message and "tied to the token embedding" in r.message
+    assert r.metrics["output_layer_has_bias"] == 0.0
+
+
+def test_lm_head_with_a_bias_left_at_zero_still_fails():
+    # planted bug: an untied lm_head with a bias, left at 0 under a strong token prior
+    def biased_head() -> torch.nn.Module:
+        model = tiny_gpt2()
+        model.lm_head = torch.nn.Linear(32, V, bias=True)
+        torch.nn.init.zeros_(model.lm_head.bias)
+        torch.nn.init.normal_(model.lm_head.weight, std=0.02)
+        return model
+
+    r = run_check("init_bias", biased_head, zipf_tokens())
+    assert r.status == Status.FAIL, r.message
+    assert "(lm_head.bias)" in r.message

@@ -51,3 +51,51 @@ def test_language_model_overlay_shows_tokens(text_data):
 def test_loss_series_has_one_point_per_step():
     r = run_check("overfit_batch", lambda: MLP([8], 4), blobs())
     assert len(r.series["loss"]) == int(r.metrics["steps"])
+
+
+def test_label_smoothing_fits_down_to_its_floor(digits_data):
+    # the false alarm: with label smoothing 0.1 the best loss on 10 classes is the entropy
+    # of the smoothed target, -0.91 ln 0.91 - 9 x 0.01 ln 0.01 = 0.500, never "near zero"
+    loss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    r = run_check("overfit_batch", lambda: ResNet([1, 8, 8], 10), digits_data, loss=loss)
+    assert r.status == Status.PASS, r.message
+    assert abs(r.metrics["floor_loss"] - 0.500) < 0.005
+    assert r.metrics["best_loss"] > 0.45  # below 0.05 x 2.3 = 0.115 was what it demanded
+    assert "cannot go below 0.5" in r.message
+
+
+def test_softmax_before_smoothed_cross_entropy_still_fails(digits_data):
+    loss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    r = run_check(
+        "overfit_batch",
+        lambda: SoftmaxBeforeCE([1, 8, 8], 10),
+        digits_data,
+        {"max_steps": 100},
+        loss=loss,
+    )
+    assert r.status == Status.FAIL
+    assert r.metrics["best_loss"] > r.metrics["target_loss"]
+
+
+def test_plain_cross_entropy_has_floor_zero(digits_data):
+    r = run_check("overfit_batch", lambda: MLP([1, 8, 8], 10), digits_data)
+    assert r.metrics["floor_loss"] < 1e-6
+    assert abs(r.metrics["reference_loss"] - 2.30) < 0.05  # H(digits' labels), nearly ln 10
+
+
+def test_hugging_face_gpt2_fits_dict_batches_with_padding():
+    # dict batches {"input_ids", "attention_mask", "labels"}, a ModelOutput, -100 positions
+    from hf_models import gpt2, lm_dicts
+
+    r = run_check("overfit_batch", gpt2, lm_dicts(), {"n_examples": 8})
+    assert r.status == Status.PASS, r.message
+    assert Path(r.figures["overlay"]).stat().st_size > 1000
+
+
+def test_skips_a_fully_frozen_model_with_a_pointer():
+    def frozen() -> torch.nn.Module:
+        return MLP([8], 4).requires_grad_(False)
+
+    r = run_check("overfit_batch", frozen, blobs())
+    assert r.status == Status.SKIP
+    assert "requires grad" in r.message and "contract" in r.message

@@ -1,4 +1,8 @@
-"""overfit one batch: a few examples reach near-zero loss; labels and predictions overlaid."""
+"""overfit one batch: a few examples reach their loss's floor; labels and predictions overlaid.
+
+"Near zero" is measured from the floor of the loss in use (the best any output reaches on
+the batch), so a loss with a floor above zero (label smoothing) can be fit too.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,11 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
+from trackcheck.checks._common import require_trainable, sample_targets
+from trackcheck.checks._floor import best_output, constant_output, mean_loss
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.pipeline import valid_targets
 from trackcheck.registry import register
 from trackcheck.training import repeat, train_steps
 
@@ -20,25 +27,40 @@ from trackcheck.training import repeat, train_steps
 class OverfitBatchParams:
     n_examples: int = 4  # Karpathy: "as little as two"
     max_steps: int = 300
-    # "near zero": the best loss must fall below this fraction of the best input-independent
-    # loss (H(labels) or Var(y)); 0.05 means 95% of the loss a constant predictor pays is gone
+    # "near zero", measured from the loss's own floor: the model fits when
+    # best - floor <= max_loss_ratio * (reference - floor), the reference being the loss of
+    # the prior in the bias (H(labels), Var(y) for the task's losses). 0.05: 95% of the
+    # way from a constant predictor to the best any output can do.
     max_loss_ratio: float = 0.05
     lr: float | None = None  # None: the stage's optimizer as configured (optim.*)
+    # The floor: the lowest loss a free output tensor (shaped like the model's output on
+    # the batch) reaches against the loss in use, by Adam, with no model. 0 for plain
+    # cross-entropy, MSE, BCE; the entropy of the smoothed target for label smoothing (0.500
+    # for eps 0.1 on 10 classes); it errs high (lenient) when not converged, never low.
+    # Adam moves each entry about floor_lr per step: 300 x 0.1 lets a logit travel 30, a
+    # cross-entropy of e^-30; regression starts at the targets themselves.
+    floor_steps: int = 300
+    floor_lr: float = 0.1
+    # training targets the reference loss is averaged over (a random sample, seeded)
+    reference_examples: int = 1024
 
 
 @register("overfit_batch", OverfitBatchParams, fast=True, order=60)
 def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     """A few examples can be fit to near-zero loss (the model, loss and optimizer are wired)."""
-    task = ctx.task
     model = ctx.new_model()
+    require_trainable(model, "overfit_batch")
     batch = ctx.head("train", p.n_examples)
     x, y = batch
     opt = ctx.optimizer(model)
     if p.lr is not None:
         for g in opt.param_groups:
             g["lr"] = p.lr
-    reference = task.prior_loss(ctx.prior)
-    target = p.max_loss_ratio * reference
+    with torch.no_grad():
+        out0 = ctx.forward(model, x).float()  # the output's shape on this batch
+    floor = _floor(ctx, out0, y, p)
+    reference = _reference(ctx, out0, y, p.reference_examples)
+    target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
     losses = train_steps(
         ctx, model, repeat(batch), p.max_steps, opt, on_step=lambda _step, loss: loss <= target
     )
@@ -47,26 +69,21 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         out = ctx.forward(model, x)  # train mode, as in the last step
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
     steps = len(losses)
+    gap = reference - floor
     metrics = {
         "best_loss": best,
         "final_loss": losses[-1] if losses else float("nan"),
         "target_loss": target,
+        "floor_loss": floor,
+        "reference_loss": reference,
         "steps": float(steps),
-        "loss_ratio": best / reference,
+        "loss_ratio": (best - floor) / gap if gap > 0 else float("nan"),
     }
     series = {"loss": list(enumerate(losses))}
-    threshold = f"<= {target:.3g} ({p.max_loss_ratio:g} x {reference:.3g})"
-    if best <= target:
-        status = Status.PASS
-        msg = f"{len(y)} examples fit to loss {best:.3g} in {steps} steps (target {threshold})"
-    else:
-        status = Status.FAIL
-        msg = (
-            f"{len(y)} examples reached only loss {best:.3g} in {steps} steps, expected "
-            f"{threshold}: the model cannot memorise a tiny batch. Usual causes: softmax or "
-            "sigmoid applied before a loss that expects logits, a frozen or detached part of "
-            "the model, labels misaligned with inputs, or a learning rate far too low/high"
-        )
+    threshold = (
+        f"<= {target:.3g} (floor {floor:.3g} + {p.max_loss_ratio:g} x ({reference:.3g} - floor))"
+    )
+    status, msg = _verdict(len(y), best, target, steps, threshold, floor, reference)
     return CheckResult(
         "overfit_batch",
         status,
@@ -79,17 +96,77 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     )
 
 
+def _verdict(
+    n: int, best: float, target: float, steps: int, threshold: str, floor: float, ref: float
+) -> tuple[Status, str]:
+    floor_note = (
+        f"; the loss cannot go below {floor:.3g} on this batch (the best any output reaches: "
+        "label smoothing, a weighted or bounded loss)"
+        if floor > 1e-3 * max(abs(ref), 1e-12)
+        else ""
+    )
+    if best <= target:
+        return Status.PASS, (
+            f"{n} examples fit to loss {best:.3g} in {steps} steps (target {threshold}){floor_note}"
+        )
+    return Status.FAIL, (
+        f"{n} examples reached only loss {best:.3g} in {steps} steps, expected "
+        f"{threshold}{floor_note}: the model cannot memorise a tiny batch. Usual causes: "
+        "softmax or sigmoid applied before a loss that expects logits, a frozen or "
+        "detached part of the model, labels misaligned with inputs, or a learning rate "
+        "far too low/high"
+    )
+
+
+def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> float:
+    """The lowest loss any output reaches on targets ``y``: a free tensor shaped like the
+    model's output ``out0`` optimised against ``ctx.loss`` (the loss training uses)."""
+    start = torch.zeros_like(out0)
+    if not ctx.task.classification and y.numel() == out0.numel():
+        start = y.reshape(out0.shape).to(out0)  # regression: the targets are the optimum
+    return best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+
+
+def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
+    """The loss a constant predictor with the prior in the bias pays, averaged over ``n``
+    shuffled training targets (the batch alone is too few: 4 regression targets may sit
+    near their mean); the batch's own targets when the shapes differ (variable lengths)."""
+    n = max(1, min(n, 2**22 // max(1, out0[0].numel())))  # at most 4M output entries
+    ys = sample_targets(ctx, n, offset=61)
+    if ys.shape[1:] != y.shape[1:]:
+        ys = y.cpu()
+    ys = ys.to(out0.device)
+    like = out0.new_zeros((len(ys), *out0.shape[1:]))  # [n, ...] shaped like the model's output
+    return mean_loss(ctx, constant_output(ctx, like, ctx.prior), ys)[0]
+
+
 def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> Figure:
     task, title = ctx.task, f"overfit one batch: labels vs predictions (loss {best:.3g})"
     if task.name == "lm":
         itos = ctx.data.itos or []
-        dec = lambda ids: "".join(itos[i] if i < len(itos) else "?" for i in ids.tolist())  # noqa: E731
-        return plots.overlay_tokens([dec(t) for t in y], [dec(t) for t in out.argmax(-1)], title)
+        valid = valid_targets(y)  # [B, T]: -100 positions (padding, the last) shown as "·"
+        pred = out.argmax(-1)
+        return plots.overlay_tokens(
+            [_decode(t, v, itos) for t, v in zip(y, valid, strict=True)],
+            [_decode(t, v, itos) for t, v in zip(pred, valid, strict=True)],
+            title,
+        )
     if task.name == "multiclass":
-        return plots.overlay_classes(out.softmax(-1).numpy(), y.long().numpy(), title)
+        keep = valid_targets(y)  # rows without a target are left out
+        probs = out[keep].softmax(-1).numpy()
+        return plots.overlay_classes(probs, y[keep].long().numpy(), title)
     if task.name == "binary":
         p1 = torch.sigmoid(out.reshape(-1))
         return plots.overlay_classes(torch.stack([1 - p1, p1], 1).numpy(), y.long().numpy(), title)
     return plots.overlay_values(
         y.reshape(len(y), -1).mean(-1).numpy(), out.reshape(len(y), -1).mean(-1).numpy(), title, "y"
     )
+
+
+def _decode(ids: Tensor, valid: Tensor, itos: list[str]) -> str:
+    """Token ids [T] as text: one symbol each (itos), or the ids when there is no itos."""
+    toks = [
+        ("·" if not ok else itos[i] if 0 <= i < len(itos) else "?" if itos else f"{i} ")
+        for i, ok in zip(ids.tolist(), valid.tolist(), strict=True)
+    ]
+    return "".join(toks)
