@@ -32,3 +32,37 @@ class DetachedBody(MLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x).detach())
+
+
+def _conv_bn(c_in: int, c_out: int, k: int, groups: int = 1, act: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out, momentum=0.01),  # torchvision MobileNetV3's momentum
+    ]
+    return [*layers, nn.Hardswish()] if act else layers
+
+
+class SlowBatchNormNet(nn.Module):
+    """A correct MobileNetV3-style net for digits 8x8 at BatchNorm momentum 0.01: a 3x3 stem,
+    an inverted bottleneck (1x1 expand, 3x3 depthwise, 1x1 project), a 1x1 conv, global
+    average pool, Linear. After a few dozen steps its running statistics still hold most of
+    their initial (0, 1): eval mode computes another network than the trained one.
+
+    (A single Conv-BN-ReLU-pool-Linear keeps enough of its signal in eval mode to pass the
+    checks anyway: the stale statistics must compound over several layers to do harm, as in
+    MobileNetV3.)"""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        e = 4 * width
+        self.features = nn.Sequential(
+            *_conv_bn(1, width, 3),
+            *_conv_bn(width, e, 1),
+            *_conv_bn(e, e, 3, groups=e),
+            *_conv_bn(e, width, 1, act=False),
+            *_conv_bn(width, 6 * width, 1),
+        )
+        self.head = nn.Linear(6 * width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))  # [B, 6W, 8, 8] -> [B, 10]

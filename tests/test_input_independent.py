@@ -5,19 +5,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import prior_bias, run_check
+from models import SlowBatchNormNet
 from scipy import stats
-from test_bn import SlowBatchNormNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from trackcheck.checks.input_independent import (
-    InputIndependentParams,
-    Judged,
-    blank,
-    paired_test,
-    power,
-    weigh,
-)
+from trackcheck.checks._stats import paired_test, power
+from trackcheck.checks.input_independent import InputIndependentParams, Judged, blank, weigh
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP
 

@@ -63,7 +63,7 @@ class HumanBaselineParams:
     # batches after the short run, before the eval-mode pass over the test set (a slow
     # momentum leaves them far from the trained network's; trackcheck/checks/_bn.py). At
     # momentum 0.01, 50 steps: accuracy 0.10-0.19 without, 0.51-0.67 with (5 seeds, the
-    # MobileNetV3-style net of tests/test_bn.py); +0.07 s on resnet/digits (0.43 -> 0.50 s)
+    # MobileNetV3-style net of tests/models.py); +0.07 s on resnet/digits (0.43 -> 0.50 s)
     bn_batches: int = CALIBRATION_BATCHES
 
 

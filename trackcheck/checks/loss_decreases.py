@@ -85,6 +85,18 @@ def _train_until_decided(
     return losses, n_looks, level
 
 
+@dataclass
+class _Run:
+    """One run's record: the per-step losses, the trend test's level, and what the report
+    carries (metrics, series, and the curves the figure plots, one per model)."""
+
+    losses: list[float]
+    level: float  # of the trend test at each look: alpha / number of looks
+    metrics: dict[str, float]
+    series: dict[str, list[tuple[int, float]]]
+    curves: dict[str, list[float]]
+
+
 @register("loss_decreases", LossDecreasesParams, fast=True, order=70)
 def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     """Training loss goes down over a short run (longer on a plateau); a bigger model is
@@ -94,36 +106,57 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     before = {n: q.detach().clone() for n, q in model.named_parameters()}
     losses, looks, level = _train_until_decided(ctx, model, p)
     stale = _unchanged(model, before, p.allow_unchanged)
-    series = {"loss": list(enumerate(losses))}
-    metrics: dict[str, float] = {"first_loss": losses[0], "last_loss": losses[-1]}
-    curves = {"model": losses}
-
+    run = _Run(
+        losses,
+        level,
+        metrics={"first_loss": losses[0], "last_loss": losses[-1]},
+        series={"loss": list(enumerate(losses))},
+        curves={"model": losses},
+    )
     if not all(math.isfinite(v) for v in losses):
         msg = (
             f"training loss became {losses[-1]} at step {len(losses) - 1}: lower the learning rate"
         )
-        figs = {"loss": plots.curves(curves, "training loss")}
+        figs = {"loss": plots.curves(run.curves, "training loss")}
         return CheckResult(
-            "loss_decreases", Status.FAIL, msg, metrics=metrics, series=series, figures=figs
+            "loss_decreases", Status.FAIL, msg, metrics=run.metrics, series=run.series,
+            figures=figs,
         )
+    problems = _measure(model, before, stale, looks, run)
+    notes, bigger_worse = [], False
+    if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
+        bigger_worse, note = _compare_bigger(ctx, p, run)
+        notes.append(note)
+    elif p.compare_bigger and ctx.bigger_model_factory is None:
+        notes.append("no bigger model configured (model.bigger), so capacity was not compared")
+    return _judge(p, run, problems, notes, bigger_worse)
 
+
+def _measure(
+    model: nn.Module, before: dict[str, torch.Tensor], stale: list[str], looks: int, run: _Run
+) -> list[str]:
+    """The trend test's values and the parameters that never moved, into ``run.metrics``;
+    returns the problems that fail the check."""
+    losses = run.losses
     tau, p_down, slope = _trend(losses)
     q = max(len(losses) // 4, 1)
     drop = 1 - float(np.median(losses[-q:])) / float(np.median(losses[:q]))
     n_stale = sum(before[n].numel() for n in stale)
     n_total = sum(v.numel() for v in before.values())
-    metrics.update(kendall_tau=tau, p_value=p_down, level=level, steps=float(len(losses)))
+    metrics = run.metrics
+    metrics.update(kendall_tau=tau, p_value=p_down, level=run.level, steps=float(len(losses)))
     metrics.update(looks=float(looks), theil_sen_slope=slope, relative_drop=drop)
     metrics.update(unchanged_params=float(len(stale)), unchanged_fraction=n_stale / max(n_total, 1))
-    problems = _problems(model, stale, n_stale, n_total, losses, p_down, level, tau, drop)
-    notes, bigger_worse = [], False
-    if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
-        bigger_worse, note = _compare_bigger(ctx, p, losses, q, metrics, series, curves)
-        notes.append(note)
-    elif p.compare_bigger and ctx.bigger_model_factory is None:
-        notes.append("no bigger model configured (model.bigger), so capacity was not compared")
+    return _problems(model, stale, n_stale, n_total, losses, p_down, run.level, tau, drop)
 
-    fig = plots.curves(curves, "training loss (same batches)")
+
+def _judge(
+    p: LossDecreasesParams, run: _Run, problems: list[str], notes: list[str], bigger_worse: bool
+) -> CheckResult:
+    """FAIL on any problem; WARN when the bigger model trains significantly worse; else PASS."""
+    losses, level, m = run.losses, run.level, run.metrics
+    tau, p_down, drop = m["kendall_tau"], m["p_value"], m["relative_drop"]
+    fig = plots.curves(run.curves, "training loss (same batches)")
     n_looks = round(p.alpha / level)
     threshold = f"p < {level:.2g} at a look (alpha {p.alpha:g} / {n_looks} looks), all params move"
     if problems:
@@ -139,8 +172,8 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
         "loss_decreases",
         status,
         msg,
-        metrics=metrics,
-        series=series,
+        metrics=m,
+        series=run.series,
         figures={"loss": fig},
         value=p_down,
         threshold=threshold,
@@ -185,20 +218,15 @@ def _problems(
     return problems
 
 
-def _compare_bigger(
-    ctx: Context,
-    p: LossDecreasesParams,
-    losses: list[float],
-    q: int,
-    metrics: dict[str, float],
-    series: dict[str, list[tuple[int, float]]],
-    curves: dict[str, list[float]],
-) -> tuple[bool, str]:
-    """Train the bigger model as long on the same batches; (significantly worse?, note)."""
+def _compare_bigger(ctx: Context, p: LossDecreasesParams, run: _Run) -> tuple[bool, str]:
+    """Train the bigger model as long on the same batches, compared over the last quarter;
+    (significantly worse?, note). Its curve, series and metrics go into ``run``."""
+    losses, metrics = run.losses, run.metrics
+    q = max(len(losses) // 4, 1)
     big = ctx.new_model(bigger=True)
     big_losses = train_steps(ctx, big, ctx.train_batches(seed_offset=7), len(losses))
-    curves["bigger model"] = big_losses
-    series["bigger_loss"] = list(enumerate(big_losses))
+    run.curves["bigger model"] = big_losses
+    run.series["bigger_loss"] = list(enumerate(big_losses))
     a, b = np.array(losses[-q:]), np.array(big_losses[-q:])
     finite = len(b) == len(a) and bool(np.isfinite(b).all())
     worse = 1.0

@@ -68,6 +68,21 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     with torch.no_grad():
         out = ctx.forward(model, x)  # train mode, as in the last step
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
+    return _judge(p, len(y), losses, best, floor, reference, target, figure)
+
+
+def _judge(
+    p: OverfitBatchParams,
+    n: int,
+    losses: list[float],
+    best: float,
+    floor: float,
+    reference: float,
+    target: float,
+    figure: Figure,
+) -> CheckResult:
+    """The run's numbers, and the verdict: did the ``n`` examples' best loss reach the
+    target between the loss's floor and the prior's reference loss?"""
     steps = len(losses)
     gap = reference - floor
     metrics = {
@@ -83,7 +98,7 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     threshold = (
         f"<= {target:.3g} (floor {floor:.3g} + {p.max_loss_ratio:g} x ({reference:.3g} - floor))"
     )
-    status, msg = _verdict(len(y), best, target, steps, threshold, floor, reference)
+    status, msg = _verdict(n, best, target, steps, threshold, floor, reference)
     return CheckResult(
         "overfit_batch",
         status,

@@ -177,10 +177,39 @@ def _judge(ctx: Context, p: PredictionDynamicsParams, tr: Trace, y: Tensor) -> C
             figures={"dynamics": fig},
             threshold=threshold,
         )
-    per_step = jitter_per_step(tr.scores)
+    per_step = jitter_per_step(tr.scores)  # [K-2]
     jitter = float(per_step.mean()) if per_step.size else 0.0
     change, change_se = loss_change(tr.losses)
-    metrics = {
+    metrics = _metrics(tr, per_step, jitter, change, change_se)
+    observed = (
+        f"jitter {jitter:.3g} (mean |2nd difference| of each held-out prediction per step, in "
+        f"{unit} units) over {tr.steps[-1]} steps on {tr.scores.shape[1]} examples; mean score "
+        f"{metrics['first_mean_score']:.3g} -> {metrics['last_mean_score']:.3g}; held-out "
+        f"loss {metrics['first_heldout_loss']:.4g} at init, changed by {change:+.3g} +- "
+        f"{change_se:.2g}"
+    )
+    cautions = _cautions(p, tr, per_step, jitter, change, change_se)
+    if cautions:
+        status, msg = Status.WARN, f"{observed}: " + "; ".join(cautions)
+    else:
+        status, msg = Status.PASS, f"{observed}; jitter <= {p.max_jitter:g}"
+    return CheckResult(
+        "prediction_dynamics",
+        status,
+        msg,
+        metrics=metrics,
+        series=_series(tr, per_step),
+        figures={"dynamics": fig},
+        value=jitter,
+        threshold=threshold,
+    )
+
+
+def _metrics(
+    tr: Trace, per_step: np.ndarray, jitter: float, change: float, change_se: float
+) -> dict[str, float]:
+    """The tracker's numbers for a finite trace; ``per_step`` [K-2] is its jitter per step."""
+    return {
         "jitter": jitter,
         "jitter_max_step": float(per_step.max()) if per_step.size else 0.0,
         "roughness": roughness(tr.scores),
@@ -192,19 +221,27 @@ def _judge(ctx: Context, p: PredictionDynamicsParams, tr: Trace, y: Tensor) -> C
         "heldout_loss_change_se": change_se,
         "steps": float(tr.steps[-1]),
     }
+
+
+def _series(tr: Trace, per_step: np.ndarray) -> dict[str, list[tuple[int, float]]]:
+    """Per recorded step: the batch's mean score and mean held-out loss, and the jitter."""
     mean_score, mean_loss = tr.scores.mean(1) * tr.scale, tr.losses.mean(1)  # [K]
-    series = {
+    return {
         "mean_score": [(s, float(v)) for s, v in zip(tr.steps, mean_score, strict=True)],
         "heldout_loss": [(s, float(v)) for s, v in zip(tr.steps, mean_loss, strict=True)],
         "step_jitter": [(s, float(v)) for s, v in zip(tr.steps[1:-1], per_step, strict=True)],
     }
-    observed = (
-        f"jitter {jitter:.3g} (mean |2nd difference| of each held-out prediction per step, in "
-        f"{unit} units) over {tr.steps[-1]} steps on {tr.scores.shape[1]} examples; mean score "
-        f"{metrics['first_mean_score']:.3g} -> {metrics['last_mean_score']:.3g}; held-out "
-        f"loss {metrics['first_heldout_loss']:.4g} at init, changed by {change:+.3g} +- "
-        f"{change_se:.2g}"
-    )
+
+
+def _cautions(
+    p: PredictionDynamicsParams,
+    tr: Trace,
+    per_step: np.ndarray,
+    jitter: float,
+    change: float,
+    change_se: float,
+) -> list[str]:
+    """What makes the check WARN: jitter above the line, a held-out loss that went up."""
     cautions = []
     if jitter > p.max_jitter:
         worst = tr.steps[1 + int(np.argmax(per_step))]
@@ -220,20 +257,7 @@ def _judge(ctx: Context, p: PredictionDynamicsParams, tr: Trace, y: Tensor) -> C
             "away from the held-out labels; either the net collapsed after a few wild steps "
             "(lr too high) or the test labels are encoded differently from the train labels"
         )
-    if cautions:
-        status, msg = Status.WARN, f"{observed}: " + "; ".join(cautions)
-    else:
-        status, msg = Status.PASS, f"{observed}; jitter <= {p.max_jitter:g}"
-    return CheckResult(
-        "prediction_dynamics",
-        status,
-        msg,
-        metrics=metrics,
-        series=series,
-        figures={"dynamics": fig},
-        value=jitter,
-        threshold=threshold,
-    )
+    return cautions
 
 
 def _figure(ctx: Context, tr: Trace, y: Tensor, max_jitter: float) -> Figure:
