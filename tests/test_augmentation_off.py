@@ -121,3 +121,18 @@ def test_finder_walks_wrappers_and_lists_but_not_deterministic_transforms():
     assert found == [("train.dataset.transform.transforms[1].transforms[0]",
                       "RandomHorizontalFlip")]
     assert random_transforms(TransformedDataset([], CenterCrop()), "train") == []
+
+
+def test_dict_items_with_noise_fail_and_show_the_pixel_values():
+    from hf_models import DictItems, digit_pixels
+
+    class NoisyPixels(DictItems):  # {"pixel_values", "labels"} with noise drawn on access
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            item = super().__getitem__(i)
+            return {**item, "pixel_values": item["pixel_values"] + torch.randn(1, 16, 16)}
+
+    data = digit_pixels()
+    data.train = NoisyPixels(**data.train.columns)  # type: ignore[attr-defined]
+    r = run_check("augmentation_off", lambda: MLP([1, 16, 16], 10), data)
+    assert r.status == Status.FAIL
+    assert "fetched_twice" in r.figures  # drawn from the dict's pixel_values

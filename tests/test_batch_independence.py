@@ -146,3 +146,15 @@ def test_integer_inputs_without_an_embedding_module_skip(text_data):
     r = run_check("batch_independence", OneHot, text_data)
     assert r.status == Status.SKIP
     assert "nn.Embedding" in r.message
+
+
+def test_dict_inputs_are_counted_on_the_target():
+    from hf_models import digit_pixels  # {"pixel_values", "labels"} items
+
+    class PixelMLP(MLP):
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return super().forward(pixel_values)
+
+    r = run_check("batch_independence", lambda: PixelMLP([1, 16, 16], 10), digit_pixels())
+    assert r.status == Status.PASS, r.message  # not "the data has 1" (the dict's one key)
+    assert r.metrics["examples"] == 8

@@ -125,3 +125,66 @@ def test_map_charted_in_chunks_equals_the_map_in_one_go(text_data, monkeypatch):
     monkeypatch.setattr(_deps, "CHUNK_ELEMENTS", 5 * (x.numel() * (96 + 16)))  # 5 per chunk
     chunked = _deps.dependency_map(point, dim=1, seed=0)
     torch.testing.assert_close(chunked, whole)
+
+
+class PadUnmaskingLM(nn.Module):
+    """Causal attention over the keys ``attention_mask`` marks valid; a query with no valid
+    key (a left-padded position) attends to every position instead, as Hugging Face's SDPA
+    path once unmasked fully masked rows: the padded outputs see the future, the real ones
+    do not."""
+
+    causal = True  # False: the planted bug, no causal mask (padding still masked)
+
+    def __init__(self, vocab: int = 96, d: int = 16) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.tok(input_ids)  # [B, T, C]
+        q, k, v = self.qkv(h).split(h.shape[-1], dim=2)
+        t = h.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=h.device).tril(0 if self.causal else t)
+        mask = causal & attention_mask.bool()[:, None, :]  # [B, T(query), T(key)]
+        mask = mask | ~mask.any(-1, keepdim=True)  # rows with no valid key: every key
+        return self.head(h + F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def left_padded_lm():  # type: ignore[no-untyped-def]
+    from hf_models import lm_dicts  # dict items; imports transformers only to build models
+
+    return lm_dicts(pad_every=1, padding_side="left")
+
+
+def test_padded_positions_are_not_charted():
+    r = run_check("causality", PadUnmaskingLM, left_padded_lm())
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["padded_positions"] == 2  # the longest test sequence of the first 8
+    assert "2 padded positions left out" in r.message
+
+
+def test_a_missing_causal_mask_in_a_padded_sequence_fails_as_missing():
+    class Bidirectional(PadUnmaskingLM):
+        causal = False
+
+    r = run_check("causality", Bidirectional, left_padded_lm())
+    assert r.status == Status.FAIL
+    assert r.metrics["leaking_pairs"] == 30 * 29 / 2  # every s > t among the 30 real ones
+    assert "causal mask is missing" in r.message  # padded columns charted would read partial
+
+
+def test_the_map_is_taken_at_the_token_table_when_a_position_table_is_called_first(text_data):
+    class PositionsFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos = nn.Embedding(32, 16)
+            self.gpt = GPT(96, 32, d_model=16, n_head=2, n_layer=1)
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            p = self.pos(torch.arange(idx.shape[1], device=idx.device)[None])  # [1, T]: x's shape
+            return self.gpt(idx) + 0 * p.sum()
+
+    r = run_check("causality", PositionsFirst, text_data)
+    assert r.status == Status.PASS, r.message
+    assert "nn.Embedding 'gpt.tok'" in r.message

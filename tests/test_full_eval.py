@@ -92,3 +92,51 @@ def test_regression_reports_mae_with_its_relative_width(diabetes_data):
     rel = 1.987 * r.metrics["mae_se"] / r.metrics["mae"]  # t(0.975, 88) = 1.987
     assert r.metrics["half_width_judged"] == pytest.approx(rel, rel=1e-3)
     assert "histogram" in r.figures
+
+
+def _pad_per_batch(items):  # type: ignore[no-untyped-def]
+    """A collate that pads each batch to its longest sequence (DataCollatorWithPadding)."""
+    t = max(len(it["input_ids"]) for it in items)
+    pad = lambda v, fill: torch.nn.functional.pad(v, (0, t - len(v)), value=fill)  # noqa: E731
+    return {
+        "input_ids": torch.stack([pad(it["input_ids"], 0) for it in items]),
+        "attention_mask": torch.stack([pad(torch.ones_like(it["input_ids"]), 0) for it in items]),
+        "labels": torch.stack([it["labels"] for it in items]),
+    }
+
+
+def test_a_collate_that_pads_per_batch_still_matches_every_example():
+    from hf_models import marker_sequences
+
+    class Unpadded(torch.utils.data.Dataset):  # variable-length items, as a tokenizer gives
+        def __init__(self, ds) -> None:  # type: ignore[no-untyped-def]
+            self.ds = ds
+
+        def __len__(self) -> int:
+            return len(self.ds)
+
+        def __getitem__(self, i):  # type: ignore[no-untyped-def]
+            it = self.ds[i]
+            return {"input_ids": it["input_ids"][it["attention_mask"] == 1], "labels": it["labels"]}
+
+    base = marker_sequences()
+    data = DataSpec(
+        train=Unpadded(base.train), test=Unpadded(base.test), task=base.task, kind="tokens",
+        batch_size=32, collate_fn=_pad_per_batch,
+        # batches of 4, not the 32 the reference is collated in: padded to other lengths
+        test_loader_fn=lambda batch_size: DataLoader(
+            Unpadded(base.test), batch_size=4, collate_fn=_pad_per_batch
+        ),
+    )
+
+    class Bag(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.head = torch.nn.Embedding(32, 8), torch.nn.Linear(8, 4)
+
+        def forward(self, input_ids, attention_mask):  # type: ignore[no-untyped-def]
+            return self.head((self.emb(input_ids) * attention_mask[..., None]).mean(1))
+
+    r = run_check("full_eval", Bag, data)
+    assert r.metrics["n_skipped"] == 0 and r.metrics["n_repeated"] == 0, r.message
+    assert r.status != Status.FAIL, r.message

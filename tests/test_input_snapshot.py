@@ -2,6 +2,7 @@ import dataclasses
 
 import torch
 from conftest import blobs, run_check
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from trackcheck.core import Status
@@ -94,3 +95,25 @@ def test_decodes_tokens_and_shows_next_token_labels(text_data):
     for _, text, label in r.tables["decoded"]["rows"]:
         assert len(text) == 32 and text[1:] == label[:-1]  # labels are the inputs shifted by one
     assert r.metrics["max_id"] < 96
+
+
+def test_keyword_inputs_show_the_content_tensor_not_the_mask():
+    from hf_models import DictItems, marker_sequences
+
+    class BagOfTokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(32, 8)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.head((self.emb(input_ids) * attention_mask[..., None]).mean(1))
+
+    data = marker_sequences()
+    for ds in (data.train, data.test):  # the mask first: the forward receives it first
+        cols = ds.columns  # type: ignore[attr-defined]
+        ds.columns = {"attention_mask": cols["attention_mask"], **cols}  # type: ignore[attr-defined]
+    assert isinstance(data.train, DictItems)
+    r = run_check("input_snapshot", BagOfTokens, data)
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["max_id"] > 1  # token ids, not the 0/1 attention_mask

@@ -132,11 +132,11 @@ class Pipeline:
             )
         x = {k: batch[k] for k in keys}
         y = self._as_target(batch[key])
-        if self.task_name == "lm" and self.shift_labels is not False:
-            y = shift_left(y, self.ignore_index)
         mask = batch.get(self.mask_key) if self.mask_key else None
         if isinstance(mask, Tensor) and mask.shape == y.shape and not y.is_floating_point():
-            y = y.masked_fill(mask == 0, self.ignore_index)
+            y = y.masked_fill(mask == 0, self.ignore_index)  # before the shift: mask[t] is y[t]'s
+        if self.task_name == "lm" and self.shift_labels is not False:
+            y = shift_left(y, self.ignore_index)
         return Batch(x, y, batch)
 
     @staticmethod

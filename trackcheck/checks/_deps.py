@@ -71,14 +71,19 @@ def differentiable_input(
 def _find_embedding(
     model: nn.Module, forward: Callable[[Any], Tensor], inputs: Any, x: Tensor
 ) -> tuple[str, nn.Module, Tensor]:
-    """One probe forward: the first embedding whose input has x's shape (the token table,
-    not a position table fed ``arange(T)``), and its output there (detached)."""
-    found: list[tuple[str, nn.Module, Tensor]] = []
+    """One probe forward: the embedding that reads the ids ``x`` (the token table), and its
+    output there (detached). Preferred: the first one fed ``x`` itself (or equal values);
+    else the first fed a tensor of x's shape. With one sequence a position table fed
+    ``arange(T)`` [1, T], or a token-type table fed zeros, has x's shape too, and a model may
+    call those first (Hugging Face BERT calls the token-type table after the word table)."""
+    found: list[tuple[bool, str, nn.Module, Tensor]] = []  # (reads x, name, module, output)
 
     def record(name: str) -> Callable[..., None]:
         def hook(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            if not found and args and isinstance(args[0], Tensor) and args[0].shape == x.shape:
-                found.append((name, m, out.detach()))
+            a = args[0] if args else None
+            if isinstance(a, Tensor) and a.shape == x.shape and isinstance(out, Tensor):
+                reads_x = a is x or (a.dtype == x.dtype and bool(torch.equal(a, x)))
+                found.append((reads_x, name, m, out.detach()))
 
         return hook
 
@@ -96,7 +101,8 @@ def _find_embedding(
             f"it (embeddings found: {[n for n, _ in embeddings] or 'none'}): use an "
             "nn.Embedding module for the token table so gradients can be taken at its output"
         )
-    return found[0]
+    best = next((f for f in found if f[0]), found[0])
+    return best[1], best[2], best[3]
 
 
 @contextmanager

@@ -41,14 +41,22 @@ def fingerprint(obj: Any) -> str:
     return h.hexdigest()
 
 
-def _row(obj: Any, i: int) -> Any:
-    """Example ``i`` of a collated batch: row i of every tensor in it."""
+# a dict batch's padding marker (Hugging Face's convention, pipeline.Pipeline.mask_key)
+MASK_KEY = "attention_mask"
+
+
+def _row(obj: Any, i: int, mask: Tensor | None = None) -> Any:
+    """Example ``i`` of a collated batch: row i of every tensor in it. With ``mask`` [B, T]
+    (the batch's attention_mask), every [B, T, ...] tensor's row keeps only the positions
+    the mask marks valid: an example padded to another length is still the same example."""
     if isinstance(obj, Tensor):
+        if mask is not None and obj.dim() >= 2 and obj.shape[:2] == mask.shape:
+            return obj[i][mask[i] != 0]
         return obj[i]
     if isinstance(obj, Mapping):
-        return {k: _row(v, i) for k, v in obj.items()}
+        return {k: _row(v, i, mask) for k, v in obj.items()}
     if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
-        return [_row(v, i) for v in obj]
+        return [_row(v, i, mask) for v in obj]
     return obj
 
 
@@ -63,8 +71,13 @@ def batch_len(batch: Any) -> int:
 
 
 def row_fingerprints(batch: Any) -> list[str]:
-    """One fingerprint per example of a collated batch (inputs and targets together)."""
-    return [fingerprint(_row(batch, i)) for i in range(batch_len(batch))]
+    """One fingerprint per example of a collated batch (inputs and targets together),
+    padding left out: a dict batch's ``attention_mask`` [B, T] cuts every [B, T, ...] tensor
+    to its valid positions, so the same example padded in batches of other lengths (a
+    collate_fn that pads per batch) has one fingerprint."""
+    mask = batch.get(MASK_KEY) if isinstance(batch, Mapping) else None
+    mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+    return [fingerprint(_row(batch, i, mask)) for i in range(batch_len(batch))]
 
 
 def max_abs_diff(a: Any, b: Any) -> float:

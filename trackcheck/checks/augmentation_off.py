@@ -30,6 +30,7 @@ from trackcheck import plots
 from trackcheck.checks._fingerprint import fingerprint, max_abs_diff
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.pipeline import PipelineError, primary
 from trackcheck.registry import register
 
 # Names of random transforms (classes, or functions used as transforms), case-insensitive:
@@ -130,8 +131,15 @@ def _loaders_twice(ctx: Context, p: AugmentationOffParams) -> Iterator[Mismatch 
 
 
 def _first_tensor(obj: Any) -> Tensor | None:
+    """The content tensor of a sample or batch: itself, the first of a tuple, or a dict's
+    ``pixel_values`` (pipeline.PRIMARY_KEYS), else its first tensor."""
     if isinstance(obj, Tensor):
         return obj
+    if isinstance(obj, Mapping):
+        try:
+            return primary(obj)
+        except PipelineError:  # a dict with no tensor: nothing to draw
+            return None
     if isinstance(obj, list | tuple):
         return next((t for t in map(_first_tensor, obj) if t is not None), None)
     return None

@@ -42,10 +42,10 @@ def batch_independence(ctx: Context, p: BatchIndependenceParams) -> CheckResult:
     """The gradient of example i's output reaches input i and no other example's input."""
     model = ctx.new_model()
     model.eval()  # BatchNorm: running statistics, no batch mixing (see the module docstring)
-    x, _ = ctx.head("train", p.n_examples)
-    if len(x) < 2:
-        raise SkipCheck(f"needs at least 2 examples to compare, the data has {len(x)}")
-    point = _deps.differentiable_input(model, lambda v: ctx.forward(model, v), x)
+    batch = ctx.head("train", p.n_examples)
+    if len(batch) < 2:  # counted on the target: the inputs may be a dict of keyword inputs
+        raise SkipCheck(f"needs at least 2 examples to compare, the data has {len(batch)}")
+    point = _deps.differentiable_input(model, lambda v: ctx.forward(model, v), batch.x)
     m = _deps.dependency_map(point, dim=0, seed=ctx.seed)  # [B, B]: output i <- input j
     tol = _deps.zero_tolerance(point.h.dtype, p.zero_rtol)
     n_bn = _batchnorm_layers(model)

@@ -8,6 +8,7 @@ them (a forward hook; the model runs unchanged, in eval mode so dropout stays of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import Tensor
 from trackcheck.checks import _deps
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
+from trackcheck.pipeline import primary
 from trackcheck.registry import register
 
 
@@ -47,14 +49,18 @@ def _applies(ctx: Context, p: CausalityParams) -> None:
         )
 
 
+# test sequences looked at to pick the one charted: the one with the most valid (unpadded)
+# positions, so a short first sequence does not shrink the map
+CANDIDATES = 8
+
+
 @register("causality", CausalityParams, order=95)
 def causality(ctx: Context, p: CausalityParams) -> CheckResult:
     """The output at position t depends only on inputs at positions up to t."""
     _applies(ctx, p)
     model = ctx.new_model()
     model.eval()
-    x, _ = ctx.head("test", 1)  # one sequence [1, T]
-    x = _prefix(x, p.seq_len)
+    x, keep = _sequence(ctx, p.seq_len)  # one sequence [1, T], keep [T]: its valid positions
     point = _deps.differentiable_input(model, lambda v: ctx.forward(model, v), x)
     with torch.no_grad():
         out = point.fn(point.h)
@@ -64,30 +70,54 @@ def causality(ctx: Context, p: CausalityParams) -> CheckResult:
             f"{list(point.h.shape)} at dim 1, so there is no position-wise causality to check"
         )
     m = _deps.dependency_map(point, dim=1, seed=ctx.seed)  # [T, T]: output t <- input s
+    # padding is no position: its rows and columns are left out (order kept, so s > t in the
+    # submatrix is s > t in the sequence); [T', T'] over the valid positions
+    m = m[keep][:, keep]
     tol = _deps.zero_tolerance(point.h.dtype, p.zero_rtol)
-    return _judge(m, tol, point.where, p.max_listed)
+    return _judge(m, tol, point.where, p.max_listed, int((~keep).sum()))
 
 
-def _prefix(x: Any, seq_len: int | None) -> Any:
-    """The first ``seq_len`` positions of every [1, T, ...] input (a prefix is a valid
-    sequence for a causal model), cut further to the valid positions when the inputs carry
-    an ``attention_mask``: padding is no position to chart."""
-    t_max = seq_len
-    mask = x.get("attention_mask") if isinstance(x, dict) else None
-    if isinstance(mask, Tensor) and mask.dim() == 2:
-        n_valid = int(mask[0].sum())
-        t_max = n_valid if t_max is None else min(t_max, n_valid)
-    if t_max is None:
-        return x
-    cut = lambda v: v[:, :t_max] if isinstance(v, Tensor) and v.dim() >= 2 else v  # noqa: E731
-    if isinstance(x, dict):
-        return {k: cut(v) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(cut(v) for v in x)
-    return cut(x)
+def _sequence(ctx: Context, seq_len: int | None) -> tuple[Any, Tensor]:
+    """The test sequence with the most valid positions (``attention_mask`` 1) among the
+    first few, as inputs [1, T], cut after its ``seq_len``-th valid position (a prefix is a
+    valid sequence for a causal model); and the bool mask [T] of its valid positions."""
+    batch = ctx.head("test", CANDIDATES)
+    t = primary(batch.x)
+    if t.dim() < 2:
+        raise SkipCheck(f"the input {list(t.shape)} has no time axis at dim 1")
+    valid = _valid_positions(batch.x, ctx.pipeline.mask_key, t.shape[:2])  # [B, T] bool
+    row = int(valid.sum(1).argmax())  # the first of the longest
+    keep = valid[row]
+    if not bool(keep.any()):
+        raise SkipCheck("the test sequences charted are all padding (attention_mask all 0)")
+    at = keep.nonzero().flatten()  # valid positions, ascending
+    n = len(at) if seq_len is None else min(seq_len, len(at))
+    end = int(at[n - 1]) + 1
+    n_time = t.shape[1]
+
+    def cut(v: Any) -> Any:  # row `row`, first `end` positions of every [B, T, ...] tensor
+        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[1] == n_time:
+            return v[row : row + 1, :end]
+        return v[row : row + 1] if isinstance(v, Tensor) and v.dim() >= 1 else v
+
+    if isinstance(batch.x, Mapping):
+        x: Any = {k: cut(v) for k, v in batch.x.items()}
+    elif isinstance(batch.x, tuple):
+        x = tuple(cut(v) for v in batch.x)
+    else:
+        x = cut(batch.x)
+    return x, keep[:end].cpu()
 
 
-def _judge(m: Tensor, tol: float, where: str, k: int) -> CheckResult:
+def _valid_positions(x: Any, mask_key: str | None, shape: torch.Size) -> Tensor:
+    """[B, T] bool: the positions the inputs' ``attention_mask`` marks valid (all, without)."""
+    mask = x.get(mask_key) if isinstance(x, Mapping) and mask_key else None
+    if isinstance(mask, Tensor) and mask.shape == shape:
+        return mask != 0
+    return torch.ones(shape, dtype=torch.bool, device=primary(x).device)
+
+
+def _judge(m: Tensor, tol: float, where: str, k: int, n_pad: int = 0) -> CheckResult:
     t = m.shape[0]
     scale = float(m.max())
     rel = m / scale if scale > 0 else m  # [T, T], relative to the largest entry
@@ -101,11 +131,13 @@ def _judge(m: Tensor, tol: float, where: str, k: int) -> CheckResult:
         # outputs that depend on their own position's input (1.0 for a usual causal model)
         "self_dependent": float((rel.diagonal() > tol).float().mean()),
         "tolerance": tol,
+        "padded_positions": float(n_pad),  # left out of the map (attention_mask 0)
     }
+    padded = f"; {n_pad} padded positions left out" if n_pad else ""
     figure = _deps.heatmap(
         m,
         leaks,
-        f"gradient of output t w.r.t. input s\n(one sequence, at {where})",
+        f"gradient of output t w.r.t. input s\n(one sequence, at {where}{padded})",
         "input position s",
         "output position t",
         diagonal=True,
@@ -128,7 +160,7 @@ def _judge(m: Tensor, tol: float, where: str, k: int) -> CheckResult:
         exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the maximum"
         msg = (
             f"over {t} positions, output t depends only on inputs s <= t (gradients at "
-            f"{where}; largest entry above the diagonal {exact}, tolerance {tol:.2g})"
+            f"{where}; largest entry above the diagonal {exact}, tolerance {tol:.2g}{padded})"
         )
     return CheckResult(
         "causality",

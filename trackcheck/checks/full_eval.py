@@ -52,8 +52,10 @@ class FullEvalParams:
     # model's errors (a 5% relative change in MAE is then resolvable). For normal errors the
     # ratio is 1.96 * 0.76 / sqrt(n), model-independent: it needs n >= 885.
     max_rel_half_width: float = 0.05
-    # match every example's bytes against the test dataset's own items (multiset of hashes);
-    # turn off only for a collate_fn that pads per batch (rows then differ by batch mates)
+    # match every example's bytes against the test dataset's own items (multiset of hashes).
+    # Padding is left out of the bytes (a dict batch's attention_mask marks it), so a
+    # collate_fn that pads per batch matches; turn off for one that changes rows otherwise
+    # (packs sequences, or pads without an attention_mask)
     match_examples: bool = True
 
 

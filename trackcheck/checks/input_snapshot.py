@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from trackcheck import plots
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
-from trackcheck.pipeline import Batch
+from trackcheck.pipeline import Batch, primary_key
 from trackcheck.registry import register
 
 
@@ -50,7 +50,8 @@ class InputSnapshotParams:
 
 @dataclass
 class Snapshot:
-    """What the model's forward received (first tensor argument) and the batch's labels."""
+    """What the model's forward received (its content tensor: ``input_ids``, ``pixel_values``
+    or the first tensor argument) and the batch's labels."""
 
     x: Tensor  # on the CPU, detached: [B, ...]
     y: Tensor
@@ -79,8 +80,10 @@ def capture(ctx: Context, model: nn.Module, batch: Batch) -> Snapshot:
     if not tensors:
         raise ValueError("the model's forward received no tensor argument: nothing to show")
     shapes = [f"{k}: {str(v.dtype).replace('torch.', '')}{list(v.shape)}" for k, v in tensors]
-    first = tensors[0][1].detach().cpu()
-    return Snapshot(first, y.detach().cpu(), len(named), shapes)
+    # keyword inputs: the content tensor (input_ids, pixel_values, ...), not whichever came
+    # first (an attention_mask); positional ones: the first tensor argument
+    shown = dict(tensors)[primary_key(dict(tensors))].detach().cpu()
+    return Snapshot(shown, y.detach().cpu(), len(named), shapes)
 
 
 def feature_axis(x: Tensor, kind: str) -> tuple[Tensor, str]:
