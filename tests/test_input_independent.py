@@ -119,6 +119,13 @@ def test_blanks_floats_to_zero_and_token_ids_to_one_constant_token():
     assert torch.equal(x, torch.zeros(2)) and torch.equal(m["mask"], torch.tensor([0]))
 
 
+def test_keyword_inputs_lose_their_content_and_keep_their_padding_mask():
+    mask = torch.tensor([[1, 1, 0]])
+    out = blank({"input_ids": torch.tensor([[5, 7, 0]]), "attention_mask": mask}, token_id=3)
+    assert torch.equal(out["input_ids"], torch.full((1, 3), 3))
+    assert torch.equal(out["attention_mask"], mask)
+
+
 def test_paired_test_is_one_sided():
     rng = np.random.default_rng(0)
     better = rng.normal(0.5, 1.0, 200)

@@ -76,6 +76,7 @@ from trackcheck.checks._stats import (
 )
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.pipeline import primary, replace_primary
 from trackcheck.registry import register
 from trackcheck.training import train_steps
 
@@ -127,7 +128,10 @@ class InputIndependentParams:
 
 def blank(x: Any, token_id: int = 0) -> Any:
     """The input with its information removed: zeros for float inputs, one constant token id
-    for integer (token) inputs; tuples, lists and dicts of tensors are blanked leaf by leaf."""
+    for integer (token) inputs; tuples and lists are blanked leaf by leaf. A dict of keyword
+    inputs has its content tensor blanked (``input_ids``, ``pixel_values``: see
+    ``pipeline.primary``) and keeps the rest: an all-zero ``attention_mask`` would mask every
+    position (NaN in models with boolean masks), and padding stays padding."""
     if isinstance(x, Tensor):
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             return torch.zeros_like(x)
@@ -135,7 +139,7 @@ def blank(x: Any, token_id: int = 0) -> Any:
     if isinstance(x, list | tuple):
         return type(x)(blank(v, token_id) for v in x)
     if isinstance(x, dict):
-        return {k: blank(v, token_id) for k, v in x.items()}
+        return replace_primary(x, blank(primary(x), token_id))
     return x
 
 
