@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.core import SkipCheck
+from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.pipeline import PipelineError, primary, replace_primary
 
 
@@ -168,7 +168,7 @@ def zero_tolerance(dtype: torch.dtype, given: float | None) -> float:
     return float(given) if given is not None else float(torch.finfo(dtype).eps)
 
 
-def unusable(m: Tensor, where: str, what: str) -> str | None:
+def unusable_reason(m: Tensor, where: str, what: str) -> str | None:
     """Why map ``m`` cannot chart ``what`` (a failure message), or None when it can."""
     if not bool(torch.isfinite(m).all()):
         return (
@@ -182,6 +182,38 @@ def unusable(m: Tensor, where: str, what: str) -> str | None:
             "model ignores its input"
         )
     return None
+
+
+def map_result(
+    check: str,
+    m: Tensor,
+    what: str,
+    problem: str,
+    passed: str,
+    *,
+    where: str,
+    metrics: dict[str, float],
+    figure: Figure,
+    value: float,
+    threshold: str,
+) -> CheckResult:
+    """The verdict of a dependency-map check: FAIL when the map cannot chart ``what``
+    (``unusable_reason``) or ``problem`` is set, else PASS with ``passed``; the map is
+    logged as ``gradient_map`` either way."""
+    why = unusable_reason(m, where, what)
+    if why is not None or problem:
+        status, msg = Status.FAIL, why or problem
+    else:
+        status, msg = Status.PASS, passed
+    return CheckResult(
+        check,
+        status,
+        msg,
+        metrics=metrics,
+        figures={"gradient_map": figure},
+        value=value,
+        threshold=threshold,
+    )
 
 
 def pairs(mask: Tensor, k: int) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from trackcheck.checks import _deps
 from trackcheck.context import Context
-from trackcheck.core import CheckResult, SkipCheck, Status
+from trackcheck.core import CheckResult, SkipCheck
 from trackcheck.registry import register
 
 
@@ -84,12 +84,10 @@ def _judge(m: Tensor, tol: float, where: str, n_bn: int, k: int) -> CheckResult:
         else "eval mode"
     )
     threshold = f"off-diagonal <= {tol:.2g} x max diagonal"
-    if (why := _deps.unusable(m, where, "batch mixing")) is not None:
-        status, msg = Status.FAIL, why
-    elif bool(leaks.any()):
-        status = Status.FAIL
+    problem = ""
+    if bool(leaks.any()):
         listed = ", ".join(f"({i}, {j})" for i, j in _deps.pairs(leaks, k))
-        msg = (
+        problem = (
             f"examples mix across the batch: output i gets gradient from input j != i at "
             f"{int(leaks.sum())} of {b * (b - 1)} pairs (i, j) = {listed}; largest "
             f"{max_leak:.3g} x the largest self-gradient, expected 0 (tolerance {tol:.2g}; "
@@ -98,27 +96,27 @@ def _judge(m: Tensor, tol: float, where: str, n_bn: int, k: int) -> CheckResult:
             "normalising over the batch), or a norm layer given the batch axis"
         )
     elif bool(dead.any()):
-        status = Status.FAIL
         listed = ", ".join(str(i) for i in dead.nonzero().flatten().tolist()[:k])
-        msg = (
+        problem = (
             f"the output of example(s) {listed} gets no gradient from its own input (<= "
             f"{tol:.2g} x the largest self-gradient) while other examples do: part of the "
             "batch is cut off from its input (indexing or slicing over the batch axis?)"
         )
-    else:
-        status = Status.PASS
-        exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the diagonal"
-        msg = (
-            f"each of {b} examples' outputs depends only on its own input (gradients at "
-            f"{where}; largest cross-example gradient {exact}, tolerance {tol:.2g}); "
-            f"checked in {mode}"
-        )
-    return CheckResult(
+    exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the diagonal"
+    passed = (
+        f"each of {b} examples' outputs depends only on its own input (gradients at "
+        f"{where}; largest cross-example gradient {exact}, tolerance {tol:.2g}); "
+        f"checked in {mode}"
+    )
+    return _deps.map_result(
         "batch_independence",
-        status,
-        msg,
+        m,
+        "batch mixing",
+        problem,
+        passed,
+        where=where,
         metrics=metrics,
-        figures={"gradient_map": figure},
+        figure=figure,
         value=max_leak,
         threshold=threshold,
     )

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from trackcheck.checks import _deps
 from trackcheck.context import Context
-from trackcheck.core import CheckResult, SkipCheck, Status
+from trackcheck.core import CheckResult, SkipCheck
 from trackcheck.pipeline import primary
 from trackcheck.registry import register
 
@@ -143,31 +143,30 @@ def _judge(m: Tensor, tol: float, where: str, k: int, n_pad: int = 0) -> CheckRe
         diagonal=True,
     )
     threshold = f"above diagonal <= {tol:.2g} x max"
-    if (why := _deps.unusable(m, where, "causality")) is not None:
-        status, msg = Status.FAIL, why
-    elif bool(leaks.any()):
-        status = Status.FAIL
+    problem = ""
+    if bool(leaks.any()):
         listed = ", ".join(f"(t={i}, s={j})" for i, j in _deps.pairs(leaks, k))
         hint = _likely_cause(leaks, future)
-        msg = (
+        problem = (
             f"outputs see the future: {int(leaks.sum())} of {t * (t - 1) // 2} pairs with "
             f"s > t carry gradient, e.g. {listed}; largest {max_leak:.3g} x the map's "
             f"maximum, expected 0 (tolerance {tol:.2g}). {hint}. If the model "
             "is bidirectional by design, set checks.causality.enabled=false"
         )
-    else:
-        status = Status.PASS
-        exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the maximum"
-        msg = (
-            f"over {t} positions, output t depends only on inputs s <= t (gradients at "
-            f"{where}; largest entry above the diagonal {exact}, tolerance {tol:.2g}{padded})"
-        )
-    return CheckResult(
+    exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the maximum"
+    passed = (
+        f"over {t} positions, output t depends only on inputs s <= t (gradients at "
+        f"{where}; largest entry above the diagonal {exact}, tolerance {tol:.2g}{padded})"
+    )
+    return _deps.map_result(
         "causality",
-        status,
-        msg,
+        m,
+        "causality",
+        problem,
+        passed,
+        where=where,
         metrics=metrics,
-        figures={"gradient_map": figure},
+        figure=figure,
         value=max_leak,
         threshold=threshold,
     )
