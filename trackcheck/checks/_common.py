@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trackcheck.checks import _streams
 from trackcheck.context import Context
 from trackcheck.core import SkipCheck
 from trackcheck.pipeline import Batch
@@ -34,7 +35,7 @@ def outputs_at_init(ctx: Context, model: nn.Module, n: int) -> tuple[Tensor, Ten
     batch by batch. Returns (out [N, ...], y [N, ...]) concatenated, N <= n, on the CPU."""
     model.train()
     outs, ys = [], []
-    for x, y in shuffled_batches(ctx, n, offset=101):
+    for x, y in shuffled_batches(ctx, n, offset=_streams.INIT_OUTPUTS):
         outs.append(ctx.forward(model, x).float().cpu())
         ys.append(y.cpu())
     return torch.cat(outs)[:n], torch.cat(ys)[:n]

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.checks._fingerprint import fingerprint, max_abs_diff
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -60,7 +61,8 @@ TRANSFORM_ATTRS = (
 class AugmentationOffParams:
     n_samples: int = 32  # items fetched twice per split, spread evenly over the dataset
     n_batches: int = 2  # batches compared per loader (train loader and eval loader)
-    seed_offset: int = 23  # the generator stream both training loaders are seeded from
+    # the generator stream both training loaders are seeded from
+    seed_offset: int = _streams.AUGMENTATION
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trackcheck.checks import _streams
 from trackcheck.checks._contract_batches import check_batches
 from trackcheck.checks._contract_findings import Findings
 from trackcheck.checks._contract_loss import check_loss, check_output_kind
@@ -31,7 +32,7 @@ from trackcheck.context import Context
 from trackcheck.core import CheckResult
 from trackcheck.registry import register
 
-SEED_OFFSET = 311  # the training batches this check reads: a stream of its own
+SEED_OFFSET = _streams.CONTRACT  # the training batches this check reads
 
 
 @dataclass

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.checks._fingerprint import fingerprint
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -34,7 +35,7 @@ from trackcheck.training import train_steps
 @dataclass
 class DeterminismParams:
     steps: int = 5  # optimizer steps per run; unseeded randomness shows from the first step
-    seed_offset: int = 11  # the generator stream the runs draw their batches from
+    seed_offset: int = _streams.DETERMINISM  # the generator stream the runs draw their batches from
     # Only used when an op has no deterministic kernel (use_deterministic_algorithms raises
     # for it): the two same-seed runs may then differ by reordered float sums. These are
     # torch.testing's float32 defaults (rtol 1.3e-6 ~ 10 ulp, atol 1e-5), applied to the

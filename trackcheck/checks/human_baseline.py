@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._eval import (
     Estimate,
@@ -58,7 +59,8 @@ class HumanBaselineParams:
     # with and without the BatchNorm recalibration below): enough to set beside a human,
     # under a second on 2 CPU cores
     steps: int = 50
-    seed_offset: int = 31  # the generator stream the short run draws batches from
+    # the generator stream the short run draws batches from
+    seed_offset: int = _streams.HUMAN_BASELINE
     # BatchNorm models: the running statistics are recomputed on the next this-many training
     # batches after the short run, before the eval-mode pass over the test set (a slow
     # momentum leaves them far from the trained network's; trackcheck/checks/_bn.py). At

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._stats import (
     below_effect_test,
@@ -158,27 +159,27 @@ def plan(ctx: Context, p: InputIndependentParams) -> Plan:
     judged: dict[str, Callable[[], Iterable[Any]]] = {"test split": data.test_loader}
     train = data.train
     if p.train_holdout <= 0:
-        return Plan(ctx.train_batches(seed_offset=11), judged)
+        return Plan(ctx.train_batches(seed_offset=_streams.INPUT_INDEPENDENT), judged)
     if data.train_loader_fn is not None or isinstance(train, IterableDataset):
         note = (
             "no training slice was held out (a custom train loader or an iterable dataset "
             "cannot be split here), so train labels shuffled against their inputs can pass "
             "this check by luck"
         )
-        return Plan(ctx.train_batches(seed_offset=11), judged, note)
+        return Plan(ctx.train_batches(seed_offset=_streams.INPUT_INDEPENDENT), judged, note)
     n = len(train)  # type: ignore[arg-type]
     k = min(int(n * p.train_holdout), p.max_eval)
     if k < 2 or n - k < 2:
         note = f"no training slice was held out: {n} training examples are too few to split"
-        return Plan(ctx.train_batches(seed_offset=11), judged, note)
-    order = torch.randperm(n, generator=ctx.generator(17)).tolist()
+        return Plan(ctx.train_batches(seed_offset=_streams.INPUT_INDEPENDENT), judged, note)
+    order = torch.randperm(n, generator=ctx.generator(_streams.HOLDOUT_SPLIT)).tolist()
     held, rest = Subset(train, order[:k]), Subset(train, order[k:])
     judged["training slice"] = lambda: DataLoader(
         held, batch_size=data.batch_size, shuffle=False, collate_fn=data.collate_fn
     )
 
     def batches() -> Iterator[Any]:
-        g = ctx.generator(11)
+        g = ctx.generator(_streams.INPUT_INDEPENDENT)
         while True:  # epochs over the rest, shuffled as the training loader would
             loader = DataLoader(
                 rest,

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch, primary_key
@@ -139,7 +140,7 @@ def scan_nonfinite(ctx: Context, max_batches: int) -> tuple[int, int, int, int]:
     """(batches, examples, non-finite input values, non-finite labels) over the first
     ``max_batches`` training batches of one epoch, as the training loader yields them."""
     batches = examples = bad_x = bad_y = 0
-    for x, y in ctx.batches(ctx.data.train_loader(generator=ctx.generator(0))):
+    for x, y in ctx.batches(ctx.data.train_loader(generator=ctx.generator(_streams.SNAPSHOT))):
         if batches >= max_batches:
             break
         for t in _float_tensors(x):
@@ -179,7 +180,7 @@ def decode(ctx: Context, ids: Tensor) -> str:
 def input_snapshot(ctx: Context, p: InputSnapshotParams) -> CheckResult:
     """Decodes exactly what the model's forward receives (hooked), checks finite and scaled."""
     model = ctx.new_model()
-    snap = capture(ctx, model, next(ctx.train_batches(seed_offset=0)))
+    snap = capture(ctx, model, next(ctx.train_batches(seed_offset=_streams.SNAPSHOT)))
     x, y, kind = snap.x, snap.y, ctx.data.kind
     labels = _label_text(ctx, y)
     metrics: dict[str, float] = {"batch_size": float(len(x)), "n_forward_args": snap.n_args}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trackcheck.checks import _streams
 from trackcheck.checks._common import outputs_at_init
 from trackcheck.checks._floor import (
     aligned_spread,
@@ -72,7 +73,7 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     model = ctx.new_model()
     out, y = outputs_at_init(ctx, model, p.n_examples)  # out [N, ...], y [N, ...]
     measured, se = mean_loss(ctx, out, y)
-    g = ctx.generator(offset=404)
+    g = ctx.generator(offset=_streams.INIT_NOISE)
     shuffled, shuffled_se = shuffled_loss(ctx, out, y, p.shuffles, g)
     m = _band(ctx, out, y, p, g, se, shuffled_se)
     std = output_std(ctx, out)

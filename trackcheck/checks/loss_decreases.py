@@ -12,6 +12,7 @@ from scipy import stats
 from torch import nn
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -75,7 +76,7 @@ def _train_until_decided(
     or ``p.max_steps`` is reached. Returns (losses, looks taken, per-look level)."""
     n_looks = max(1, math.ceil(max(p.max_steps, p.steps) / p.steps))
     level = p.alpha / n_looks
-    batches, opt = ctx.train_batches(seed_offset=7), ctx.optimizer(model)
+    batches, opt = ctx.train_batches(seed_offset=_streams.LOSS_DECREASES), ctx.optimizer(model)
     losses: list[float] = []
     for look in range(1, n_looks + 1):
         chunk = min(p.steps, max(p.max_steps, p.steps) - len(losses))
@@ -119,7 +120,11 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
         )
         figs = {"loss": plots.curves(run.curves, "training loss")}
         return CheckResult(
-            "loss_decreases", Status.FAIL, msg, metrics=run.metrics, series=run.series,
+            "loss_decreases",
+            Status.FAIL,
+            msg,
+            metrics=run.metrics,
+            series=run.series,
             figures=figs,
         )
     problems = _measure(model, before, stale, looks, run)
@@ -224,7 +229,9 @@ def _compare_bigger(ctx: Context, p: LossDecreasesParams, run: _Run) -> tuple[bo
     losses, metrics = run.losses, run.metrics
     q = max(len(losses) // 4, 1)
     big = ctx.new_model(bigger=True)
-    big_losses = train_steps(ctx, big, ctx.train_batches(seed_offset=7), len(losses))
+    big_losses = train_steps(
+        ctx, big, ctx.train_batches(seed_offset=_streams.LOSS_DECREASES), len(losses)
+    )
     run.curves["bigger model"] = big_losses
     run.series["bigger_loss"] = list(enumerate(big_losses))
     a, b = np.array(losses[-q:]), np.array(big_losses[-q:])

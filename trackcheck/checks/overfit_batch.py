@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
+from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable, sample_targets
 from trackcheck.checks._floor import best_output, constant_output, mean_loss
 from trackcheck.context import Context
@@ -147,7 +148,7 @@ def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
     shuffled training targets (the batch alone is too few: 4 regression targets may sit
     near their mean); the batch's own targets when the shapes differ (variable lengths)."""
     n = max(1, min(n, 2**22 // max(1, out0[0].numel())))  # at most 4M output entries
-    ys = sample_targets(ctx, n, offset=61)
+    ys = sample_targets(ctx, n, offset=_streams.OVERFIT_REFERENCE)
     if ys.shape[1:] != y.shape[1:]:
         ys = y.cpu()
     ys = ys.to(out0.device)

@@ -31,6 +31,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from trackcheck.checks import _streams
 from trackcheck.checks._bn import has_batchnorm, recalibrate
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -137,7 +138,7 @@ def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResul
     scale = 1.0 if ctx.task.classification else math.sqrt(ctx.prior.var) or 1.0
     calib: list[Batch] = []
     if has_batchnorm(model) and p.bn_batches > 0:  # its own stream: training's is untouched
-        stream = ctx.train_batches(seed_offset=19)
+        stream = ctx.train_batches(seed_offset=_streams.PREDICTION_RECALIBRATION)
         calib = [next(stream) for _ in range(p.bn_batches)]
     steps_at, rows = [0], [record(ctx, model, x, y, scale, calib)]
 
@@ -148,7 +149,13 @@ def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResul
             return not bool(np.isfinite(rows[-1][0]).all())  # stop once predictions blow up
         return False
 
-    losses = train_steps(ctx, model, ctx.train_batches(seed_offset=13), p.steps, on_step=on_step)
+    losses = train_steps(
+        ctx,
+        model,
+        ctx.train_batches(seed_offset=_streams.PREDICTION_DYNAMICS),
+        p.steps,
+        on_step=on_step,
+    )
     trace = Trace(
         steps_at,
         np.stack([r[0] for r in rows]),

@@ -1,0 +1,25 @@
+"""The random streams the checks draw from, one named offset each (added to the stage seed).
+
+Each check that shuffles batches, splits a dataset or samples noise takes its offset from
+here, so the streams are distinct by construction (no two checks share one by accident) and
+each stays fixed when another check changes. The values are the ones the checks' thresholds
+were measured with: changing one changes which batches a check sees.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SNAPSHOT: Final = 0  # input_snapshot: the first training batch, as training would see it
+LOSS_DECREASES: Final = 7  # loss_decreases: the base and the bigger model see these batches
+INPUT_INDEPENDENT: Final = 11  # input_independent: batches both models train on
+PREDICTION_DYNAMICS: Final = 13  # prediction_dynamics: the short run's batches
+HOLDOUT_SPLIT: Final = 17  # input_independent: which training examples are held out
+PREDICTION_RECALIBRATION: Final = 19  # prediction_dynamics: BatchNorm recalibration batches
+AUGMENTATION: Final = 23  # augmentation_off: both seeded training loaders
+HUMAN_BASELINE: Final = 31  # human_baseline: the short run's batches
+OVERFIT_REFERENCE: Final = 61  # overfit_batch: targets of the constant-predictor reference
+INIT_OUTPUTS: Final = 101  # loss_at_init, init_bias: examples the model sees at init
+INIT_NOISE: Final = 404  # loss_at_init: the Gaussian logits of the band's top
+DETERMINISM: Final = 41  # determinism: its runs (+1 for the run with another seed)
+CONTRACT: Final = 311  # contract: its batch probe (and +1 for the step probe)
