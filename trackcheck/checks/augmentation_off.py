@@ -176,16 +176,26 @@ def augmentation_off(ctx: Context, p: AugmentationOffParams) -> CheckResult:
         *_items_twice("test", data.test, p.n_samples),
         *_loaders_twice(ctx, p),
     ]
-    mismatches = [m for m in results if m is not None]
     transforms = random_transforms(data.train, "train") + random_transforms(data.test, "test")
     transforms += random_transforms(data.collate_fn, "collate_fn")
+    return _judge(p, results, transforms, image=data.kind == "image")
+
+
+def _judge(
+    p: AugmentationOffParams,
+    results: list[Mismatch | None],
+    transforms: list[tuple[str, str]],
+    image: bool,
+) -> CheckResult:
+    """Values (counts, largest difference, tables, the first image fetched twice), then the
+    verdict: FAIL on any difference, WARN on a random transform attached, else PASS."""
+    mismatches = [m for m in results if m is not None]
     metrics = {
         "n_compared": float(len(results)),
         "n_mismatched": float(len(mismatches)),
         "max_abs_diff": max((m.max_abs_diff for m in mismatches), default=0.0),
         "n_random_transforms": float(len(transforms)),
     }
-    named = ", ".join(f"{cls} at {path}" for path, cls in transforms)
     tables: dict[str, dict[str, list[Any]]] = {}
     if transforms:
         tables["random_transforms"] = {
@@ -194,41 +204,14 @@ def augmentation_off(ctx: Context, p: AugmentationOffParams) -> CheckResult:
         }
     figures: dict[str, Any] = {}
     if mismatches:
-        where = ", ".join(m.where for m in mismatches[:4])
-        where += ", ..." if len(mismatches) > 4 else ""
-        seen = (
-            f"random transforms attached: {named}"
-            if named
-            else "no random transform attached by name, so look in __getitem__ or the collate_fn"
-        )
-        status = Status.FAIL
-        msg = (
-            f"{len(mismatches)} of {len(results)} samples/batches differ when fetched twice "
-            f"({where}; largest |diff| {metrics['max_abs_diff']:.3g}), expected bit-identical: "
-            f"the data path draws randomness on access; {seen}. Turn augmentation off for the "
-            "sanity stage (and for the eval set always)"
-        )
         tables["mismatches"] = {
             "columns": ["where", "max_abs_diff"],
             "rows": [[m.where, m.max_abs_diff] for m in mismatches],
         }
-        fig = _image_figure(mismatches[0]) if data.kind == "image" else None
+        fig = _image_figure(mismatches[0]) if image else None
         if fig is not None:
             figures["fetched_twice"] = fig
-    elif transforms:
-        status = Status.WARN
-        msg = (
-            f"all {len(results)} samples/batches fetched twice are bit-identical, but random "
-            f"transforms are attached ({named}): inactive here, or seeded per index; remove "
-            "them for the sanity stage so no augmentation can be on"
-        )
-    else:
-        status = Status.PASS
-        msg = (
-            f"all {len(results)} samples/batches fetched twice are bit-identical "
-            f"({p.n_samples} items per split via __getitem__, {p.n_batches} batches per loader); "
-            "no random transform attached"
-        )
+    status, msg = _verdict(p, len(results), mismatches, transforms, metrics["max_abs_diff"])
     return CheckResult(
         "augmentation_off",
         status,
@@ -238,4 +221,39 @@ def augmentation_off(ctx: Context, p: AugmentationOffParams) -> CheckResult:
         tables=tables,
         value=float(len(mismatches)),
         threshold="0 mismatches, no random transform",
+    )
+
+
+def _verdict(
+    p: AugmentationOffParams,
+    n_compared: int,
+    mismatches: list[Mismatch],
+    transforms: list[tuple[str, str]],
+    max_diff: float,
+) -> tuple[Status, str]:
+    named = ", ".join(f"{cls} at {path}" for path, cls in transforms)
+    if mismatches:
+        where = ", ".join(m.where for m in mismatches[:4])
+        where += ", ..." if len(mismatches) > 4 else ""
+        seen = (
+            f"random transforms attached: {named}"
+            if named
+            else "no random transform attached by name, so look in __getitem__ or the collate_fn"
+        )
+        return Status.FAIL, (
+            f"{len(mismatches)} of {n_compared} samples/batches differ when fetched twice "
+            f"({where}; largest |diff| {max_diff:.3g}), expected bit-identical: "
+            f"the data path draws randomness on access; {seen}. Turn augmentation off for the "
+            "sanity stage (and for the eval set always)"
+        )
+    if transforms:
+        return Status.WARN, (
+            f"all {n_compared} samples/batches fetched twice are bit-identical, but random "
+            f"transforms are attached ({named}): inactive here, or seeded per index; remove "
+            "them for the sanity stage so no augmentation can be on"
+        )
+    return Status.PASS, (
+        f"all {n_compared} samples/batches fetched twice are bit-identical "
+        f"({p.n_samples} items per split via __getitem__, {p.n_batches} batches per loader); "
+        "no random transform attached"
     )

@@ -76,32 +76,7 @@ def _judge(m: Tensor, tol: float, where: str, n_bn: int, k: int) -> CheckResult:
         "input example j",
         "output example i",
     )
-    mode = (
-        f"eval mode: its {n_bn} BatchNorm layer(s) use running statistics there (in train "
-        "mode they mix the batch by design); LayerNorm/GroupNorm act per example in both "
-        "modes and were checked as they are"
-        if n_bn
-        else "eval mode"
-    )
-    threshold = f"off-diagonal <= {tol:.2g} x max diagonal"
-    problem = ""
-    if bool(leaks.any()):
-        listed = ", ".join(f"({i}, {j})" for i, j in _deps.pairs(leaks, k))
-        problem = (
-            f"examples mix across the batch: output i gets gradient from input j != i at "
-            f"{int(leaks.sum())} of {b * (b - 1)} pairs (i, j) = {listed}; largest "
-            f"{max_leak:.3g} x the largest self-gradient, expected 0 (tolerance {tol:.2g}; "
-            f"{mode}). Usual causes: view/reshape where permute/transpose was meant (the "
-            "batch axis merged with channels or time), a statistic over dim 0 (x.mean(0), "
-            "normalising over the batch), or a norm layer given the batch axis"
-        )
-    elif bool(dead.any()):
-        listed = ", ".join(str(i) for i in dead.nonzero().flatten().tolist()[:k])
-        problem = (
-            f"the output of example(s) {listed} gets no gradient from its own input (<= "
-            f"{tol:.2g} x the largest self-gradient) while other examples do: part of the "
-            "batch is cut off from its input (indexing or slicing over the batch axis?)"
-        )
+    mode = _mode(n_bn)
     exact = "exactly 0" if max_leak == 0 else f"{max_leak:.2g} x the diagonal"
     passed = (
         f"each of {b} examples' outputs depends only on its own input (gradients at "
@@ -112,11 +87,46 @@ def _judge(m: Tensor, tol: float, where: str, n_bn: int, k: int) -> CheckResult:
         "batch_independence",
         m,
         "batch mixing",
-        problem,
+        _problem(leaks, dead, max_leak, tol, mode, k),
         passed,
         where=where,
         metrics=metrics,
         figure=figure,
         value=max_leak,
-        threshold=threshold,
+        threshold=f"off-diagonal <= {tol:.2g} x max diagonal",
     )
+
+
+def _mode(n_bn: int) -> str:
+    """How the model was run, for the message: eval mode, and why BatchNorm is fine there."""
+    if not n_bn:
+        return "eval mode"
+    return (
+        f"eval mode: its {n_bn} BatchNorm layer(s) use running statistics there (in train "
+        "mode they mix the batch by design); LayerNorm/GroupNorm act per example in both "
+        "modes and were checked as they are"
+    )
+
+
+def _problem(leaks: Tensor, dead: Tensor, max_leak: float, tol: float, mode: str, k: int) -> str:
+    """The failure sentence ("" when none): leaks [B, B] across examples first, else
+    examples whose output is cut off from their own input (``dead`` [B])."""
+    b = leaks.shape[0]
+    if bool(leaks.any()):
+        listed = ", ".join(f"({i}, {j})" for i, j in _deps.pairs(leaks, k))
+        return (
+            f"examples mix across the batch: output i gets gradient from input j != i at "
+            f"{int(leaks.sum())} of {b * (b - 1)} pairs (i, j) = {listed}; largest "
+            f"{max_leak:.3g} x the largest self-gradient, expected 0 (tolerance {tol:.2g}; "
+            f"{mode}). Usual causes: view/reshape where permute/transpose was meant (the "
+            "batch axis merged with channels or time), a statistic over dim 0 (x.mean(0), "
+            "normalising over the batch), or a norm layer given the batch axis"
+        )
+    if bool(dead.any()):
+        listed = ", ".join(str(i) for i in dead.nonzero().flatten().tolist()[:k])
+        return (
+            f"the output of example(s) {listed} gets no gradient from its own input (<= "
+            f"{tol:.2g} x the largest self-gradient) while other examples do: part of the "
+            "batch is cut off from its input (indexing or slicing over the batch axis?)"
+        )
+    return ""

@@ -140,14 +140,7 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
     model = ctx.new_model()
     run = evaluate(ctx, model, p.batch_size, fingerprints=p.match_examples)
     est = estimate(run.metric)
-    repeated = skipped = 0
-    reference: list[str] = []
-    sized = hasattr(ctx.data.test, "__len__")
-    if p.match_examples or not sized:  # an IterableDataset is counted by iterating it
-        reference = _reference_fingerprints(ctx, p.batch_size or ctx.data.batch_size)
-    if p.match_examples:
-        repeated, skipped = _coverage(run.fingerprints, reference)
-    n_expected = len(ctx.data.test) if sized else len(reference)  # type: ignore[arg-type]
+    n_expected, repeated, skipped = _measure_coverage(ctx, p, run)
     too_wide, width_text, judged = _judge_width(ctx, p, est)
 
     name = ctx.task.metric_name
@@ -164,20 +157,7 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
         if ctx.task.classification
         else f"n = {n_expected} exactly once; half-width <= {p.max_rel_half_width:.0%}"
     )
-    problems = []
-    if est.n != n_expected:
-        problems.append(
-            f"the eval loader yielded {est.n} examples, the test set has {n_expected} "
-            f"({est.n - n_expected:+d})"
-        )
-    if repeated or skipped:
-        problems.append(
-            f"matching each example's bytes against the test set's items: {skipped} never "
-            f"evaluated, {repeated} evaluated more than once"
-        )
-    if not math.isfinite(est.mean):
-        problems.append(f"the {name} is {est.mean}: the model's outputs contain NaN/Inf")
-
+    problems = _problems(est, n_expected, repeated, skipped, name)
     summary = f"{name} at init {est} over {run.n_batches} batches"
     if problems:
         status = Status.FAIL
@@ -201,3 +181,36 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
         value=est.mean,
         threshold=threshold,
     )
+
+
+def _measure_coverage(ctx: Context, p: FullEvalParams, run: TestPass) -> tuple[int, int, int]:
+    """(test-set size, examples the loader repeated, examples it skipped); the last two stay
+    0 unless ``match_examples``."""
+    repeated = skipped = 0
+    reference: list[str] = []
+    sized = hasattr(ctx.data.test, "__len__")
+    if p.match_examples or not sized:  # an IterableDataset is counted by iterating it
+        reference = _reference_fingerprints(ctx, p.batch_size or ctx.data.batch_size)
+    if p.match_examples:
+        repeated, skipped = _coverage(run.fingerprints, reference)
+    n_expected = len(ctx.data.test) if sized else len(reference)  # type: ignore[arg-type]
+    return n_expected, repeated, skipped
+
+
+def _problems(est: Estimate, n_expected: int, repeated: int, skipped: int, name: str) -> list[str]:
+    """What makes the metric wrong rather than imprecise: a count off, examples repeated or
+    skipped, a non-finite metric."""
+    problems = []
+    if est.n != n_expected:
+        problems.append(
+            f"the eval loader yielded {est.n} examples, the test set has {n_expected} "
+            f"({est.n - n_expected:+d})"
+        )
+    if repeated or skipped:
+        problems.append(
+            f"matching each example's bytes against the test set's items: {skipped} never "
+            f"evaluated, {repeated} evaluated more than once"
+        )
+    if not math.isfinite(est.mean):
+        problems.append(f"the {name} is {est.mean}: the model's outputs contain NaN/Inf")
+    return problems

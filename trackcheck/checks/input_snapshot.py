@@ -9,10 +9,9 @@ hold. The batch's labels are captured beside the inputs.
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from trackcheck import plots
+from trackcheck.checks import _snapshot_views as views
 from trackcheck.checks import _streams
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -176,68 +175,86 @@ def decode(ctx: Context, ids: Tensor) -> str:
     return "".join(itos[int(i)] if 0 <= int(i) < len(itos) else "\ufffd" for i in ids.reshape(-1))
 
 
+@dataclass
+class _Findings:
+    """What the snapshot measured (metrics, tables, figures) and what is wrong with it."""
+
+    metrics: dict[str, float]
+    tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # fail
+    cautions: list[str] = field(default_factory=list)  # warn
+
+
 @register("input_snapshot", InputSnapshotParams, fast=True, order=25)
 def input_snapshot(ctx: Context, p: InputSnapshotParams) -> CheckResult:
     """Decodes exactly what the model's forward receives (hooked), checks finite and scaled."""
     model = ctx.new_model()
     snap = capture(ctx, model, next(ctx.train_batches(seed_offset=_streams.SNAPSHOT)))
+    return _judge(_measure(ctx, snap, p), snap, ctx.data.kind, p)
+
+
+def _measure(ctx: Context, snap: Snapshot, p: InputSnapshotParams) -> _Findings:
+    """Statistics, pictures and tables of the captured batch; NaN/Inf in it and in the
+    first ``scan_batches`` training batches."""
     x, y, kind = snap.x, snap.y, ctx.data.kind
     labels = _label_text(ctx, y)
-    metrics: dict[str, float] = {"batch_size": float(len(x)), "n_forward_args": snap.n_args}
-    tables: dict[str, dict[str, list[Any]]] = {}
-    figures: dict[str, Figure] = {}
-    problems: list[str] = []  # fail
-    cautions: list[str] = []  # warn
-
+    found = _Findings({"batch_size": float(len(x)), "n_forward_args": snap.n_args})
     if kind == "tokens":
-        _tokens(ctx, x, labels, p, metrics, tables, figures)
+        _tokens(ctx, x, labels, p, found)
     else:
-        names = _values(ctx, x, labels, p, metrics, tables, figures, cautions)
+        names = _values(ctx, x, labels, p, found)
         n_bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
-        metrics["nonfinite_inputs"] = float(n_bad)
+        found.metrics["nonfinite_inputs"] = float(n_bad)
         if n_bad:
             n_nan = int(torch.isnan(x).sum())
-            problems.append(
+            found.problems.append(
                 f"{n_bad} non-finite input values ({n_nan} NaN, {n_bad - n_nan} Inf) in the "
                 f"batch the model received: {nonfinite_where(x, names, kind)}"
             )
     n_bad_y = int((~torch.isfinite(y)).sum()) if y.is_floating_point() else 0
-    metrics["nonfinite_labels"] = float(n_bad_y)
+    found.metrics["nonfinite_labels"] = float(n_bad_y)
     if n_bad_y:
         bad_rows = (~torch.isfinite(y.reshape(len(y), -1))).any(1).nonzero().reshape(-1)
-        problems.append(f"{n_bad_y} non-finite labels (examples {bad_rows[:10].tolist()})")
+        found.problems.append(f"{n_bad_y} non-finite labels (examples {bad_rows[:10].tolist()})")
 
     # integer inputs and labels (token ids, class indices) cannot hold NaN: no scan needed
     if p.scan_batches > 0 and (x.is_floating_point() or y.is_floating_point()):
         nb, ne, bx, by = scan_nonfinite(ctx, p.scan_batches)
-        metrics.update({"scan_nonfinite_inputs": float(bx), "scan_nonfinite_labels": float(by)})
-        if (bx or by) and not problems:
-            problems.append(
+        found.metrics.update(
+            {"scan_nonfinite_inputs": float(bx), "scan_nonfinite_labels": float(by)}
+        )
+        if (bx or by) and not found.problems:
+            found.problems.append(
                 f"{bx} non-finite input values and {by} non-finite labels in the first {nb} "
                 f"training batches ({ne} examples), though not in the batch shown"
             )
+    return found
 
-    shapes = "; ".join(snap.shapes)
-    if problems:
+
+def _judge(found: _Findings, snap: Snapshot, kind: str, p: InputSnapshotParams) -> CheckResult:
+    """FAIL on any NaN/Inf, WARN on unnormalised inputs, else PASS with the range seen."""
+    metrics, shapes = found.metrics, "; ".join(snap.shapes)
+    if found.problems:
         status = Status.FAIL
-        msg = "; ".join(problems) + (
+        msg = "; ".join(found.problems) + (
             ": find the sample(s) in the dataset (a division by zero, log of 0, a missing "
             "value read as NaN) and fix or drop them before training"
         )
-    elif cautions:
-        status, msg = Status.WARN, "; ".join(cautions)
+    elif found.cautions:
+        status, msg = Status.WARN, "; ".join(found.cautions)
+    elif kind == "tokens":
+        status = Status.PASS
+        msg = (
+            f"token ids in [{metrics['min_id']:.0f}, {metrics['max_id']:.0f}] "
+            f"({metrics['distinct_ids']:.0f} distinct) decoded beside their labels ({shapes})"
+        )
     else:
         status = Status.PASS
-        if kind == "tokens":
-            msg = (
-                f"token ids in [{metrics['min_id']:.0f}, {metrics['max_id']:.0f}] "
-                f"({metrics['distinct_ids']:.0f} distinct) decoded beside their labels ({shapes})"
-            )
-        else:
-            msg = (
-                f"inputs finite, largest {_word(kind)} RMS {metrics['max_rms']:.3g} <= "
-                f"{p.max_rms:g} ({shapes})"
-            )
+        msg = (
+            f"inputs finite, largest {_word(kind)} RMS {metrics['max_rms']:.3g} <= "
+            f"{p.max_rms:g} ({shapes})"
+        )
     if status != Status.PASS:
         msg += f" [forward received {shapes}]"
     return CheckResult(
@@ -245,42 +262,29 @@ def input_snapshot(ctx: Context, p: InputSnapshotParams) -> CheckResult:
         status,
         msg,
         metrics=metrics,
-        figures=figures,
-        tables=tables,
+        figures=found.figures,
+        tables=found.tables,
         value=metrics.get("max_rms"),
         threshold=f"finite, RMS <= {p.max_rms:g}" if kind != "tokens" else "",
     )
 
 
 def _values(
-    ctx: Context,
-    x: Tensor,
-    labels: list[str],
-    p: InputSnapshotParams,
-    metrics: dict[str, float],
-    tables: dict[str, dict[str, list[Any]]],
-    figures: dict[str, Figure],
-    cautions: list[str],
+    ctx: Context, x: Tensor, labels: list[str], p: InputSnapshotParams, found: _Findings
 ) -> list[str]:
     """Images and tabular rows: statistics, the scale rule, a picture and tables. Returns
     the channel/feature names."""
     kind = ctx.data.kind
-    per, word = feature_axis(x, kind)
+    per, word = feature_axis(x, kind)  # [F, M]
     names = feature_names(ctx, per.shape[0], word)
     st = column_stats(per)
-    tables["stats"] = {
-        "columns": [word, "mean", "std", "min", "max", "rms"],
-        "rows": [
-            [n, *(_num(st[k][i]) for k in ("mean", "std", "min", "max", "rms"))]
-            for i, n in enumerate(names)
-        ],
-    }
+    found.tables["stats"] = views.stats_table(word, names, st)
     for i, n in enumerate(names[: p.max_metric_features]):
         key = _key(n)
         for k in ("mean", "std", "min", "max"):
-            metrics[f"{k}/{key}"] = float(st[k][i])
+            found.metrics[f"{k}/{key}"] = float(st[k][i])
     finite = x[torch.isfinite(x)] if x.is_floating_point() else x.double()
-    metrics.update(
+    found.metrics.update(
         {
             "min": float(finite.min()) if finite.numel() else float("nan"),
             "max": float(finite.max()) if finite.numel() else float("nan"),
@@ -289,42 +293,38 @@ def _values(
     )
     loud = [(n, float(r)) for n, r in zip(names, st["rms"], strict=True) if r > p.max_rms]
     if loud:
-        worst = sorted(loud, key=lambda t: -t[1])[:3]
-        hint = ""
-        if kind == "image" and _raw_pixels(x):
-            hint = " (integer values up to 255: raw 0-255 pixels)"
-        cautions.append(
-            f"inputs look unnormalised{hint}: {len(loud)} of {len(names)} {word}s have an RMS "
-            f"above {p.max_rms:g} (worst {', '.join(f'{n} {r:.3g}' for n, r in worst)}; "
-            "standardised inputs have RMS 1): standardise them with train-set statistics, "
-            "(x - mean) / std" + (" (raw pixels: divide by 255 first)" if kind == "image" else "")
-        )
+        found.cautions.append(_scale_caution(x, kind, word, loud, len(names), p.max_rms))
     if kind == "image" and x.dim() in (3, 4):
-        figures["inputs"] = image_grid(x[: p.n_show], labels[: p.n_show])
+        found.figures["inputs"] = views.image_grid(x[: p.n_show], labels[: p.n_show])
     else:
-        figures["inputs"] = value_heatmap(per.T[: p.n_show], names, labels[: p.n_show])
-        tables["rows"] = {
-            "columns": ["example", *names, "label"],
-            "rows": [
-                [i, *(_num(v) for v in row.tolist()), labels[i]]
-                for i, row in enumerate(per.T[: p.n_show])
-            ],
-        }
+        rows = per.T[: p.n_show]  # [N, F]
+        found.figures["inputs"] = views.value_heatmap(rows, names, labels[: p.n_show])
+        found.tables["rows"] = views.rows_table(rows, names, labels)
     return names
 
 
+def _scale_caution(
+    x: Tensor, kind: str, word: str, loud: list[tuple[str, float]], n_all: int, max_rms: float
+) -> str:
+    """The warning for channels/features whose RMS exceeds ``max_rms``: the worst three."""
+    worst = sorted(loud, key=lambda t: -t[1])[:3]
+    hint = ""
+    if kind == "image" and _raw_pixels(x):
+        hint = " (integer values up to 255: raw 0-255 pixels)"
+    return (
+        f"inputs look unnormalised{hint}: {len(loud)} of {n_all} {word}s have an RMS "
+        f"above {max_rms:g} (worst {', '.join(f'{n} {r:.3g}' for n, r in worst)}; "
+        "standardised inputs have RMS 1): standardise them with train-set statistics, "
+        "(x - mean) / std" + (" (raw pixels: divide by 255 first)" if kind == "image" else "")
+    )
+
+
 def _tokens(
-    ctx: Context,
-    x: Tensor,
-    labels: list[str],
-    p: InputSnapshotParams,
-    metrics: dict[str, float],
-    tables: dict[str, dict[str, list[Any]]],
-    figures: dict[str, Figure],
+    ctx: Context, x: Tensor, labels: list[str], p: InputSnapshotParams, found: _Findings
 ) -> None:
     """Token ids: decoded text beside the labels (next tokens for a language model)."""
     texts = [decode(ctx, row) for row in x[: p.n_show]]
-    metrics.update(
+    found.metrics.update(
         {
             "min_id": float(x.min()),
             "max_id": float(x.max()),
@@ -332,12 +332,9 @@ def _tokens(
         }
     )
     if ctx.data.itos is not None:
-        metrics["vocab_size"] = float(len(ctx.data.itos))
-    tables["decoded"] = {
-        "columns": ["example", "input", "label"],
-        "rows": [[i, t, labels[i]] for i, t in enumerate(texts)],
-    }
-    figures["inputs"] = text_panel(texts, labels[: p.n_show])
+        found.metrics["vocab_size"] = float(len(ctx.data.itos))
+    found.tables["decoded"] = views.decoded_table(texts, labels)
+    found.figures["inputs"] = views.text_panel(texts, labels[: p.n_show])
 
 
 def _word(kind: str) -> str:
@@ -349,100 +346,6 @@ def _raw_pixels(x: Tensor) -> bool:
     return bool(v.numel()) and float(v.max()) <= 255 and bool((v == v.round()).all())
 
 
-def _num(v: float) -> float | None:
-    """A JSON-safe table cell: NaN/Inf become None (JSON has no NaN)."""
-    return float(f"{v:.5g}") if math.isfinite(v) else None
-
-
 def _key(name: str) -> str:
     """A metric-key-safe name: 'mean radius' -> 'mean_radius'."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "x"
-
-
-# --- figures -----------------------------------------------------------------------------
-def image_grid(x: Tensor, labels: list[str]) -> Figure:
-    """The images as the model gets them, on ONE shared colour scale (its colour bar shows the
-    raw values, so 0-255 or a shifted mean is visible); NaN/Inf pixels in red."""
-    import matplotlib.pyplot as plt
-
-    if x.dim() == 3:  # [B, H, W] -> [B, 1, H, W]
-        x = x.unsqueeze(1)
-    n, c = x.shape[0], x.shape[1]
-    cols = min(n, 8)
-    rows = max(1, math.ceil(n / cols))
-    a = x.double().numpy()
-    finite = a[np.isfinite(a)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(1.3 * cols + 0.8, 1.4 * rows + 0.4),
-        squeeze=False,
-        layout="constrained",
-    )
-    cmap = plt.get_cmap("gray").with_extremes(bad="red")
-    im = None
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = a[i]
-        if c == 3:  # RGB: min-max scaled for display only (imshow needs [0, 1])
-            rgb = np.nan_to_num((img.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-12), nan=0.0)
-            ax.imshow(np.clip(rgb, 0, 1))
-        else:  # grey (or the first channel of a C-channel input)
-            im = ax.imshow(np.ma.masked_invalid(img[0]), cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(labels[i], fontsize=8)
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8, label="value fed to the model")
-    title = "inputs as the model receives them (labels above)"
-    fig.suptitle(title if c in (1, 3) else title + f": channel 0 of {c}", fontsize=9)
-    return fig
-
-
-def value_heatmap(rows: Tensor, names: list[str], labels: list[str]) -> Figure:
-    """Tabular rows [N, F] as a heatmap, one row per example: an unscaled feature stands out."""
-    import matplotlib.pyplot as plt
-
-    a = np.ma.masked_invalid(rows.double().numpy())
-    fig, ax = plots.figure(max(5.0, 0.22 * len(names) + 2), 0.25 * len(labels) + 1.8)
-    cmap = plt.get_cmap("coolwarm").with_extremes(bad="black")
-    lim = float(np.abs(a).max()) if a.count() else 1.0  # symmetric: 0 is white
-    im = ax.imshow(a, aspect="auto", cmap=cmap, interpolation="nearest", vmin=-lim, vmax=lim)
-    ax.set_xticks(np.arange(len(names)), [n[:18] for n in names], rotation=90, fontsize=6)
-    ax.set_yticks(
-        np.arange(len(labels)), [f"#{i}: {s[:12]}" for i, s in enumerate(labels)], fontsize=6
-    )
-    ax.set_title(
-        "inputs as the model receives them (row: example: label; NaN in black)", fontsize=9
-    )
-    fig.colorbar(im, ax=ax, label="value")
-    return fig
-
-
-def text_panel(texts: list[str], labels: list[str]) -> Figure:
-    """Decoded token inputs, each with its label (the next tokens for a language model)."""
-    fig, ax = plots.figure(8, 0.55 * len(texts) + 0.8)
-    ax.axis("off")
-    ax.set_title("token inputs as the model receives them, decoded", fontsize=10)
-    n = max(len(texts), 1)
-    for i, (t, lab) in enumerate(zip(texts, labels, strict=True)):
-        yy = 1 - (i + 0.3) / n
-        ax.text(
-            0,
-            yy,
-            f"#{i} in:    " + repr(t)[1:-1][:90],
-            family="monospace",
-            fontsize=7,
-            transform=ax.transAxes,
-        )
-        ax.text(
-            0,
-            yy - 0.4 / n,
-            "   label: " + repr(lab)[1:-1][:90],
-            family="monospace",
-            fontsize=7,
-            color="tab:blue",
-            transform=ax.transAxes,
-        )
-    return fig

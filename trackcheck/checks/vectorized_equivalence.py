@@ -166,6 +166,18 @@ def _judge(
     severity = [Status.PASS, Status.WARN, Status.FAIL]
     worst = max(comps, key=lambda c: (severity.index(_verdict(c, rtol, factor)), c.ratio))
     status = _verdict(worst, rtol, factor)
+    return CheckResult(
+        "vectorized_equivalence",
+        status,
+        _message(status, comps, worst, factor, n, tol),
+        metrics=_metrics(comps, rtol, atol, n),
+        tables=_tables(comps, n),
+        value=worst.ratio,
+        threshold=f"ratio <= 1 (warn: normwise <= {factor * rtol:.2g})",
+    )
+
+
+def _metrics(comps: list[Comparison], rtol: float, atol: float, n: int) -> dict[str, float]:
     metrics: dict[str, float] = {"rtol": rtol, "atol": atol, "examples": float(n)}
     for c in comps:
         key = "loop" if c.name.startswith("loop") else "reference"
@@ -177,7 +189,12 @@ def _judge(
                 f"{key}_tolerance_ratio": c.ratio,
             }
         )
-    tables: dict[str, dict[str, list[Any]]] = {
+    return metrics
+
+
+def _tables(comps: list[Comparison], n: int) -> dict[str, dict[str, list[Any]]]:
+    """One row per comparison, and the per-example tolerance ratios [n] side by side."""
+    return {
         "comparisons": {
             "columns": [
                 "comparison",
@@ -196,35 +213,30 @@ def _judge(
             ],
         },
     }
-    summary = "; ".join(
-        f"{c.name}: max abs diff {c.max_abs:.3g}, max rel diff {c.max_rel:.3g}" for c in comps
-    )
+
+
+def _message(
+    status: Status, comps: list[Comparison], worst: Comparison, factor: float, n: int, tol: str
+) -> str:
     if status == Status.PASS:
-        msg = f"batched forward of {n} examples matches ({summary}; tolerance {tol})"
-    elif status == Status.WARN:
-        msg = (
+        summary = "; ".join(
+            f"{c.name}: max abs diff {c.max_abs:.3g}, max rel diff {c.max_rel:.3g}" for c in comps
+        )
+        return f"batched forward of {n} examples matches ({summary}; tolerance {tol})"
+    if status == Status.WARN:
+        return (
             f"batched forward differs from the {worst.name} by {worst.ratio:.3g} x the "
             f"tolerance ({tol}), but only {worst.normwise:.2g} of the largest output (<= "
             f"{factor:g} x rtol): the size of float rounding from batch-size-dependent "
             f"kernels rather than of a batch statistic: {worst.mismatch}"
         )
-    else:
-        msg = (
-            f"batched forward differs from the {worst.name}, by {worst.ratio:.3g} x the "
-            f"tolerance ({tol}) and {worst.normwise:.2g} of the largest output (more than "
-            f"float rounding, {factor:g} x rtol): {worst.mismatch}. Expected equal outputs "
-            "in eval mode. "
-            "Usual causes: a statistic over the batch in forward (x - x.mean(0), outputs "
-            "normalised over dim 0), view/reshape mixing the batch axis, or state carried "
-            "between calls"
-            + ("; or the reference itself is wrong" if worst.name.startswith("reference") else "")
-        )
-    return CheckResult(
-        "vectorized_equivalence",
-        status,
-        msg,
-        metrics=metrics,
-        tables=tables,
-        value=worst.ratio,
-        threshold=f"ratio <= 1 (warn: normwise <= {factor * rtol:.2g})",
+    return (
+        f"batched forward differs from the {worst.name}, by {worst.ratio:.3g} x the "
+        f"tolerance ({tol}) and {worst.normwise:.2g} of the largest output (more than "
+        f"float rounding, {factor:g} x rtol): {worst.mismatch}. Expected equal outputs "
+        "in eval mode. "
+        "Usual causes: a statistic over the batch in forward (x - x.mean(0), outputs "
+        "normalised over dim 0), view/reshape mixing the batch axis, or state carried "
+        "between calls"
+        + ("; or the reference itself is wrong" if worst.name.startswith("reference") else "")
     )
