@@ -26,7 +26,7 @@ from typing import Any
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from trackcheck.cli import build_data, build_model_factories, register_configs
+from trackcheck.cli import build_data, build_model_factories, build_pipeline, register_configs
 from trackcheck.core import Report
 from trackcheck.runner import run
 
@@ -49,6 +49,7 @@ def stage(cfg: Any, tracker: Any = None) -> Report:
         checks=list(cfg.checks.run),
         params=params,
         optimizer=instantiate(cfg.optim),
+        pipeline=build_pipeline(cfg),  # loss=..., step=... overrides reach the benchmark too
         device=cfg.device,
         seed=cfg.seed,
         tracker=tracker,
