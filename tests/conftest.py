@@ -32,7 +32,7 @@ def run_check(
 
 
 def prior_bias(data: DataSpec) -> list[float]:
-    return data.task.prior_bias(data.task.prior(data.targets())).tolist()
+    return data.prior_bias()
 
 
 def blobs(

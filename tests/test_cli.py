@@ -77,7 +77,7 @@ def test_failing_gate_exits_1(tmp_path):
 @pytest.mark.slow
 def test_typo_in_a_check_param_fails_at_startup_naming_the_key(tmp_path):
     p = trackcheck("+model=mlp", "tracker=none", "checks.overfit_batch.max_stepz=5", cwd=tmp_path)
-    assert p.returncode == 1
+    assert p.returncode == 2  # a broken config, not a failed gate
     assert "Key 'max_stepz' not in 'OverfitBatchParams'" in p.stderr
     assert not reports(tmp_path)
 

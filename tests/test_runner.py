@@ -8,8 +8,8 @@ import torch
 from conftest import blobs
 
 import trackcheck
-from trackcheck.core import ConfigError
 from trackcheck import CheckResult, Gate, SkipCheck, Status
+from trackcheck.core import ConfigError
 from trackcheck.models import MLP
 from trackcheck.registry import _REGISTRY, all_checks, register
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from trackcheck.redact import REDACTED, flatten, redact
+from trackcheck.redact import REDACTED, flatten, redact, redact_args, redact_text
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,84 @@ def test_flatten_joins_nested_keys_with_dots():
         "optim.lr": 1e-3,
         "model.sizes.0.w": 2,
     }
+
+
+# --- the rule by key suffix (README, "Secrets") -------------------------------------------------
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ssh_key",
+        "dbpassword",
+        "PASSWORD",
+        "Secret_Key",
+        "private_key",
+        "db-passwd",
+        "pwd",
+        "gpg.passphrase",
+        "aws_secret",
+        "service_credential",
+        "apiKey",
+        "key",
+    ],
+)
+def test_a_key_ending_in_a_secret_word_is_redacted(key):
+    assert redact({"model": {key: "s3cr3t-value"}}) == {"model": {key: REDACTED}}
+
+
+@pytest.mark.parametrize(
+    "key", ["target_key", "mask_key", "output_key", "input_keys", "label_key", "keyboard"]
+)
+def test_keys_that_name_a_dict_key_stay_readable(key):
+    assert redact({key: "labels"}) == {key: "labels"}
+
+
+def test_a_password_with_an_at_sign_is_redacted_up_to_the_host():
+    uri = "postgresql://bob:p@ss@db.example.com:5432/x"
+    assert redact_text(uri) == f"postgresql://bob:{REDACTED}@db.example.com:5432/x"
+
+
+def test_a_uri_without_a_password_is_left_alone():
+    for uri in ("http://127.0.0.1:5000/#/experiments/1", "sqlite:///a/b.db", "ssh://git@host"):
+        assert redact_text(uri) == uri
+
+
+def test_a_command_line_loses_its_secrets_and_keeps_the_rest():
+    args = [
+        "+model=mlp",
+        "+model.api_key=sk-123",
+        "tracker.tracking_uri=http://u:pw@h:5",
+        "optim.lr=0.1",
+        "pipeline.target_key=labels",
+    ]
+    assert redact_args(args) == [
+        "+model=mlp",
+        f"+model.api_key={REDACTED}",
+        f"tracker.tracking_uri=http://u:{REDACTED}@h:5",
+        "optim.lr=0.1",
+        "pipeline.target_key=labels",
+    ]
+
+
+def test_a_secret_copied_into_another_field_is_redacted_there_too():
+    config = {"db": {"password": "hunter2-x"}, "url": "mysql://db/x?pw=hunter2-x", "n": 12}
+    assert redact(config) == {
+        "db": {"password": REDACTED},
+        "url": f"mysql://db/x?pw={REDACTED}",
+        "n": 12,
+    }
+
+
+def test_short_secret_values_are_not_searched_for_elsewhere():
+    # a 3-character "password" would blank every number containing it
+    assert redact({"pwd": "123", "note": "loss 0.123"}) == {"pwd": REDACTED, "note": "loss 0.123"}
+
+
+def test_an_mlflow_uri_password_never_reaches_the_run_info_report_json_records():
+    from trackcheck.trackers.mlflow import MLflowTracker
+
+    tracker = MLflowTracker(tracking_uri="http://alice:pw-123456@mlflow.example.com:5000")
+    tracker.experiment_id, tracker.run_id = "1", "abc"
+    info = tracker.info()
+    assert info["tracking_uri"] == f"http://alice:{REDACTED}@mlflow.example.com:5000"
+    assert info["view"].startswith(f"http://alice:{REDACTED}@mlflow.example.com:5000/#/")
+    assert "pw-123456" not in str(info)

@@ -21,7 +21,7 @@ from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec, from_datasets
 from trackcheck.pipeline import Batch, Pipeline, PipelineError
 from trackcheck.registry import all_checks, register
-from trackcheck.runner import Gate, run
+from trackcheck.runner import Gate, Interrupted, OutputError, run
 from trackcheck.tasks import Task, make_task
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "Context",
     "DataSpec",
     "Gate",
+    "Interrupted",
+    "OutputError",
     "Pipeline",
     "PipelineError",
     "Report",

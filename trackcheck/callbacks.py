@@ -24,8 +24,9 @@ Everything else comes from the callback's own parameters below. The stage's repo
 to ``<job output dir>/trackcheck/``.
 
 Hydra turns an exception in a callback into a warning and runs the job anyway, so a failed
-stage ends the process with ``SystemExit`` (exit code 1; 2 when the model or data could not
-be built). In a multirun of your app that stops the whole sweep at the first failed job;
+stage ends the process with ``SystemExit``: exit code 1 for a failed gate; 2 for bad input (a
+node that cannot be built, a wrong param, a broken pipeline contract), with one line saying
+why. In a multirun of your app that stops the whole sweep at the first failed job;
 ``python -m trackcheck -m ...`` gates every config of a sweep without stopping.
 """
 
@@ -40,9 +41,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trackcheck import names
-from trackcheck.cli import EXIT_FAILED, EXIT_USAGE, UsageError, build_and_run
+from trackcheck.cli import EXIT_USAGE, UsageError, build_and_run, error, exit_code, report_error
 from trackcheck.config import schema
-from trackcheck.core import Report
+from trackcheck.core import ConfigError, Report
 
 
 class SanityCheckFailed(SystemExit):
@@ -121,13 +122,13 @@ class TrackcheckCallback(Callback):
         try:
             report = self.run_stage(config)
         except Exception as e:  # noqa: BLE001 - Hydra would make it a warning and train anyway
-            why = str(e) if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
-            print(f"trackcheck: error: {why}", file=sys.stderr)
+            error(e if isinstance(e, UsageError | ConfigError) else f"{type(e).__name__}: {e}")
             raise SanityCheckFailed(EXIT_USAGE) from e
         if not report.passed:
+            report_error(report)  # the broken contract's line, if that is why
             print(
                 f"trackcheck: gate failed on {', '.join(report.gated_on)}; the job stops "
                 f"before training (report: {report.output_dir}/report.json)",
                 file=sys.stderr,
             )
-            raise SanityCheckFailed(EXIT_FAILED)
+            raise SanityCheckFailed(exit_code(report))

@@ -1,15 +1,21 @@
 """The Hydra entry point: compose the config, build plain objects, run the stage, exit code.
 
 Only this module (and the Hydra callback) import Hydra; ``trackcheck.run`` takes the objects
-built here. Exit codes: 0 the gate passed, 1 it failed (or Hydra rejected the config),
-2 the model/data/tracker could not be built (the one-line error says why).
+built here. Exit codes (README, "Exit codes"): 0 the gate passed; 1 it failed; 2 bad input:
+Hydra rejected the config, something could not be built or used (model, data, device,
+tracker, output dir), or the pipeline contract failed so the checklist could not judge the
+model; 130 Ctrl-C, 143 SIGTERM. Every error is one line, ``trackcheck: error: ...``, with no
+traceback and no secret in it; a traceback is left only for a crash of trackcheck itself.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,19 +30,57 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackcheck import names, sweep
 from trackcheck.config import schema
-from trackcheck.core import ConfigError, Report
+from trackcheck.core import ConfigError, Report, Status
 from trackcheck.data.spec import DataSpec
 from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
-from trackcheck.pipeline import Pipeline
+from trackcheck.pipeline import Pipeline, PipelineError
+from trackcheck.redact import redact, redact_args, redact_text, secret_values
 from trackcheck.registry import all_checks
-from trackcheck.runner import Gate, run
+from trackcheck.runner import Gate, raise_terminated, run
 from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# bad input of any kind: printed as one line, exit 2 (UsageError: this module's own)
+INPUT_ERRORS = (ConfigError, TrackerError, PipelineError)
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+def one_line(e: BaseException | str) -> str:
+    """A message as one line, without secrets: Hydra's and MLflow's span several."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return redact_text("; ".join(lines) or type(e).__name__)
+
+
+def error(e: BaseException | str) -> None:
+    print(f"trackcheck: error: {one_line(e)}", file=sys.stderr)
+
+
+def blocked_by(report: Report) -> list[str]:
+    """The preconditions (the pipeline contract) that failed: the checklist did not run."""
+    registry = all_checks()
+    bad = (Status.FAIL, Status.ERROR)
+    return [
+        c.name
+        for c in report.checks
+        if c.status in bad and c.name in registry and registry[c.name].precondition
+    ]
+
+
+def exit_code(report: Report) -> int:
+    """0 passed; 2 when a precondition failed (bad input: the pipeline does not fit the
+    checklist, which then could not judge the model); 1 for any other failed gate."""
+    if report.passed:
+        return EXIT_PASSED
+    return EXIT_USAGE if blocked_by(report) else EXIT_FAILED
+
+
+def report_error(report: Report) -> None:
+    """The one line for a stage stopped by a failed precondition."""
+    for name in blocked_by(report):
+        error(f"{name}: {report[name].message} (report: {report.output_dir}/report.json)")
 
 
 def _available_models() -> list[str]:
@@ -233,6 +277,32 @@ def gate_then_train(
     return Outcome(report, trained=True, train_result=held.train(train, cfg))
 
 
+def scrub_hydra_files(folder: Path, secrets: set[str]) -> None:
+    """Hydra's copies of the config and the command line (``.hydra/config.yaml``,
+    ``overrides.yaml``, ``hydra.yaml``, a sweep's ``multirun.yaml``) with secrets redacted,
+    rewritten in place (atomically): they sit in the output dir beside report.json."""
+    from trackcheck.html import write_text_atomic
+
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception:  # noqa: BLE001 - not ours to parse: leave it
+            continue
+        clean = redact(data, secrets)
+        if clean != data:
+            write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(clean)))
+
+
+def _scrub(cfg: DictConfig, hc: Any, *extra: Path) -> set[str]:
+    """Scrub the job's Hydra files (and ``extra`` folders); the config's secret values."""
+    secrets = secret_values(OmegaConf.to_container(cfg, resolve=False))
+    if hc.output_subdir:
+        scrub_hydra_files(Path(hc.runtime.output_dir) / hc.output_subdir, secrets)
+    for folder in extra:
+        scrub_hydra_files(folder, secrets)
+    return secrets
+
+
 def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
     """One job of a sweep (``-m``): record its verdict in the sweep dir and RETURN a value.
 
@@ -241,8 +311,11 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
     what an optimising sweeper reads (see ``sweep.job_value``).
     """
     sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir  # absolute, even with hydra.job.chdir
+    secrets = _scrub(cfg, hc, sweep_dir)  # multirun.yaml too
     record = sweep.JobRecord(
-        num=hc.job.num, overrides=list(hc.overrides.task), output_dir=hc.runtime.output_dir
+        num=hc.job.num,
+        overrides=redact_args(hc.overrides.task, secrets),
+        output_dir=hc.runtime.output_dir,
     )
     outcome: Outcome | None = None
     stopped_by = sweep.stop_requested(sweep_dir)
@@ -254,12 +327,12 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
             args = sweep.tracker_args(cfg.tracker, sweep.read_context(sweep_dir))
             outcome = gate_then_train(cfg, record.output_dir, f"{run_name}-{record.num}", args)
             record.set_report(outcome.report)
-        except (UsageError, TrackerError, ConfigError) as e:
-            print(f"trackcheck: error: job {record.num}: {e}", file=sys.stderr)
-            record.message = str(e)
+        except (UsageError, ConfigError, TrackerError, PipelineError) as e:
+            error(f"job {record.num}: {e}")
+            record.message = one_line(e)
         except Exception as e:  # noqa: BLE001 - one broken job must not stop the others
             traceback.print_exc()
-            record.message = f"{type(e).__name__}: {e}"
+            record.message = one_line(f"{type(e).__name__}: {e}")
     sweep.save_job(sweep_dir, record, fail_fast=cfg.sweep.fail_fast)
     train_result = outcome.train_result if outcome is not None else None
     failed_value = cfg.sweep.failed_value  # a list for several objectives: return it plain
@@ -280,22 +353,30 @@ def no_model_message() -> str:
 
 
 _exit_code = EXIT_PASSED
+_task_started = False  # Hydra got as far as calling hydra_main: its errors are ours now
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> Any:
-    global _exit_code
+    global _exit_code, _task_started
+    _task_started = True
     hc = HydraConfig.get()
     run_name = names.run_name(hc.runtime.choices.get("model", "model"))
     if hc.mode == RunMode.MULTIRUN:
         return multirun_job(cfg, hc, run_name)
+    _scrub(cfg, hc)
     try:
         outcome = gate_then_train(cfg, hc.runtime.output_dir, run_name)
-    except (UsageError, TrackerError, ConfigError) as e:  # bad input, not a failed gate: exit 2
-        print(f"trackcheck: error: {e}", file=sys.stderr)
+    except UsageError as e:  # bad input, not a failed gate: exit 2
+        print(f"trackcheck: error: {redact_text(str(e))}", file=sys.stderr)  # may be help text
         _exit_code = EXIT_USAGE
         return None
-    _exit_code = EXIT_PASSED if outcome.report.passed else EXIT_FAILED
+    except INPUT_ERRORS as e:
+        error(e)
+        _exit_code = EXIT_USAGE
+        return None
+    _exit_code = exit_code(outcome.report)
+    report_error(outcome.report)
     return outcome.report.status
 
 
@@ -303,9 +384,73 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="trackcheck_schema", node=schema())
 
 
-def main() -> None:
-    register_configs()
-    hydra_main()
+@contextmanager
+def _cli_process() -> Iterator[bool]:
+    """For the length of ``main``: Hydra hands its own errors to us (HYDRA_FULL_ERROR, so
+    they become one line here instead of its multi-line report), and SIGTERM raises like
+    Ctrl-C from the first line on. Both restored afterwards (main runs in-process in tests).
+    Yields whether the user set HYDRA_FULL_ERROR=1 (then Hydra's errors keep their trace)."""
+    user_set = os.environ.get("HYDRA_FULL_ERROR") is not None
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield user_set and os.environ["HYDRA_FULL_ERROR"] == "1"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if not user_set:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def hydra_error(e: Exception) -> str:
+    """Hydra's rejection as one message: what it says, and the cause it wraps (the key)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, MissingConfigException):  # "Could not find 'model/nope'", the options
+        found, _, _ = str(e).partition("Config search path:")
+        head, _, options = found.partition("Available options in")
+        listed = ", ".join(o.strip() for o in options.splitlines()[1:] if o.strip())
+        return f"{head.strip()}" + (f"; available: {listed}" if listed else "")
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse the override {e.override!r}: {e}"
+    if isinstance(e, OSError):  # before the task, Hydra only writes to the output dir
+        return (
+            f"cannot write the output dir ({e.filename or ''}): {e.strerror or e}; pick "
+            "another with hydra.run.dir=... (hydra.sweep.dir=... for -m)"
+        )
+    cause = e.__cause__
+    if cause is not None and str(cause) not in str(e):
+        return f"{e}: {cause}"
+    return str(e) or type(e).__name__
+
+
+def _run_hydra(keep_traces: bool) -> int:
+    """``hydra_main`` and the exit code: Hydra's own rejection (a typo'd key, a value of the
+    wrong type, an unknown config group, an output dir it cannot create) is bad input, 2."""
+    global _task_started, _exit_code
+    _task_started, _exit_code = False, EXIT_PASSED
+    try:
+        hydra_main()
+    except Exception as e:
+        if _task_started or keep_traces:
+            raise  # a crash of trackcheck itself (or of the user's train): the trace helps
+        error(hydra_error(e))
+        return EXIT_USAGE
     # a sweep's exit code: non-zero when any job failed (the summary of on_multirun_end)
     summary = sweep.take_summary()
-    sys.exit(summary.exit_code if summary is not None else _exit_code)
+    return summary.exit_code if summary is not None else _exit_code
+
+
+def main() -> None:
+    register_configs()
+    with _cli_process() as keep_traces:
+        try:
+            code = _run_hydra(keep_traces)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, not a traceback
+            signum = int(getattr(e, "signum", signal.SIGINT))
+            why = str(e)
+            if not why or why.startswith("terminated by signal"):  # not from the stage
+                why = f"interrupted by {signal.Signals(signum).name}"
+            print(f"trackcheck: {redact_text(why)}", file=sys.stderr)
+            code = 128 + signum
+    sys.exit(code)

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trackcheck.core import CheckResult, Report, Status
@@ -45,9 +46,11 @@ class Progress:
             self._status = None
         if self.enabled:
             style = STYLE[r.status]
+            # messages are text, not rich markup: "[batch, C]" must print as is
             console.print(
-                f"[{self.i}/{self.total}] {r.name:<24} [{style}]{r.status.value:<5}[/] "
-                f"{r.duration_s:6.2f}s  {_short(r.message, 90)}",
+                f"[{self.i}/{self.total}] {escape(f'{r.name:<24}')} "
+                f"[{style}]{r.status.value:<5}[/] "
+                f"{r.duration_s:6.2f}s  {escape(_short(r.message, 90))}",
                 highlight=False,
             )
 
@@ -79,14 +82,17 @@ def print_summary(report: Report) -> None:
     t.add_column("message", no_wrap=True, overflow="ellipsis", max_width=70)
     for c in report.checks:
         t.add_row(
-            c.name,
+            escape(c.name),
             f"[{STYLE[c.status]}]{c.status.value}[/]",
             _fmt(c.value),
-            c.threshold,
+            escape(c.threshold),
             f"{c.duration_s:.2f}s",
-            c.message,
+            escape(c.message),
         )
     console.print(t)
-    console.print(f"report: {report.output_dir}/report.json  ({report.duration_s:.1f}s)")
+    console.print(
+        f"report: {escape(report.output_dir)}/report.json  ({report.duration_s:.1f}s)",
+        highlight=False,
+    )
     if not report.passed:
-        console.print(f"[bold red]gate failed on: {', '.join(report.gated_on)}[/]")
+        console.print(f"[bold red]gate failed on: {escape(', '.join(report.gated_on))}[/]")

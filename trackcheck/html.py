@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,20 @@ def render_html(report: Report) -> str:
     )
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a
+    reader (or a disk that fills up halfway) never leaves half a report; an earlier
+    version stays whole until the new one is complete."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_html(report: Report, out: Path) -> Path:
     path = Path(out) / "report.html"
-    path.write_text(render_html(report), encoding="utf-8")
+    write_text_atomic(path, render_html(report))
     return path

@@ -100,8 +100,8 @@ def _import_checks() -> None:
         raise _import_error
     if _imported:
         return
+    _import_builtin_checks()  # a built-in that fails to import raises here, on every call
     _imported = True
-    _import_builtin_checks()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             _import_plugin(ep)

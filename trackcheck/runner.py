@@ -1,10 +1,13 @@
 """Run the selected checks: validate, execute, publish.
 
-``validate`` checks every choice a user can get wrong (check names, their params, the gate's
-names) before any model is built; ``execute`` runs each check on a fresh, seeded model with
-its crash isolated as ERROR; ``publish`` writes report.json first, then the HTML page and the
-tracker run. This is the library's entry point and takes plain Python objects; Hydra stays
-in ``cli.py``.
+``validate`` checks every choice a user can get wrong (check names, their params and the
+params' types, the gate's names, device, seed, data sizes, tracker, output dir) before any
+model is built and before a tracker run opens; ``execute`` runs each check on a fresh,
+seeded model with its crash isolated as ERROR; ``publish`` writes report.json first, then
+the HTML page and the tracker run. Every path out of the stage (a pass, a failed gate, a
+broken pipeline, Ctrl-C or SIGTERM, a report that cannot be written, a tracker that dies)
+closes the tracker run with its status and keeps whatever was finished. This is the
+library's entry point and takes plain Python objects; Hydra stays in ``cli.py``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import signal
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +31,40 @@ from typing import Any
 import torch
 from torch import nn
 
-from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
+from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory, check_seed
+from trackcheck.context import resolve_device as resolve_device
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
-from trackcheck.names import DEFAULT_LR, RUN_FAILED, RUN_FINISHED, RUN_KILLED
-from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn
-from trackcheck.redact import redact
+from trackcheck.html import write_html, write_text_atomic
+from trackcheck.names import DEFAULT_LR, RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
+from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn, primary
+from trackcheck.redact import first_line, redact, redact_text, secret_values
 from trackcheck.registry import CheckSpec, all_checks
-from trackcheck.trackers import Tracker, log_report, make_tracker
+from trackcheck.trackers import Tracker, TrackerError, log_results, make_tracker
+
+
+class OutputError(ConfigError):
+    """The output dir cannot be written (no permission, a file in the way, disk full)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM, Kubernetes and CI send) raised as an interrupt, so the stage
+    handles it like Ctrl-C."""
+
+    signum = int(signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The stage stopped on Ctrl-C or SIGTERM after keeping what had finished; the message
+    says what was kept. ``exit_code``: 128 + the signal (130 Ctrl-C, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 @dataclass
@@ -40,21 +74,14 @@ class Gate:
     required: Sequence[str] = ("all",)
     fail_on_warn: bool = False
 
-    def failing(self, results: Iterable[CheckResult]) -> list[str]:
+    def failing(
+        self, results: Iterable[CheckResult], preconditions: Iterable[str] = ()
+    ) -> list[str]:
+        """The checks that fail the gate. A failed precondition always does: the required
+        checks after it were skipped, and a skip must not pass for them."""
         bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if self.fail_on_warn else set())
-        req = set(self.required)
+        req = set(self.required) | set(preconditions)
         return [r.name for r in results if r.status in bad and ("all" in req or r.name in req)]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device} asked for, but CUDA is not available here: use device=auto"
-        )
-    return dev
 
 
 def select_checks(selection: str | Sequence[str] = "all") -> list[CheckSpec]:
@@ -76,12 +103,58 @@ def select_checks(selection: str | Sequence[str] = "all") -> list[CheckSpec]:
     return [registry[n] for n in registry if n in chosen]  # checklist order
 
 
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether ``value`` fits the annotation ``tp`` (the plain types params use; anything
+    more exotic is accepted rather than refused)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp in (int, float):  # an int is a fine float; a bool is neither
+        number = (int, float) if tp is float else (int,)
+        return isinstance(value, number) and not isinstance(value, bool)
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        homogeneous = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
+        return not homogeneous or all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return not isinstance(tp, type) or isinstance(value, tp)
+
+
 def make_params(spec: CheckSpec, given: Any) -> Any:
+    """The check's params dataclass from ``given`` (a dict, the dataclass, or None), each
+    value checked against its field's type; ConfigError naming ``checks.<name>.<param>``."""
     if given is None:
         return spec.params()
     if dataclasses.is_dataclass(given) and not isinstance(given, type):
-        return given
-    return spec.params(**dict(given))
+        params = given
+    else:
+        try:
+            params = spec.params(**dict(given))
+        except TypeError as e:
+            raise ConfigError(f"checks.{spec.name}: {e}") from e
+    try:
+        hints = typing.get_type_hints(type(params))
+    except Exception:  # noqa: BLE001 - an annotation we cannot resolve is not checked
+        return params
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if f.name in hints and not _type_ok(value, hints[f.name]):
+            shown = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
+            raise ConfigError(
+                f"checks.{spec.name}.{f.name}={value!r}: expected {shown} "
+                f"(default {getattr(spec.params(), f.name)!r})"
+            )
+    return params
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -99,6 +172,31 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+# torch's words for inputs whose dtype the model cannot take (uint8 images into a Linear or
+# Conv: "mat1 and mat2 must have the same dtype, but got Byte and Float", "Input type
+# (unsigned char) and bias type (float) should be the same", "expected scalar type Byte")
+DTYPE_ERRORS = ("dtype", "scalar type", "Input type", "not implemented for")
+
+
+def _input_hint(e: Exception, ctx: Context) -> str:
+    """For a dtype crash, what the inputs are and how to convert them; else ''."""
+    if not isinstance(e, RuntimeError) or not any(w in str(e) for w in DTYPE_ERRORS):
+        return ""
+    try:
+        x = primary(ctx.head("train", 1).x)
+    except Exception:  # noqa: BLE001 - no hint is better than a second crash
+        return ""
+    if x.is_floating_point() and x.dtype != torch.float64:
+        return ""
+    if ctx.data.kind == "tokens" and not x.is_floating_point():
+        return ""
+    fix = "x.float() / 255 for uint8 images" if x.dtype == torch.uint8 else "x.float()"
+    return (
+        f". The model gets {x.dtype} inputs: convert them to float32 in the dataset, a "
+        f"transform or collate_fn ({fix})"
+    )
+
+
 def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
     """Run one check in isolation: a crash becomes ERROR with the exception's last line."""
     ctx.meter.reset()
@@ -112,7 +210,8 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
     except Exception as e:  # noqa: BLE001 - any failure inside a check is that check's ERROR
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-        result = CheckResult(spec.name, Status.ERROR, f"{type(e).__name__}: {e}{where}")
+        msg = f"{type(e).__name__}: {e}{where}{_input_hint(e, ctx)}"
+        result = CheckResult(spec.name, Status.ERROR, msg)
     result.name = spec.name
     result.duration_s = time.perf_counter() - t0
     result.n_forward, result.n_backward = ctx.meter.n_forward, ctx.meter.n_backward
@@ -128,16 +227,20 @@ def save_figures(result: CheckResult, out: Path) -> None:
         if isinstance(fig, str | Path):
             continue
         path = out / "figures" / result.name / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=80)
+        except OSError as e:
+            raise OutputError(f"could not save figure {path}: {e.strerror or e}") from e
+        finally:
+            plt.close(fig)
         result.figures[name] = str(path)
 
 
 def write_report(report: Report, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    """report.json, written atomically: a reader never sees half a file."""
     path = out / "report.json"
-    path.write_text(json.dumps(report.to_json(), indent=2, default=str))
+    write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=str))
     return path
 
 
@@ -158,6 +261,10 @@ def _as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
         # one instance: every check gets a copy of the same init (a factory is better:
         # it lets determinism verify that the seed reaches the init)
         return lambda: copy.deepcopy(model)
+    if not callable(model):
+        raise ConfigError(
+            f"model must be an nn.Module or a callable that builds one, not {type(model).__name__}"
+        )
     return model
 
 
@@ -181,6 +288,22 @@ def _pipeline(
     return pipe
 
 
+def _output_dir(output_dir: str | Path | None) -> Path:
+    """The output dir, created and proven writable (a probe file), before any compute."""
+    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="trackcheck-"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".trackcheck-probe-") as f:
+            f.write(b"probe")
+            f.flush()
+    except OSError as e:
+        raise OutputError(
+            f"the output dir {out} cannot be written ({e.strerror or e}): fix its permissions "
+            "or pick another (output_dir=, or hydra.run.dir= on the command line)"
+        ) from e
+    return out
+
+
 @dataclass
 class Plan:
     """Everything validated before any compute: the checks in order, each with its params."""
@@ -202,17 +325,23 @@ def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: G
         raise ConfigError(
             f"params given for unknown check(s) {unknown}; available: {list(registry)}"
         )
-    built = {}
-    for spec in specs:
-        try:
-            built[spec.name] = make_params(spec, given.get(spec.name))
-        except TypeError as e:
-            raise ConfigError(f"checks.{spec.name}: {e}") from e
+    # every given params block is checked, selected or not: a typo is found either way
+    built = {name: make_params(registry[name], p) for name, p in given.items()}
+    built = {s.name: built[s.name] if s.name in built else make_params(s, None) for s in specs}
     gate = gate or Gate()
-    typos = [n for n in gate.required if n != "all" and n not in registry]
+    required = [gate.required] if isinstance(gate.required, str) else list(gate.required)
+    gate = dataclasses.replace(gate, required=required)
+    typos = [n for n in required if n != "all" and n not in registry]
     if typos:
         raise ConfigError(
             f"gate.required names unknown check(s) {typos}; available: {list(registry)}"
+        )
+    chosen = {s.name for s in specs}
+    unselected = [n for n in required if n != "all" and n not in chosen]
+    if unselected:
+        raise ConfigError(
+            f"gate.required names {unselected}, which checks.run does not select: the gate "
+            "would never see them. Add them to checks.run or drop them from gate.required"
         )
     return Plan(specs, built, gate)
 
@@ -238,23 +367,133 @@ def execute(plan: Plan, ctx: Context, progress: bool, results: list[CheckResult]
             bar.done(result)
 
 
-def publish(report: Report, tracker: Tracker, out: Path, progress: bool) -> None:
-    """report.json first (nothing is lost if the tracker fails), then the HTML page, then the
-    tracker, then the tracker run's final status."""
-    from trackcheck.console import print_summary
-    from trackcheck.html import write_html
+def _kept(files: list[Path], tracker: Tracker, logged: bool, status: str) -> str:
+    """What survived a broken stage, for its one-line message; ``status``: how the tracker
+    run ended, or ``RUNNING`` when it could not be closed."""
+    kept = [f"{', '.join(f.name for f in files)} in {files[0].parent}"] if files else []
+    info = tracker.info()
+    if info.get("run_id"):
+        run = f"{info['backend']} run {info['run_id']}"
+        if status == "RUNNING":
+            kept.append(f"{run} (left RUNNING: it could not be closed)")
+        else:
+            what = "with the finished checks" if logged else "results not logged"
+            kept.append(f"{run} ({status}, {what})")
+    return "; kept: " + ", ".join(kept) if kept else "; nothing could be kept"
 
-    report.tracker = tracker.info()
-    files = [write_report(report, out)]
+
+def _log(tracker: Tracker, report: Report, files: list[Path], verdict: bool) -> None:
+    """Everything the report holds into the tracker, the verdict when there is one; any
+    failure as TrackerError with one line."""
     try:
-        files.append(write_html(report, out))
-        log_report(tracker, report, files)
-    except BaseException as e:
-        tracker.finish(RUN_KILLED if isinstance(e, KeyboardInterrupt) else RUN_FAILED)
+        log_results(tracker, report, files)
+        if verdict:
+            tracker.set_verdict(report)
+    except (TrackerError, ConfigError):
         raise
+    except Exception as e:  # noqa: BLE001 - whatever the SDK raises: one line, report kept
+        why = f"{type(e).__name__}: {first_line(e)}"
+        raise TrackerError(f"the tracker failed while logging: {why}") from e
+
+
+def _close(tracker: Tracker, status: RunStatus, problems: list[Exception]) -> str:
+    """End the tracker run; the status it ended with, or RUNNING when it could not be."""
+    try:
+        tracker.finish(status)
+    except Exception as e:  # noqa: BLE001 - reported with the stage's other problems
+        problems.append(TrackerError(f"the tracker run could not be closed: {e}"))
+        return "RUNNING"
+    return status
+
+
+def publish(
+    report: Report, tracker: Tracker, out: Path, progress: bool, end: RunStatus | None = None
+) -> list[Path]:
+    """report.json first (nothing is lost if the tracker fails), then the HTML page, then the
+    tracker, then the tracker run's final status. Each step runs even when an earlier one
+    failed (a full disk still lets the tracker get the results); the run is closed on every
+    path, FAILED when something failed and KILLED on an interrupt. ``end``: the status of a
+    stage that did not finish (no verdict is logged then). The first problem is raised after
+    the run is closed, saying what was kept. Returns the report files written."""
+    from trackcheck.console import print_summary
+
+    status: RunStatus = end or (RUN_FINISHED if report.passed else RUN_FAILED)
+    report.tracker = redact(tracker.info())
+    files: list[Path] = []
+    problems: list[Exception] = []
+    logged = False
+    try:
+        for write in (write_report, write_html):
+            try:
+                files.append(write(report, out))
+            except OSError as e:
+                name = "report.json" if write is write_report else "report.html"
+                problems.append(OutputError(f"could not write {out / name}: {e.strerror or e}"))
+        try:
+            _log(tracker, report, files, verdict=end is None)
+            logged = True
+        except (TrackerError, ConfigError) as e:
+            problems.append(e)
+    except KeyboardInterrupt:
+        status = RUN_KILLED
+        raise
+    finally:
+        if problems and status == RUN_FINISHED:
+            status = RUN_FAILED
+        ended = _close(tracker, status, problems)
     if progress:
         print_summary(report)
-    tracker.finish(RUN_FINISHED if report.passed else RUN_FAILED)  # prints where the run is
+    if problems:
+        first = problems[0]
+        raise type(first)(f"{first}{_kept(files, tracker, logged, ended)}") from first
+    return files
+
+
+def _redact_results(results: list[CheckResult], secrets: set[str]) -> None:
+    """URI passwords and the config's secret values out of every message and table."""
+    for r in results:
+        r.message = redact_text(r.message, secrets)
+        r.threshold = redact_text(r.threshold, secrets)
+        r.tables = redact(r.tables, secrets)
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: the signal as ``Terminated``, handled like Ctrl-C."""
+    raise Terminated(f"terminated by signal {signum}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the stage runs, SIGTERM raises ``Terminated`` (a KeyboardInterrupt), so it ends
+    the stage like Ctrl-C. Only in the main thread, and only where SIGTERM still has its
+    default action: a handler of the caller's (Lightning, submitit) is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start_tracker(tracker: Tracker, config: dict[str, Any], run_name: str) -> None:
+    """Open the tracker run (before any compute: a bad URI fails fast); a run that opened
+    before a failure is closed FAILED (KILLED on an interrupt)."""
+    try:
+        tracker.start(config, run_name)
+    except BaseException as e:
+        problems: list[Exception] = []
+        _close(tracker, RUN_KILLED if isinstance(e, KeyboardInterrupt) else RUN_FAILED, problems)
+        if isinstance(e, KeyboardInterrupt | TrackerError | ConfigError):
+            raise
+        why = f"{type(e).__name__}: {first_line(e)}"
+        raise TrackerError(f"the tracker could not start its run: {why}") from e
 
 
 def run(
@@ -283,64 +522,98 @@ def run(
     ``loss``: your loss ``fn(output, target) -> scalar`` (or ``"model"``: the model's own
     ``.loss`` given ``labels=``); ``step``: your training step ``fn(model, batch, optimizer)
     -> loss``; ``pipeline``: how batches and outputs are read (:mod:`trackcheck.pipeline`).
-    The report is written to ``output_dir/report.json`` before anything is sent to the
-    tracker, so a tracker failure loses nothing. ``report.passed`` is the gate's verdict.
+    Everything is validated first (ConfigError, before any compute and before a tracker run
+    opens). The report is written to ``output_dir/report.json`` before anything is sent to
+    the tracker, so a tracker failure loses nothing. ``report.passed`` is the gate's verdict.
+    Ctrl-C and SIGTERM raise ``Interrupted`` once report.json/html are written and the
+    tracker run is KILLED with the finished checks in it.
     """
     plan = validate(checks, params, gate)
-    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="trackcheck-"))
+    dev = resolve_device(device)
+    if not isinstance(data, DataSpec):
+        raise ConfigError(f"data must be a trackcheck DataSpec (from_datasets), not {type(data)}")
+    data.validate()
     ctx = Context(
         model_factory=_as_factory(model),
         data=data,
         optimizer_factory=optimizer or default_optimizer,
-        device=resolve_device(device),
-        seed=seed,
+        device=dev,
+        seed=check_seed(seed),
         bigger_model_factory=bigger_model,
         reference_fn=reference_fn,
-        output_dir=out,
         meter=Meter(),
         pipeline=_pipeline(pipeline, loss, step),
     )
+    tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
+    ctx.output_dir = out = _output_dir(output_dir)
     ctx.meter.sync = ctx.device.type == "cuda"
     _probe_optimizer(ctx.optimizer_factory)
-    tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
+    secrets = secret_values(config or {})
     safe_config = redact(config or {})
-    tracker.start(safe_config, run_name)  # fails fast on a bad URI, before any compute
-
     report = Report([], passed=False, config=safe_config, environment=environment(ctx.device))
     report.output_dir = str(out)
-    _execute_guarded(plan, ctx, report, tracker, progress)
-    publish(report, tracker, out, progress)
+    with sigterm_as_interrupt():
+        _start_tracker(tracker, safe_config, run_name)
+        _stage(plan, ctx, report, tracker, progress, secrets)
     return report
 
 
-def _execute_guarded(
-    plan: Plan, ctx: Context, report: Report, tracker: Tracker, progress: bool
+def _stage(
+    plan: Plan, ctx: Context, report: Report, tracker: Tracker, progress: bool, secrets: set[str]
 ) -> None:
-    """``execute`` into ``report``, then the gate's verdict. An interrupt still writes what
-    finished to report.json and ends the tracker run KILLED; a crash outside the checks (a
-    check's own crash is its ERROR) ends it FAILED."""
+    """``execute`` into ``report``, the gate's verdict, ``publish``. A stage that did not
+    finish still publishes what did: an interrupt ends the tracker run KILLED and raises
+    ``Interrupted``; a broken pipeline (PipelineError) ends it FAILED and raises
+    ConfigError; any other crash outside the checks (a check's own crash is its ERROR) ends
+    it FAILED and is re-raised."""
     assert ctx.output_dir is not None
     t0 = time.perf_counter()
     try:
         execute(plan, ctx, progress, report.checks)
-    except KeyboardInterrupt:
-        report.gated_on = ["interrupted"]
+    except BaseException as e:
         report.duration_s = time.perf_counter() - t0
-        write_report(report, ctx.output_dir)
-        tracker.finish(RUN_KILLED)
-        raise
-    except PipelineError as e:  # the batch, output or loss cannot be read: a config error
-        report.gated_on = ["pipeline"]
-        report.duration_s = time.perf_counter() - t0
-        write_report(report, ctx.output_dir)
-        tracker.finish(RUN_FAILED)
-        raise ConfigError(str(e)) from e
-    except BaseException:
-        tracker.finish(RUN_FAILED)
-        raise
-    report.gated_on = plan.gate.failing(report.checks)
-    report.passed = not report.gated_on
+        _redact_results(report.checks, secrets)
+        _broken_stage(plan, ctx, report, tracker, e)
+        raise AssertionError("unreachable") from e  # _broken_stage always raises
     report.duration_s = time.perf_counter() - t0
+    preconditions = [s.name for s in plan.specs if s.precondition]
+    report.gated_on = plan.gate.failing(report.checks, preconditions)
+    report.passed = not report.gated_on
+    _redact_results(report.checks, secrets)
+    publish(report, tracker, ctx.output_dir, progress)
+
+
+def _broken_stage(
+    plan: Plan, ctx: Context, report: Report, tracker: Tracker, e: BaseException
+) -> None:
+    """Publish what finished before ``e`` stopped the stage, then raise what the user sees:
+    ``Interrupted``, ConfigError (a PipelineError), or ``e`` itself, each saying what was
+    kept."""
+    assert ctx.output_dir is not None
+    interrupted = isinstance(e, KeyboardInterrupt)
+    end: RunStatus = RUN_KILLED if interrupted else RUN_FAILED
+    report.gated_on = [
+        "interrupted" if interrupted else "pipeline" if isinstance(e, PipelineError) else "error"
+    ]
+    try:
+        files = publish(report, tracker, ctx.output_dir, False, end=end)
+        note = _kept(files, tracker, True, end)
+    except (TrackerError, ConfigError) as problem:  # its message says what was kept
+        note = f"; {problem}"
+    if interrupted:
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        n, total = len(report.checks), len(plan.specs)
+        during = plan.specs[n].name if n < total else "the report"
+        raise Interrupted(
+            f"interrupted by {signal.Signals(signum).name} during {during}: {n} of {total} "
+            f"checks finished{note}",
+            signum,
+        ) from e
+    if isinstance(e, PipelineError):
+        raise ConfigError(f"{e}{note}") from e
+    if isinstance(e, ConfigError):
+        raise type(e)(f"{e}{note}") from e
+    raise e
 
 
 def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

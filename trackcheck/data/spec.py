@@ -10,10 +10,22 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from trackcheck.core import ConfigError
 from trackcheck.pipeline import Pipeline
 from trackcheck.tasks import Task, make_task
 
 KINDS = ("image", "tabular", "tokens")
+# the fewest training examples the checklist can use: the contract compares a batch's loss
+# with its two halves', overfit_batch fits "as little as two" (Karpathy)
+MIN_TRAIN_EXAMPLES = 2
+
+
+def _length(ds: Any) -> int | None:
+    """``len(ds)``, or None for a dataset without one (an IterableDataset)."""
+    try:
+        return len(ds)
+    except TypeError:
+        return None
 
 
 @dataclass
@@ -41,7 +53,26 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"data kind {self.kind!r} unknown: use one of {', '.join(KINDS)}")
+            raise ConfigError(f"data kind {self.kind!r} unknown: use one of {', '.join(KINDS)}")
+        b = self.batch_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"data.batch_size={b!r}: expected a positive integer, e.g. 64")
+
+    def validate(self) -> None:
+        """ConfigError for data no check can use: an empty split or a single training
+        example (said here, not as a ZeroDivisionError deep inside a check)."""
+        for split, ds in (("train", self.train), ("test", self.test)):
+            if _length(ds) == 0:
+                raise ConfigError(
+                    f"data: the {split} set is empty (0 examples): check the dataset's path, "
+                    "split and filters"
+                )
+        n = _length(self.train)
+        if n is not None and n < MIN_TRAIN_EXAMPLES:
+            raise ConfigError(
+                f"data: the training set has {n} example; the checklist needs at least "
+                f"{MIN_TRAIN_EXAMPLES} (a batch and its two halves): give it more data"
+            )
 
     def train_loader(
         self, generator: torch.Generator | None = None, batch_size: int | None = None

@@ -14,8 +14,9 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from trackcheck.core import ConfigError
 from trackcheck.names import BACKEND_MLFLOW, BACKEND_NONE, BACKEND_WANDB
-from trackcheck.trackers.base import NoTracker, Tracker, TrackerError, log_report
+from trackcheck.trackers.base import NoTracker, Tracker, TrackerError, log_report, log_results
 
 __all__ = [
     "BACKENDS",
@@ -26,6 +27,7 @@ __all__ = [
     "active_run_tracker",
     "backend_of",
     "log_report",
+    "log_results",
     "make_tracker",
     "tracker_class",
 ]
@@ -74,15 +76,39 @@ def active_run_tracker() -> Tracker:
     return NoTracker()
 
 
+# what the runner calls on a tracker object (trackers.base.Tracker)
+TRACKER_METHODS = (
+    "start",
+    "log_metrics",
+    "log_series",
+    "log_table",
+    "log_file",
+    "set_verdict",
+    "finish",
+    "info",
+    "activate",
+)
+
+
 def make_tracker(spec: Tracker | str | None) -> Tracker:
     """``None``/``"none"``, ``"mlflow"``, ``"wandb"`` (default settings), ``"auto"`` (the
-    caller's active W&B or MLflow run, else none), or a tracker object (returned as is)."""
+    caller's active W&B or MLflow run, else none), or a tracker object (returned as is).
+    ConfigError for another name or an object that lacks a Tracker method."""
     if spec is None:
         return NoTracker()
     if spec == "auto":
         return active_run_tracker()
     if isinstance(spec, str):
         if spec not in BACKENDS:
-            raise ValueError(f"tracker={spec!r}: expected none, mlflow, wandb, auto or a Tracker")
-        return tracker_class(spec)()
+            raise ConfigError(
+                f"tracker={spec!r}: expected none, mlflow, wandb, auto or a Tracker object"
+            )
+        return tracker_class(spec)()  # type: ignore[no-any-return]
+    # getattr, not isinstance(spec, Tracker): a wrapper that delegates by __getattr__ counts
+    missing = [m for m in TRACKER_METHODS if not callable(getattr(spec, m, None))]
+    if missing:
+        raise ConfigError(
+            f"tracker={type(spec).__name__}: not a Tracker, it has no {', '.join(missing)}; "
+            "use none, mlflow, wandb, auto or a trackcheck.trackers object"
+        )
     return spec

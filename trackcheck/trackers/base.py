@@ -52,6 +52,7 @@ __all__ = [
     "check_key",
     "figure_key",
     "log_report",
+    "log_results",
     "scalars",
     "step_key",
     "summary_rows",
@@ -135,7 +136,15 @@ def scalars(report: Report) -> dict[str, float]:
 
 
 def log_report(tracker: Tracker, report: Report, files: list[Path] | None = None) -> None:
-    """Map a finished Report onto a tracker.
+    """Map a finished Report onto a tracker: its results, then its verdict."""
+    log_results(tracker, report, files)
+    tracker.set_verdict(report)
+
+
+def log_results(tracker: Tracker, report: Report, files: list[Path] | None = None) -> None:
+    """Everything the checks that finished measured (metrics, series, figures, tables, the
+    summary, the report files), without the verdict: an interrupted stage's run gets this
+    and no verdict.
 
     ``files`` are report.json and report.html (already on disk): the HTML page goes under
     ``sanity/report`` as a page, the rest are attached under ``sanity/``.
@@ -158,7 +167,6 @@ def log_report(tracker: Tracker, report: Report, files: list[Path] | None = None
             tracker.log_file(REPORT_KEY, f, "html")
         else:
             tracker.log_file(f"{PREFIX}/{f.stem}", f, "file")
-    tracker.set_verdict(report)
 
 
 class NoTracker:

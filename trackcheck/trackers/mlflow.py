@@ -15,6 +15,14 @@ Where things land (the same keys as in W&B, see ``trackers.base``):
   summary table in Markdown, shown on the run's page;
 - status: FINISHED, FAILED when the gate fails, KILLED on an interrupt.
 
+Failing fast and saying it once: a sqlite store that cannot be opened or written is refused
+before the run opens (MLflow itself would retry for about 100 s), an http(s) server is
+probed with one GET of ``/health`` (basic auth from ``user:password@`` in the URI or
+MLFLOW_TRACKING_USERNAME/PASSWORD), and every call to the server runs with bounded retries
+and timeout (``HTTP_ENV``, unless the MLFLOW_HTTP_REQUEST_* variables are set). The first
+failed call becomes one TrackerError line, and no call is made after it. Passwords in the
+URI never reach a message, report.json or a stored file.
+
 Everything else trackcheck does with MLflow lives here too, behind small functions: lending
 the run to the user's training (``MLflowTracker.activate``), a sweep's parent run
 (``open_parent_run``/``close_parent_run``) and its jobs' arguments (``sweep_job_args``), and
@@ -23,21 +31,26 @@ reading verdicts back for the gate (``read_verdicts``).
 
 from __future__ import annotations
 
+import base64
 import getpass
+import logging
 import os
+import sqlite3
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from trackcheck import names
 from trackcheck.core import Report
 from trackcheck.names import DEFAULT_MLFLOW_URI, RunStatus
-from trackcheck.redact import flatten
+from trackcheck.redact import first_line, flatten, redact, redact_text
 from trackcheck.trackers.base import (
     BAD_CHECK,
     SUMMARY_COLUMNS,
@@ -51,6 +64,42 @@ PARAM_MAX = 6000  # MLflow rejects longer param values
 # rows per log_batch call: MLflow's documented limits are 1000 metrics, 100 params, 100 tags
 METRICS_PER_BATCH, PARAMS_PER_BATCH, TAGS_PER_BATCH = 1000, 100, 100
 PROBE_TIMEOUT_S = 5.0  # a server that does not answer /health in 5 s is treated as down
+# MLflow's own defaults retry a dead server 7 times with backoff factor 2 and wait 120 s per
+# request: 8.5 minutes of silence. Ours, set only while trackcheck talks to the server and
+# only where the user has not set them: 2 retries (sleeps of about 1 s and 2 s, plus
+# jitter) and 20 s per request, so a dead server costs seconds and a slow one under a minute
+HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # MLflow prints "View run ... at: <URI>" on its own, password and all; our line says
+    # where the run is, without it
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+SQLITE_LOCK_TIMEOUT_S = 10.0  # parallel sweep jobs hold the write lock for milliseconds each
+T = TypeVar("T")
+
+
+def safe_uri(uri: str) -> str:
+    """The URI as it may be shown or stored: ``http://user:***REDACTED***@host``."""
+    return redact_text(uri)
+
+
+@contextmanager
+def bounded_http() -> Iterator[None]:
+    """``HTTP_ENV`` in the environment (MLflow reads it per request) while trackcheck
+    talks to the server, and urllib3's per-retry warnings held back: one line says it."""
+    added = {k: v for k, v in HTTP_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    pool = logging.getLogger("urllib3.connectionpool")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        pool.setLevel(level)
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def _mlflow() -> Any:
@@ -63,6 +112,23 @@ def _mlflow() -> Any:
     return mlflow
 
 
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET <server>/health, with basic auth from ``user:password@`` in the URI (urllib would
+    take ``user:password@host`` for a host name) or MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    parts = urlsplit(uri)
+    user, password = parts.username, parts.password
+    if user is None:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    host = parts.netloc.rsplit("@", 1)[-1]  # keeps [ipv6] brackets and the port
+    url = urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if user is not None:
+        pair = f"{unquote(user)}:{unquote(password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    return request
+
+
 def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail in seconds, not minutes, on an http(s) tracking URI that nobody answers.
 
@@ -72,16 +138,65 @@ def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(_health_request(uri), timeout=timeout):
             pass
     except urllib.error.HTTPError:
         return  # it answered (e.g. 401 behind a proxy that wants auth): MLflow will say more
     except (OSError, ValueError) as e:
         raise TrackerError(
-            f"cannot reach the MLflow server at {uri} ({e}). Start it with "
-            "`mlflow server --host 127.0.0.1 --port 5000`, fix tracker.tracking_uri, or log "
-            f"to the local store with tracker.tracking_uri={DEFAULT_MLFLOW_URI}"
+            f"cannot reach the MLflow server at {safe_uri(uri)} ({first_line(e)}). Start it "
+            "with `mlflow server --host 127.0.0.1 --port 5000`, fix tracker.tracking_uri, or "
+            f"log to the local store with tracker.tracking_uri={DEFAULT_MLFLOW_URI}"
         ) from e
+
+
+def _sqlite_target(uri: str) -> tuple[str, bool] | None:
+    """(what sqlite3.connect takes, whether it is a ``file:`` URI), or None for a store
+    that is not an sqlite file (a server, memory)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    if not url.database or url.database == ":memory:":
+        return None
+    if url.query.get("uri") in ("true", "True", "1") or url.database.startswith("file:"):
+        query = {k: v for k, v in url.query.items() if k != "uri"}
+        return url.database + (f"?{urlencode(query, doseq=True)}" if query else ""), True
+    return url.database, False
+
+
+def check_sqlite_store(uri: str, timeout: float = SQLITE_LOCK_TIMEOUT_S) -> None:
+    """TrackerError in seconds for an sqlite store MLflow cannot write: a folder, a file that
+    is no database, a read-only file or folder (MLflow retries opening it for about 100 s,
+    then prints 150 lines). One write inside a transaction that is rolled back proves it;
+    a store locked by parallel writers is waited for ``timeout`` s, then left to MLflow."""
+    target = _sqlite_target(uri)
+    if target is None:
+        return
+    db, is_uri = target
+    fix = f"fix tracker.tracking_uri (now {safe_uri(uri)}) or the file's permissions"
+    if not is_uri and not Path(db).exists():
+        folder = Path(db).parent
+        try:  # a new store: its folder must take a file
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            why = e.strerror or e
+            raise TrackerError(f"cannot create the MLflow store {db}: {why}; {fix}") from e
+        return
+    try:
+        conn = sqlite3.connect(db, timeout=timeout, uri=is_uri, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("CREATE TABLE trackcheck_write_probe (x)")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return  # in use by other writers: MLflow waits its turn
+        raise TrackerError(f"the MLflow store {db} cannot be written ({e}); {fix}") from e
 
 
 def markdown_summary(report: Report) -> str:
@@ -122,12 +237,29 @@ class MLflowTracker:
         self.experiment_id = experiment_id
         self.run_name = run_name
         self.parent_run_id = parent_run_id
-        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        # tags are stored as given: one named like a credential is redacted like the config
+        self.tags = {str(k): str(v) for k, v in redact(dict(tags or {})).items()}
         self.attach = attach
         self.attached = False
         self.run_id: str | None = None
         self._client: Any = None
         self._metrics: list[Any] = []  # mlflow.entities.Metric rows, written in set_verdict
+        self._broken = ""  # why the last call to MLflow failed: no call is made after it
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One call to MLflow, with bounded HTTP retries; its failure as one TrackerError
+        line, after which the tracker makes no more calls (each would retry again)."""
+        if self._broken:
+            raise TrackerError(self._broken)
+        with bounded_http():
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - whatever the store or server raised
+                self._broken = (
+                    f"MLflow ({safe_uri(self.tracking_uri)}) failed while {what}: "
+                    f"{type(e).__name__}: {first_line(e)}"
+                )
+                raise TrackerError(self._broken) from e
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self, config: dict[str, Any], run_name: str) -> None:
@@ -140,16 +272,26 @@ class MLflowTracker:
             self.run_id, self.attached = active.info.run_id, True
             self.experiment_id = active.info.experiment_id
         else:
+            # an absolute sqlite path: MLflow caches a store per URI string, so a relative
+            # one would keep writing to the file of the first working dir it was used in
+            self.tracking_uri = absolute_uri(self.tracking_uri)
             probe_server(self.tracking_uri)
-            self._client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-            self.experiment_id = self.experiment_id or ensure_experiment(
-                self._client, self.experiment_name
+            check_sqlite_store(self.tracking_uri)
+            self._client = self._call(
+                "opening the store", mlflow.MlflowClient, tracking_uri=self.tracking_uri
+            )
+            self.experiment_id = self.experiment_id or self._call(
+                "finding the experiment", ensure_experiment, self._client, self.experiment_name
             )
             tags = {names.MLFLOW_USER: _user(), **self.tags}
             if self.parent_run_id:
                 tags[names.MLFLOW_PARENT_RUN] = self.parent_run_id
-            run = self._client.create_run(
-                self.experiment_id, tags=tags, run_name=self.run_name or run_name
+            run = self._call(
+                "creating the run",
+                self._client.create_run,
+                self.experiment_id,
+                tags=tags,
+                run_name=self.run_name or run_name,
             )
             self.run_id = run.info.run_id
         self._log_params(config)
@@ -162,21 +304,41 @@ class MLflowTracker:
         flat = flatten(config)
         params = [Param(f"{prefix}{k}", str(v)[:PARAM_MAX]) for k, v in flat.items() if k]
         for i in range(0, len(params), PARAMS_PER_BATCH):
-            self._client.log_batch(self.run_id, params=params[i : i + PARAMS_PER_BATCH])
+            self._call(
+                "logging the config",
+                self._client.log_batch,
+                self.run_id,
+                params=params[i : i + PARAMS_PER_BATCH],
+            )
 
     def finish(self, status: RunStatus) -> None:
+        """Write what is buffered and end the run. After a failed call the buffer is dropped
+        and closing is tried once more (TrackerError when that fails too: the run stays
+        RUNNING in the store, and the message says why)."""
         if self._client is None or self.run_id is None:
             return
-        self._flush_metrics()
-        if self.attached:  # the caller's run stays open: they end it
-            print(
-                f"mlflow: sanity stage {status.lower()}, logged into the active run {self.run_id}",
-                file=sys.stderr,
-            )
-            return
-        self._client.set_terminated(self.run_id, status)
+        broken = self._broken
+        try:
+            if not broken:
+                self._flush_metrics()
+        finally:  # metrics that cannot be written still let the run end
+            if self.attached:  # the caller's run stays open: they end it
+                print(
+                    f"mlflow: sanity stage {status.lower()}, logged into the active run "
+                    f"{self.run_id}",
+                    file=sys.stderr,
+                )
+            else:
+                self._terminate(status, broken)
+
+    def _terminate(self, status: RunStatus, broken: str) -> None:
+        self._broken = ""
+        try:
+            self._call("closing the run", self._client.set_terminated, self.run_id, status)
+        except TrackerError as e:
+            raise TrackerError(f"run {self.run_id} left RUNNING: {broken or e}") from e
         print(
-            f"mlflow: run {self.run_id} ({status}) in {self.tracking_uri}; "
+            f"mlflow: run {self.run_id} ({status}) in {safe_uri(self.tracking_uri)}; "
             f"view: {self.info()['view']}",
             file=sys.stderr,
         )
@@ -191,7 +353,8 @@ class MLflowTracker:
     def _flush_metrics(self) -> None:
         rows, self._metrics = self._metrics, []
         for i in range(0, len(rows), METRICS_PER_BATCH):
-            self._client.log_batch(self.run_id, metrics=rows[i : i + METRICS_PER_BATCH])
+            batch = rows[i : i + METRICS_PER_BATCH]
+            self._call("logging metrics", self._client.log_batch, self.run_id, metrics=batch)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self._add_metrics([(k, v, 0) for k, v in metrics.items()])
@@ -203,7 +366,13 @@ class MLflowTracker:
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
-        self._client.log_table(self.run_id, data=data, artifact_file=f"{key}.json")
+        self._call(
+            f"logging the table {key}",
+            self._client.log_table,
+            self.run_id,
+            data=data,
+            artifact_file=f"{key}.json",
+        )
 
     def log_file(self, key: str, path: Path, kind: FileKind = "file") -> None:
         # every kind is an artifact, ``<key><suffix>``: the artifact view shows a PNG as a
@@ -212,16 +381,16 @@ class MLflowTracker:
 
     def _upload(self, path: Path, folder: str, name: str) -> None:
         """Upload ``path`` as ``folder/name`` (log_artifact keeps the file's own name)."""
+        what = f"uploading {folder}/{name}"
         if path.name == name:
-            self._client.log_artifact(self.run_id, str(path), folder)
+            self._call(what, self._client.log_artifact, self.run_id, str(path), folder)
             return
         import shutil
-        import tempfile
 
         with tempfile.TemporaryDirectory() as d:
             staged = Path(d) / name
             shutil.copyfile(path, staged)
-            self._client.log_artifact(self.run_id, str(staged), folder)
+            self._call(what, self._client.log_artifact, self.run_id, str(staged), folder)
 
     def set_verdict(self, report: Report) -> None:
         from mlflow.entities import RunTag
@@ -233,7 +402,8 @@ class MLflowTracker:
         if not self.attached:  # the caller's description is theirs
             tags.append(RunTag(names.MLFLOW_NOTE, markdown_summary(report)))
         for i in range(0, len(tags), TAGS_PER_BATCH):
-            self._client.log_batch(self.run_id, tags=tags[i : i + TAGS_PER_BATCH])
+            batch = tags[i : i + TAGS_PER_BATCH]
+            self._call("writing the verdict", self._client.log_batch, self.run_id, tags=batch)
 
     @contextmanager
     def activate(self) -> Iterator[None]:
@@ -247,13 +417,17 @@ class MLflowTracker:
             yield
             return
         mlflow = _mlflow()
-        previous = mlflow.get_tracking_uri()
+        from mlflow.tracking._tracking_service import utils
+
+        # the raw setting, None when unset: restoring get_tracking_uri()'s answer instead
+        # would pin this URI and hide a later MLFLOW_TRACKING_URI from the caller's runs
+        previous = getattr(utils, "_tracking_uri", None)
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with mlflow.start_run(run_id=self.run_id):
                 yield
         finally:
-            mlflow.set_tracking_uri(previous)
+            utils._tracking_uri = previous
 
     @staticmethod
     def has_active_run() -> bool:
@@ -262,7 +436,7 @@ class MLflowTracker:
         return mlflow is not None and mlflow.active_run() is not None
 
     def info(self) -> dict[str, Any]:
-        uri = self.tracking_uri
+        uri = safe_uri(self.tracking_uri)  # report.json and messages never hold a password
         if uri.startswith(("http://", "https://")):
             view = f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         else:
@@ -303,9 +477,10 @@ def absolute_uri(uri: str) -> str:
     """``sqlite:///mlflow.db`` -> ``sqlite:////abs/cwd/mlflow.db``: jobs that change their
     working dir (``hydra.job.chdir=true``) or run on another node still find the same file."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + os.path.abspath(uri[len(prefix) :])
-    return uri
+    path = uri[len(prefix) :]
+    if uri.startswith(prefix) and not path.startswith(("/", "file:")) and "?" not in path:
+        return prefix + os.path.abspath(path)
+    return uri  # absolute already, a server, or an sqlite file: URI (resolved by sqlite)
 
 
 def configured_uri(node: Mapping[str, Any]) -> str:
@@ -313,29 +488,42 @@ def configured_uri(node: Mapping[str, Any]) -> str:
     return str(node.get("tracking_uri") or DEFAULT_MLFLOW_URI)
 
 
+# safe_uri -> the URI with its password, for the parent run this process opened: sweep.json
+# and multirun_report.json store only the safe form
+_WITH_PASSWORD: dict[str, str] = {}
+
+
+def _real_uri(stored: str) -> str:
+    return _WITH_PASSWORD.get(stored, stored)
+
+
 def open_parent_run(node: Mapping[str, Any], sweep_id: str, sweep_dir: str) -> dict[str, str]:
     """Create the store, the experiment and the sweep's parent run: once, before any job.
 
     Returns what the jobs need (``sweep_job_args``) and ``close_parent_run`` reads:
     configured_uri (as the config spells it), tracking_uri (absolute), experiment_id and
-    parent_run_id.
+    parent_run_id; the URIs without their password (the sweep writes them to files).
     """
     configured = configured_uri(node)
     uri = absolute_uri(configured)
-    client = _mlflow().MlflowClient(tracking_uri=uri)  # first use creates the sqlite schema
-    exp_id = node.get("experiment_id") or ensure_experiment(
-        client, str(node.get("experiment_name") or names.DEFAULT_EXPERIMENT)
-    )
-    tags = {
-        names.MLFLOW_RUN_NAME: names.sweep_run_name(sweep_id),
-        names.TAG_ROLE: names.ROLE_SWEEP,
-        names.TAG_SWEEP_ID: sweep_id,
-        names.TAG_SWEEP_DIR: sweep_dir,
-    }
-    run = client.create_run(str(exp_id), tags=tags)
+    _WITH_PASSWORD[safe_uri(uri)] = uri
+    probe_server(uri)
+    check_sqlite_store(uri)
+    with bounded_http():
+        client = _mlflow().MlflowClient(tracking_uri=uri)  # first use creates the schema
+        exp_id = node.get("experiment_id") or ensure_experiment(
+            client, str(node.get("experiment_name") or names.DEFAULT_EXPERIMENT)
+        )
+        tags = {
+            names.MLFLOW_RUN_NAME: names.sweep_run_name(sweep_id),
+            names.TAG_ROLE: names.ROLE_SWEEP,
+            names.TAG_SWEEP_ID: sweep_id,
+            names.TAG_SWEEP_DIR: sweep_dir,
+        }
+        run = client.create_run(str(exp_id), tags=tags)
     return {
-        "configured_uri": configured,
-        "tracking_uri": uri,
+        "configured_uri": safe_uri(configured),
+        "tracking_uri": safe_uri(uri),
         "experiment_id": str(exp_id),
         "parent_run_id": run.info.run_id,
     }
@@ -345,11 +533,14 @@ def sweep_job_args(
     node: Mapping[str, Any], sweep_id: str, parent: Mapping[str, str]
 ) -> dict[str, Any]:
     """A job's MLflowTracker arguments from its sweep's ``open_parent_run``: the parent run,
-    experiment id and absolute store, only when the job logs to the store the parent is in."""
-    if configured_uri(node) != parent["configured_uri"]:
+    experiment id and absolute store, only when the job logs to the store the parent is in
+    (a store with a password: the job's own URI, which holds it)."""
+    configured = configured_uri(node)
+    if safe_uri(configured) != parent["configured_uri"]:
         return {}
+    has_password = safe_uri(configured) != configured
     return {
-        "tracking_uri": parent["tracking_uri"],
+        "tracking_uri": absolute_uri(configured) if has_password else parent["tracking_uri"],
         "experiment_id": node.get("experiment_id") or parent["experiment_id"],
         "parent_run_id": parent["parent_run_id"],
         "tags": {**(node.get("tags") or {}), names.TAG_SWEEP_ID: sweep_id},
@@ -365,14 +556,15 @@ def close_parent_run(
 ) -> None:
     """The sweep's verdict on its parent run: job counts by status, the failed jobs, the
     summary file; then the run ends FINISHED (the sweep passed) or FAILED."""
-    client = _mlflow().MlflowClient(tracking_uri=parent["tracking_uri"])
+    client = _mlflow().MlflowClient(tracking_uri=_real_uri(parent["tracking_uri"]))
     run_id = parent["parent_run_id"]
-    for status, n in counts.items():
-        client.log_metric(run_id, names.sweep_jobs_key(status), n)
-    client.set_tag(run_id, names.TAG_SWEEP_STATUS, names.PASSED if passed else names.FAILED)
-    client.set_tag(run_id, names.TAG_FAILED_JOBS, ",".join(str(j) for j in failed_jobs))
-    client.log_artifact(run_id, str(report), names.PREFIX)
-    client.set_terminated(run_id, names.RUN_FINISHED if passed else names.RUN_FAILED)
+    with bounded_http():
+        for status, n in counts.items():
+            client.log_metric(run_id, names.sweep_jobs_key(status), n)
+        client.set_tag(run_id, names.TAG_SWEEP_STATUS, names.PASSED if passed else names.FAILED)
+        client.set_tag(run_id, names.TAG_FAILED_JOBS, ",".join(str(j) for j in failed_jobs))
+        client.log_artifact(run_id, str(report), names.PREFIX)
+        client.set_terminated(run_id, names.RUN_FINISHED if passed else names.RUN_FAILED)
 
 
 # --- the gate: verdicts read back ----------------------------------------------------------

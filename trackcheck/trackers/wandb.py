@@ -36,8 +36,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 from trackcheck import names
 from trackcheck.core import Report
 from trackcheck.names import PASSED_KEY, RunStatus
+from trackcheck.redact import redact_args
 from trackcheck.trackers.base import BAD_CHECK, FileKind, RunVerdict, TrackerError
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -96,6 +97,20 @@ def unreachable(base_url: str, timeout: float) -> str | None:
     except OSError as e:
         return f"cannot reach {base_url}: {e}"
     return None
+
+
+@contextmanager
+def scrubbed_argv() -> Iterator[None]:
+    """``sys.argv`` without secrets while ``wandb.init`` reads it: W&B records the command
+    line in the run's metadata (the ``.wandb`` log that ``wandb sync`` uploads), and
+    ``+model.api_key=...`` or ``postgresql://user:password@...`` must not be in it. The
+    program and the rest of the arguments stay, so the run still says how it was started."""
+    original = sys.argv
+    sys.argv = [*original[:1], *redact_args(original[1:])]
+    try:
+        yield
+    finally:
+        sys.argv = original
 
 
 def _short_path(path: str) -> str:
@@ -208,33 +223,37 @@ class WandbTracker:
         }
         # a foreign run stays open when attach=False; a stale one of ours is finished
         foreign = wandb.run is not None and wandb.run.id not in _OWN_RUN_IDS
-        return wandb.init(
-            project=self.project,
-            entity=self.entity,
-            group=self.group,
-            job_type=self.job_type,
-            tags=self.tags,
-            name=self.name or run_name,
-            notes=self.notes,
-            config=config,
-            dir=self.dir,
-            mode=mode,
-            reinit="create_new" if foreign else "finish_previous",
-            settings=wandb.Settings(**settings),
-        )
+        with scrubbed_argv():  # W&B records sys.argv in the run
+            return wandb.init(
+                project=self.project,
+                entity=self.entity,
+                group=self.group,
+                job_type=self.job_type,
+                tags=self.tags,
+                name=self.name or run_name,
+                notes=self.notes,
+                config=config,
+                dir=self.dir,
+                mode=mode,
+                reinit="create_new" if foreign else "finish_previous",
+                settings=wandb.Settings(**settings),
+            )
 
     def finish(self, status: RunStatus) -> None:
         if self.run is None:
             return
-        self._flush()
+        try:
+            self._flush()
+        finally:  # a row that cannot be written still lets our run end
+            if not self.attached:
+                _OWN_RUN_IDS.discard(self.run.id)
+                self.run.finish(exit_code=EXIT_CODES[status])
         if self.attached:  # the caller's run: they finish it
             print(
                 f"wandb: sanity stage {status.lower()}, logged into the active run {self.run.id}",
                 file=sys.stderr,
             )
             return
-        _OWN_RUN_IDS.discard(self.run.id)
-        self.run.finish(exit_code=EXIT_CODES[status])
         line = self._where()
         if line:
             print(line, file=sys.stderr)
