@@ -1,30 +1,26 @@
 """Run the selected checks: validate, execute, publish.
 
-``validate`` checks every choice a user can get wrong (check names, their params and the
-params' types, the gate's names, device, seed, data sizes, tracker, output dir) before any
-model is built and before a tracker run opens; ``execute`` runs each check on a fresh,
-seeded model with its crash isolated as ERROR; ``publish`` writes report.json first, then
-the HTML page and the tracker run. Every path out of the stage (a pass, a failed gate, a
-broken pipeline, Ctrl-C or SIGTERM, a report that cannot be written, a tracker that dies)
-closes the tracker run with its status and keeps whatever was finished. This is the
-library's entry point and takes plain Python objects; Hydra stays in ``cli.py``.
+``validate`` (:mod:`trackcheck.validate`) checks every choice a user can get wrong (check
+names, their params and the params' types, the gate's names, device, seed, data sizes,
+tracker, output dir) before any model is built and before a tracker run opens; ``execute``
+runs each check on a fresh, seeded model with its crash isolated as ERROR; ``publish``
+writes report.json first, then the HTML page and the tracker run. Every path out of the
+stage (a pass, a failed gate, a broken pipeline, Ctrl-C or SIGTERM, a report that cannot be
+written, a tracker that dies) closes the tracker run with its status and keeps whatever was
+finished. This is the library's entry point and takes plain Python objects; Hydra stays in
+``cli.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import signal
-import tempfile
 import threading
 import time
 import traceback
-import types
-import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +35,23 @@ from trackcheck.html import write_html, write_text_atomic
 from trackcheck.names import DEFAULT_LR, RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn, primary
 from trackcheck.redact import first_line, redact, redact_text, secret_values
-from trackcheck.registry import CheckSpec, all_checks
+from trackcheck.registry import CheckSpec
 from trackcheck.trackers import Tracker, TrackerError, log_results, make_tracker
 
-
-class OutputError(ConfigError):
-    """The output dir cannot be written (no permission, a file in the way, disk full)."""
+# re-exported: trackcheck.runner.Gate, validate, select_checks, ... stay importable here
+from trackcheck.validate import Gate as Gate
+from trackcheck.validate import OutputError as OutputError
+from trackcheck.validate import Plan as Plan
+from trackcheck.validate import (
+    as_factory,
+    check_data,
+    make_pipeline,
+    output_dir_of,
+    probe_optimizer,
+)
+from trackcheck.validate import make_params as make_params
+from trackcheck.validate import select_checks as select_checks
+from trackcheck.validate import validate as validate
 
 
 class Terminated(KeyboardInterrupt):
@@ -65,96 +72,6 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-
-@dataclass
-class Gate:
-    """Which results fail the stage. ``required``: check names, or ``all``."""
-
-    required: Sequence[str] = ("all",)
-    fail_on_warn: bool = False
-
-    def failing(
-        self, results: Iterable[CheckResult], preconditions: Iterable[str] = ()
-    ) -> list[str]:
-        """The checks that fail the gate. A failed precondition always does: the required
-        checks after it were skipped, and a skip must not pass for them."""
-        bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if self.fail_on_warn else set())
-        req = set(self.required) | set(preconditions)
-        return [r.name for r in results if r.status in bad and ("all" in req or r.name in req)]
-
-
-def select_checks(selection: str | Sequence[str] = "all") -> list[CheckSpec]:
-    """``all``, ``fast``, or check names (which may include those two words)."""
-    registry = all_checks()
-    names = [selection] if isinstance(selection, str) else list(selection)
-    chosen: list[str] = []
-    for n in names:
-        if n == "all":
-            picked = list(registry)
-        elif n == "fast":
-            picked = [k for k, s in registry.items() if s.fast]
-        elif n in registry:
-            picked = [n]
-        else:
-            known = ", ".join(registry)
-            raise ConfigError(f"unknown check {n!r} in checks.run; available: {known}")
-        chosen += [p for p in picked if p not in chosen]
-    return [registry[n] for n in registry if n in chosen]  # checklist order
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    """Whether ``value`` fits the annotation ``tp`` (the plain types params use; anything
-    more exotic is accepted rather than refused)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any or tp is object:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if origin is typing.Literal:
-        return value in args
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp in (int, float):  # an int is a fine float; a bool is neither
-        number = (int, float) if tp is float else (int,)
-        return isinstance(value, number) and not isinstance(value, bool)
-    if origin in (list, tuple, Sequence):
-        if not isinstance(value, list | tuple):
-            return False
-        homogeneous = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
-        return not homogeneous or all(_type_ok(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    return not isinstance(tp, type) or isinstance(value, tp)
-
-
-def make_params(spec: CheckSpec, given: Any) -> Any:
-    """The check's params dataclass from ``given`` (a dict, the dataclass, or None), each
-    value checked against its field's type; ConfigError naming ``checks.<name>.<param>``."""
-    if given is None:
-        return spec.params()
-    if dataclasses.is_dataclass(given) and not isinstance(given, type):
-        params = given
-    else:
-        try:
-            params = spec.params(**dict(given))
-        except TypeError as e:
-            raise ConfigError(f"checks.{spec.name}: {e}") from e
-    try:
-        hints = typing.get_type_hints(type(params))
-    except Exception:  # noqa: BLE001 - an annotation we cannot resolve is not checked
-        return params
-    for f in dataclasses.fields(params):
-        value = getattr(params, f.name)
-        if f.name in hints and not _type_ok(value, hints[f.name]):
-            shown = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
-            raise ConfigError(
-                f"checks.{spec.name}.{f.name}={value!r}: expected {shown} "
-                f"(default {getattr(spec.params(), f.name)!r})"
-            )
-    return params
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -242,108 +159,6 @@ def write_report(report: Report, out: Path) -> Path:
     path = out / "report.json"
     write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=str))
     return path
-
-
-def _probe_optimizer(factory: OptimizerFactory) -> None:
-    """Build the optimizer once on a dummy parameter: a broken ``optim`` config fails here in
-    one line, before any compute, and PyTorch's one-time optimizer imports (about 2 s on a
-    small CPU) are paid here instead of inside the first check's time."""
-    try:
-        factory([nn.Parameter(torch.zeros(1))])
-    except Exception as e:  # noqa: BLE001 - any failure means the optim config is unusable
-        raise ConfigError(f"the optimizer could not be built: {type(e).__name__}: {e}") from e
-
-
-def _as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
-    if isinstance(model, nn.Module):
-        import copy
-
-        # one instance: every check gets a copy of the same init (a factory is better:
-        # it lets determinism verify that the seed reaches the init)
-        return lambda: copy.deepcopy(model)
-    if not callable(model):
-        raise ConfigError(
-            f"model must be an nn.Module or a callable that builds one, not {type(model).__name__}"
-        )
-    return model
-
-
-def _pipeline(
-    pipeline: Pipeline | None, loss: LossFn | str | None, step: StepFn | None
-) -> Pipeline:
-    """The pipeline conventions, with ``loss=`` / ``step=`` given directly folded in."""
-    pipe = dataclasses.replace(pipeline) if pipeline is not None else Pipeline()
-    try:
-        if loss is not None:
-            pipe.loss = loss
-        if step is not None:
-            pipe.step = step
-        pipe.__post_init__()  # validates the loss spelling
-    except PipelineError as e:
-        raise ConfigError(str(e)) from e
-    if pipe.loss is not None and not callable(pipe.loss) and not pipe.model_loss:
-        raise ConfigError(f"loss must be callable(output, target), 'model' or None: {loss!r}")
-    if pipe.step is not None and not callable(pipe.step):
-        raise ConfigError(f"step must be callable(model, batch, optimizer): {step!r}")
-    return pipe
-
-
-def _output_dir(output_dir: str | Path | None) -> Path:
-    """The output dir, created and proven writable (a probe file), before any compute."""
-    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="trackcheck-"))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".trackcheck-probe-") as f:
-            f.write(b"probe")
-            f.flush()
-    except OSError as e:
-        raise OutputError(
-            f"the output dir {out} cannot be written ({e.strerror or e}): fix its permissions "
-            "or pick another (output_dir=, or hydra.run.dir= on the command line)"
-        ) from e
-    return out
-
-
-@dataclass
-class Plan:
-    """Everything validated before any compute: the checks in order, each with its params."""
-
-    specs: list[CheckSpec]
-    params: dict[str, Any]
-    gate: Gate
-
-
-def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: Gate | None) -> Plan:
-    """Every choice a user can get wrong, checked before the first model is built."""
-    specs = select_checks(checks)
-    if not specs:
-        raise ConfigError("checks.run selects no check: name at least one, or use all / fast")
-    registry = all_checks()
-    given = params or {}
-    unknown = [n for n in given if n not in registry]
-    if unknown:
-        raise ConfigError(
-            f"params given for unknown check(s) {unknown}; available: {list(registry)}"
-        )
-    # every given params block is checked, selected or not: a typo is found either way
-    built = {name: make_params(registry[name], p) for name, p in given.items()}
-    built = {s.name: built[s.name] if s.name in built else make_params(s, None) for s in specs}
-    gate = gate or Gate()
-    required = [gate.required] if isinstance(gate.required, str) else list(gate.required)
-    gate = dataclasses.replace(gate, required=required)
-    typos = [n for n in required if n != "all" and n not in registry]
-    if typos:
-        raise ConfigError(
-            f"gate.required names unknown check(s) {typos}; available: {list(registry)}"
-        )
-    chosen = {s.name for s in specs}
-    unselected = [n for n in required if n != "all" and n not in chosen]
-    if unselected:
-        raise ConfigError(
-            f"gate.required names {unselected}, which checks.run does not select: the gate "
-            "would never see them. Add them to checks.run or drop them from gate.required"
-        )
-    return Plan(specs, built, gate)
 
 
 def execute(plan: Plan, ctx: Context, progress: bool, results: list[CheckResult]) -> None:
@@ -530,11 +345,9 @@ def run(
     """
     plan = validate(checks, params, gate)
     dev = resolve_device(device)
-    if not isinstance(data, DataSpec):
-        raise ConfigError(f"data must be a trackcheck DataSpec (from_datasets), not {type(data)}")
-    data.validate()
+    check_data(data)
     ctx = Context(
-        model_factory=_as_factory(model),
+        model_factory=as_factory(model),
         data=data,
         optimizer_factory=optimizer or default_optimizer,
         device=dev,
@@ -542,12 +355,12 @@ def run(
         bigger_model_factory=bigger_model,
         reference_fn=reference_fn,
         meter=Meter(),
-        pipeline=_pipeline(pipeline, loss, step),
+        pipeline=make_pipeline(pipeline, loss, step),
     )
     tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
-    ctx.output_dir = out = _output_dir(output_dir)
+    ctx.output_dir = out = output_dir_of(output_dir)
     ctx.meter.sync = ctx.device.type == "cuda"
-    _probe_optimizer(ctx.optimizer_factory)
+    probe_optimizer(ctx.optimizer_factory)
     secrets = secret_values(config or {})
     safe_config = redact(config or {})
     report = Report([], passed=False, config=safe_config, environment=environment(ctx.device))
