@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from trackcheck.pipeline import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,8 +118,8 @@ class DataSpec:
         tensors = getattr(ds, "tensors", None)
         if tensors is not None and len(tensors) == 2:  # TensorDataset(x, y): no pass needed
             return tensors[1][:limit]  # type: ignore[no-any-return]
-        pipe = pipeline or Pipeline()
-        pipe.task_name = self.task.name
+        # a copy: the caller's pipeline is not told which task this is as a side effect
+        pipe = dataclasses.replace(pipeline or Pipeline(), task_name=self.task.name)
         ys: list[Tensor] = []
         seen = 0
         for batch in DataLoader(ds, batch_size=512, shuffle=False, collate_fn=self.collate_fn):
