@@ -116,8 +116,13 @@ class Pipeline:
             "'labels' key; set data.collate_fn (or pipeline.target_key for dicts)"
         )
 
+    def target_key_in(self, batch: Mapping[str, Any]) -> str | None:
+        """The key of a dict batch (or item) that holds the target: ``target_key``, else the
+        first of TARGET_KEYS present; None when there is none."""
+        return self.target_key or next((k for k in TARGET_KEYS if k in batch), None)
+
     def _split_dict(self, batch: Mapping[str, Any]) -> Batch:
-        key = self.target_key or next((k for k in TARGET_KEYS if k in batch), None)
+        key = self.target_key_in(batch)
         if key is None or key not in batch:
             raise PipelineError(
                 f"a dict batch with keys {sorted(batch)} has no target "

@@ -14,7 +14,7 @@ from torch.utils.data import default_collate
 from trackcheck.checks._contract_findings import Findings, map_tensors
 from trackcheck.checks._fingerprint import fingerprint, row_fingerprints
 from trackcheck.context import Context
-from trackcheck.pipeline import TARGET_KEYS, Batch, primary
+from trackcheck.pipeline import Batch, primary
 
 if TYPE_CHECKING:
     from trackcheck.checks.contract import ContractParams
@@ -125,7 +125,7 @@ def _dataset_duplicates(ctx: Context, m: int) -> tuple[float, float] | None:
 def _item_inputs(ctx: Context, item: Any) -> Any:
     """A dataset item without its target (as the pipeline splits a batch)."""
     if isinstance(item, Mapping):
-        key = ctx.pipeline.target_key or next((k for k in TARGET_KEYS if k in item), None)
+        key = ctx.pipeline.target_key_in(item)
         return {k: v for k, v in item.items() if k != key}
     if isinstance(item, tuple | list) and len(item) >= 2:
         return list(item[:-1])
