@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory, check_seed
-from trackcheck.context import resolve_device as resolve_device
+from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
 from trackcheck.html import write_html, write_text_atomic
@@ -45,11 +44,13 @@ from trackcheck.validate import Plan as Plan
 from trackcheck.validate import (
     as_factory,
     check_data,
+    check_seed,
     make_pipeline,
     output_dir_of,
     probe_optimizer,
 )
 from trackcheck.validate import make_params as make_params
+from trackcheck.validate import resolve_device as resolve_device
 from trackcheck.validate import select_checks as select_checks
 from trackcheck.validate import validate as validate
 

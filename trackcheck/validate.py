@@ -3,8 +3,8 @@
 The runner calls these before the first model is built and before a tracker run opens, so
 a typo costs one ConfigError line instead of minutes of compute: the check names and each
 check's params (their types against the params dataclass), the gate's names, the loss and
-step conventions, the model, the data, the optimizer config and the output dir. Device and
-seed are checked by ``trackcheck.context`` (``resolve_device``, ``check_seed``).
+step conventions, the model, the data, the optimizer config, the output dir, the device
+and the seed.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import dataclasses
 import tempfile
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -162,6 +163,57 @@ def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: G
             "would never see them. Add them to checks.run or drop them from gate.required"
         )
     return Plan(specs, built, gate)
+
+
+# the largest stage seed: checks derive their streams as seed + a small offset (< 2**20) and
+# torch.manual_seed takes at most 2**64 - 1; 2**62 leaves room for both with a round number
+MAX_SEED = 2**62
+
+
+def check_seed(seed: object) -> int:
+    """The stage seed, or ConfigError naming it: an int in [0, 2**62] (not a bool or float:
+    ``seed=1e23`` would overflow in every check)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ConfigError(f"seed={seed!r}: expected an integer in [0, 2**62], e.g. seed=0")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"seed={seed}: out of range, expected an integer in [0, 2**62]")
+    return int(seed)
+
+
+# device types a model can be trained on, with their availability probes (cuda: below)
+RUNS_ON: dict[str, Callable[[], bool]] = {
+    "cpu": lambda: True,
+    "cuda": torch.cuda.is_available,
+    "mps": lambda: torch.backends.mps.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``...; ConfigError
+    for a name torch does not know or a device this machine does not have."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"device={device!r} is not a device name: use auto, cpu, cuda or cuda:N"
+        ) from e
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(
+                f"device={device} asked for, but CUDA is not available here: use device=auto "
+                "(or device=cpu)"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device={device}: this machine has {n} CUDA device(s), 0..{n - 1}")
+    elif dev.type not in RUNS_ON:
+        raise ConfigError(f"device={device}: trackcheck runs on {', '.join(RUNS_ON)} (or auto)")
+    elif not RUNS_ON[dev.type]():
+        raise ConfigError(f"device={device} asked for, but it is not available here: use auto")
+    return dev
 
 
 def check_data(data: Any) -> DataSpec:
