@@ -49,7 +49,7 @@ class CheckResult:
     metrics: dict[str, float] = field(default_factory=dict)
     # series name -> list of (step, value); logged with steps, each on its own x-axis
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    # figure name -> matplotlib Figure while running; replaced by the saved PNG path
+    # figure name -> plots.Deferred (or a drawn Figure) while running; then the saved PNG path
     figures: dict[str, Any] = field(default_factory=dict)
     # table name -> {"columns": [...], "rows": [[...], ...]}
     tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
@@ -11,6 +12,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A figure to draw later: ``fn(*args, **kwargs)`` returns a matplotlib Figure.
+
+    Checks return these instead of drawn figures, so drawing happens off the critical
+    path; ``fn`` is a module-level function and the arguments plain data (numpy arrays,
+    lists, strings: never tensors or models), so the drawing can move to another process.
+    """
+
+    fn: Callable[..., Figure]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def draw(self) -> Figure:
+        return self.fn(*self.args, **self.kwargs)
+
+
+def deferred(fn: Callable[..., Figure], *args: Any, **kwargs: Any) -> Deferred:
+    """``deferred(plots.curves, {"loss": ys}, "title")``: draw ``fn(*args)`` later."""
+    return Deferred(fn, args, kwargs)
 
 
 def figure(w: float = 5.0, h: float = 3.2) -> tuple[Figure, Any]:

@@ -141,9 +141,13 @@ def save_figures(result: CheckResult, out: Path) -> None:
     """Render each figure once to PNG (trackers upload the file) and free it."""
     import matplotlib.pyplot as plt
 
+    from trackcheck.plots import Deferred
+
     for name, fig in list(result.figures.items()):
         if isinstance(fig, str | Path):
             continue
+        if isinstance(fig, Deferred):
+            fig = fig.draw()
         path = out / "figures" / result.name / f"{name}.png"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
