@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import losses
+from trackcheck.core import CheckResult
 from trackcheck.data.spec import DataSpec
 from trackcheck.pipeline import Batch, Pipeline, PipelineError
 from trackcheck.tasks import Prior, Task
@@ -96,6 +97,9 @@ class Context:
     output_dir: Path | None = None
     meter: Meter = field(default_factory=Meter)
     pipeline: Pipeline = field(default_factory=Pipeline)
+    # the results of the checks that ran before this one, in order (set by the runner), so a
+    # diagnostic check can run only when an earlier one failed
+    finished: list[CheckResult] = field(default_factory=list, repr=False)
     _targets: dict[tuple[str, int], Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

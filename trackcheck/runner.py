@@ -172,6 +172,7 @@ def execute(plan: Plan, ctx: Context, progress: bool, results: list[CheckResult]
     from trackcheck.console import Progress
 
     assert ctx.output_dir is not None
+    ctx.finished = results
     blocked = ""  # why the remaining checks cannot run: a precondition failed
     with Progress(enabled=progress, total=len(plan.specs)) as bar:
         for spec in plan.specs:
