@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -28,20 +28,29 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from trackcheck import names, sweep
-from trackcheck.config import schema
+from trackcheck import cluster, names, startup, sweep
+from trackcheck.config import help_schema, schema
 from trackcheck.core import ConfigError, Report, Status
-from trackcheck.data.spec import DataSpec
+from trackcheck.interrupts import raise_terminated
 from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
-from trackcheck.pipeline import Pipeline, PipelineError
 from trackcheck.redact import redact, redact_args, redact_text, secret_values
 from trackcheck.registry import all_checks
-from trackcheck.runner import Gate, raise_terminated, run
 from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
+# torch comes in with these (and with the checks, when the schema is built), so they are
+# imported where used: --help and the no-model message never import torch
+if TYPE_CHECKING:
+    from trackcheck.data.spec import DataSpec
+    from trackcheck.pipeline import Pipeline
+
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# bad input of any kind: printed as one line, exit 2 (UsageError: this module's own)
-INPUT_ERRORS = (ConfigError, TrackerError, PipelineError)
+
+
+def input_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """Bad input of any kind: printed as one line, exit 2 (UsageError: this module's own)."""
+    from trackcheck.pipeline import PipelineError
+
+    return (ConfigError, TrackerError, PipelineError, *more)
 
 
 class UsageError(Exception):
@@ -103,6 +112,8 @@ def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
 
 
 def build_data(cfg: DictConfig) -> DataSpec:
+    from trackcheck.data.spec import DataSpec
+
     data = _instantiate(cfg.data, "data")
     if not isinstance(data, DataSpec):
         raise UsageError(
@@ -139,6 +150,8 @@ def build_model_factories(
 
 def build_pipeline(cfg: DictConfig) -> Pipeline:
     """The ``pipeline``, ``loss`` and ``step`` nodes as one Pipeline."""
+    from trackcheck.pipeline import Pipeline
+
     pipe = Pipeline(**OmegaConf.to_container(cfg.pipeline))  # type: ignore[arg-type]
     node = cfg.get("loss")
     if isinstance(node, str):
@@ -164,6 +177,8 @@ def build_and_run(
 
     ``tracker``, when given, is used instead of building ``cfg.tracker``.
     """
+    from trackcheck.runner import Gate, run
+
     data = build_data(cfg)
     factory, bigger = build_model_factories(cfg, data)
     optim = _instantiate(cfg.optim, "optim")
@@ -263,6 +278,9 @@ def gate_then_train(
     """The stage; when its gate passes and ``cfg.train`` is set, training in the same run."""
     if cfg.model is None:
         raise UsageError(no_model_message())
+    from trackcheck import threads  # torch: not for --help
+
+    threads.apply(cfg.threads)  # parallel jobs on one machine: each its share of the cores
     train = build_train(cfg)
     tracker = build_tracker(cfg, tracker_args) or NoTracker()
     if train is None:
@@ -318,6 +336,7 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
         output_dir=hc.runtime.output_dir,
     )
     outcome: Outcome | None = None
+    cluster.require_sweep_dir(hc, sweep_dir)  # raised: no record of this job reaches the sweep
     stopped_by = sweep.stop_requested(sweep_dir)
     if stopped_by is not None:
         record.status = sweep.SKIPPED
@@ -325,9 +344,10 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
     else:
         try:
             args = sweep.tracker_args(cfg.tracker, sweep.read_context(sweep_dir))
-            outcome = gate_then_train(cfg, record.output_dir, f"{run_name}-{record.num}", args)
+            cluster.check_job(cfg, hc, sweep_dir, args)  # outputs, store: the sweep's
+            outcome = gate_then_train(cfg, record.output_dir, run_name, args)
             record.set_report(outcome.report)
-        except (UsageError, ConfigError, TrackerError, PipelineError) as e:
+        except input_errors(UsageError) as e:
             error(f"job {record.num}: {e}")
             record.message = one_line(e)
         except Exception as e:  # noqa: BLE001 - one broken job must not stop the others
@@ -354,6 +374,15 @@ def no_model_message() -> str:
 
 _exit_code = EXIT_PASSED
 _task_started = False  # Hydra got as far as calling hydra_main: its errors are ours now
+# a run refused before its stage started: (its output dir, its log's name, the launch dir)
+_refused: tuple[Path, str, Path] | None = None
+
+
+def _refuse(hc: Any) -> None:
+    """Exit 2, and the job's dir (Hydra's files only) is removed once Hydra returns."""
+    global _exit_code, _refused
+    _exit_code = EXIT_USAGE
+    _refused = (Path(hc.runtime.output_dir), f"{hc.job.name}.log", Path(hc.runtime.cwd))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -361,7 +390,10 @@ def hydra_main(cfg: DictConfig) -> Any:
     global _exit_code, _task_started
     _task_started = True
     hc = HydraConfig.get()
-    run_name = names.run_name(hc.runtime.choices.get("model", "model"))
+    choices = hc.runtime.choices  # the name tells jobs apart: model, data, the job's overrides
+    run_name = names.run_name(
+        choices.get("model", "model"), choices.get("data"), redact_args(hc.overrides.task)
+    )
     if hc.mode == RunMode.MULTIRUN:
         return multirun_job(cfg, hc, run_name)
     _scrub(cfg, hc)
@@ -369,19 +401,21 @@ def hydra_main(cfg: DictConfig) -> Any:
         outcome = gate_then_train(cfg, hc.runtime.output_dir, run_name)
     except UsageError as e:  # bad input, not a failed gate: exit 2
         print(f"trackcheck: error: {redact_text(str(e))}", file=sys.stderr)  # may be help text
-        _exit_code = EXIT_USAGE
+        _refuse(hc)
         return None
-    except INPUT_ERRORS as e:
+    except input_errors() as e:
         error(e)
-        _exit_code = EXIT_USAGE
+        _refuse(hc)
         return None
     _exit_code = exit_code(outcome.report)
     report_error(outcome.report)
     return outcome.report.status
 
 
-def register_configs() -> None:
-    ConfigStore.instance().store(name="trackcheck_schema", node=schema())
+def register_configs(for_help: bool = False) -> None:
+    """The schema Hydra validates against; ``for_help``: the cached one (no torch import)."""
+    node = help_schema() if for_help else schema()
+    ConfigStore.instance().store(name="trackcheck_schema", node=node)
 
 
 @contextmanager
@@ -427,23 +461,35 @@ def hydra_error(e: Exception) -> str:
 def _run_hydra(keep_traces: bool) -> int:
     """``hydra_main`` and the exit code: Hydra's own rejection (a typo'd key, a value of the
     wrong type, an unknown config group, an output dir it cannot create) is bad input, 2."""
-    global _task_started, _exit_code
-    _task_started, _exit_code = False, EXIT_PASSED
+    global _task_started, _exit_code, _refused
+    _task_started, _exit_code, _refused = False, EXIT_PASSED, None
     try:
-        hydra_main()
+        if startup.quick_help(sys.argv[1:]):  # Hydra's --help output, without its slow part
+            startup.print_help(sys.argv[1:], "trackcheck.conf", "config")
+        else:
+            hydra_main()
     except Exception as e:
         if _task_started or keep_traces:
             raise  # a crash of trackcheck itself (or of the user's train): the trace helps
         error(hydra_error(e))
         return EXIT_USAGE
+    if _refused is not None:  # never started: no dir for trackcheck-gate to count as crashed
+        startup.remove_unstarted(*_refused)
     # a sweep's exit code: non-zero when any job failed (the summary of on_multirun_end)
     summary = sweep.take_summary()
     return summary.exit_code if summary is not None else _exit_code
 
 
 def main() -> None:
-    register_configs()
-    with _cli_process() as keep_traces:
+    startup.fast_exit()  # skip the final garbage collection over torch's objects at exit
+    argv = sys.argv[1:]
+    help_only = startup.wants_help(argv)
+    if not help_only and startup.selects_no_model(argv):  # before Hydra: no output dir
+        print(f"trackcheck: error: {no_model_message()}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    register_configs(for_help=help_only)  # help prints the cached checks node: no torch
+    # the console script imports the user's package from the cwd, like python -m
+    with startup.cwd_on_path(), _cli_process() as keep_traces:
         try:
             code = _run_hydra(keep_traces)
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, not a traceback

@@ -91,6 +91,11 @@ def _import_plugin(ep: EntryPoint) -> None:
         ) from e
 
 
+def plugins() -> list[EntryPoint]:
+    """The installed check plugins (entry points of ``trackcheck.checks``), not imported."""
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _import_checks() -> None:
     # once per process: a rescan per call would let a check module (or a plugin) that
     # appears mid-sweep change the config schema between a sweep's jobs. A plugin that
@@ -102,7 +107,7 @@ def _import_checks() -> None:
         return
     _import_builtin_checks()  # a built-in that fails to import raises here, on every call
     _imported = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in plugins():
         try:
             _import_plugin(ep)
         except CheckImportError as e:
