@@ -331,7 +331,7 @@ def test_an_interrupt_keeps_both_reports_and_logs_the_finished_checks_to_a_kille
     assert doc is not None and doc["gated_on"] == ["interrupted"]
     assert [c["name"] for c in doc["checks"]] == ["loss_at_init"]
     assert run_state(store) == "KILLED"
-    assert "sanity/loss_at_init/loss" in metric_keys(store)
+    assert "sanity/value/loss_at_init" in metric_keys(store)  # the finished check's value
     (run,) = runs(store)
     assert "trackcheck.status" not in run.data.tags  # interrupted: no verdict
 
@@ -349,7 +349,8 @@ def test_an_interrupt_leaves_the_finished_checks_in_a_failed_wandb_run(
         stage(tmp_path / "out", "unused", checks=["loss_at_init", name], tracker=tracker)
     summary = leet_summary(str(tracker.run.settings.sync_dir))
     assert summary["state"] == "failed" and summary["exit_code"] == 130
-    assert "sanity/loss_at_init/loss" in summary["summary"]
+    assert "sanity/value/loss_at_init" in summary["summary"]  # its value; the rest in the
+    assert "sanity/metrics" in summary["summary"]  # metrics table
     assert assert_reports(tmp_path / "out", True)
 
 
@@ -398,7 +399,7 @@ def test_a_full_disk_at_report_json_keeps_the_old_report_whole_and_closes_the_ru
     assert run_state(store) == "FAILED"  # not RUNNING forever
     (run,) = runs(store)
     assert run.data.tags["trackcheck.status"] == "passed"  # the checks' verdict reached it
-    assert "sanity/loss_at_init/loss" in run.data.metrics
+    assert "sanity/value/loss_at_init" in run.data.metrics
 
 
 def test_a_full_disk_at_report_html_keeps_report_json_and_closes_the_run_failed(
@@ -773,7 +774,7 @@ def test_a_signal_mid_check_keeps_both_reports_kills_the_run_and_prints_one_line
     doc = assert_reports(tmp_path / "out", True)
     assert doc is not None and len(doc["checks"]) == 2 and doc["gated_on"] == ["interrupted"]
     assert run_state(uri) == "KILLED"
-    assert "sanity/loss_at_init/loss" in metric_keys(uri)
+    assert "sanity/value/loss_at_init" in metric_keys(uri)
 
 
 # --- a real MLflow server: basic auth, and one that dies mid-stage ----------------------------

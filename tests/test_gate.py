@@ -34,6 +34,28 @@ def test_dir_gate_fails_naming_the_run_and_its_failed_check(reports, capsys):
     assert line.split()[1] == "bad" and "failed: overfit_batch" in line
 
 
+def test_dir_gate_gives_each_failed_checks_message(reports, capsys):
+    (bad,) = json.loads((reports / "bad" / "report.json").read_text())["checks"][1:]
+    assert bad["name"] == "overfit_batch"
+    message = bad["message"]
+    gate.main(["dir", str(reports)])
+    assert f"overfit_batch: {message}" in capsys.readouterr().out
+
+
+def test_a_warning_that_failed_a_strict_gate_is_called_a_warning(reports, tmp_path, capsys):
+    """gate.fail_on_warn (gate=strict) fails a run on a warning: the gate says "warned"."""
+    d = json.loads((reports / "bad" / "report.json").read_text())
+    assert d["checks"][1]["name"] == "overfit_batch"
+    d["checks"][1]["status"] = "warn"  # the same record, as if overfit_batch had warned
+    (tmp_path / "strict").mkdir()
+    (tmp_path / "strict" / "report.json").write_text(json.dumps(d))
+    assert gate.main(["dir", str(tmp_path)]) == gate.EXIT_FAILED
+    out, err = capsys.readouterr()
+    (line,) = [ln for ln in out.splitlines() if "FAILED" in ln]
+    assert "warned: overfit_batch" in line and "failed:" not in line
+    assert "gate.fail_on_warn" in line and "(warned: overfit_batch)" in err
+
+
 def test_dir_gate_passes_when_every_report_passed(reports):
     assert gate.main(["dir", str(reports / "ok")]) == gate.EXIT_PASSED
 
@@ -101,6 +123,9 @@ def test_wandb_group_with_a_failed_run_fails_the_gate(wandb_runs, capsys):
     assert gate.main(["wandb", "--dir", str(wandb_runs), "--group", "bad"]) == 1
     out = capsys.readouterr().out
     assert "1 run(s)" in out and "failed: overfit_batch" in out
+    bad = json.loads((wandb_runs.parent / "bad" / "report.json").read_text())
+    message = next(c["message"] for c in bad["checks"] if c["name"] == "overfit_batch")
+    assert f"overfit_batch: {message}" in out  # why, not only that it failed
 
 
 def test_wandb_group_filter_keeps_other_groups_out(wandb_runs):
@@ -118,6 +143,18 @@ def test_wandb_summary_names_checks_whose_tags_did_not_fit():
                "sanity/ok/status": "pass"}  # fmt: skip
     v = run_verdict("r", "id", ["sanity:failed"], summary, "failed")
     assert v.failed_checks == ["a_long_check"]
+
+
+def test_wandb_warning_that_failed_the_gate_is_listed_as_warned_with_its_message():
+    summary = {
+        "sanity/passed": False,
+        "sanity/failed_checks": "full_eval",
+        "sanity/full_eval/status": "warn",
+        "sanity/full_eval/message": "n = 40 too few",
+    }
+    v = run_verdict("r", "id", ["sanity:failed", "sanity:fail:full_eval"], summary, "failed")
+    assert (v.failed_checks, v.warned_checks) == ([], ["full_eval"])
+    assert v.detail == "full_eval: n = 40 too few"
 
 
 def test_wandb_run_without_verdict_is_running_or_crashed():

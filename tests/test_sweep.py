@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from trackcheck import gate, sweep
+from trackcheck import gate, names, sweep
+from trackcheck.redact import REDACTED, redact_args
 from trackcheck.trackers.mlflow import absolute_uri
 
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
@@ -112,13 +113,28 @@ def test_jobs_are_child_runs_of_one_parent_run(swept):
 
 
 @pytest.mark.slow
+def test_job_runs_are_named_by_model_data_and_overrides(swept):
+    """Runs a person tells apart in MLflow's run list: no two jobs share a name."""
+    from mlflow import MlflowClient
+
+    _, cwd = swept
+    summary = summary_of(cwd)
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    run_names = {client.get_run(j["run_id"]).info.run_name for j in summary["jobs"]}
+    common = "model.out_bias=null,checks.run=[loss_at_init,init_bias]"  # progress=false: left out
+    expected = {f"sanity-mlp-{d}-{common}" for d in ("diabetes", "digits", "breast_cancer")}
+    assert run_names == expected
+
+
+@pytest.mark.slow
 def test_gate_on_the_parent_run_fails_naming_the_run_and_check(swept, capsys):
     _, cwd = swept
     parent = summary_of(cwd)["tracker"]["parent_run_id"]
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     assert gate.main(["mlflow", "--tracking-uri", uri, "--parent-run", parent]) == 1
     err = capsys.readouterr().err
-    assert "1 of 3 run(s): sanity-mlp-0 (init_bias)" in err
+    assert "1 of 3 run(s): sanity-mlp-diabetes-model.out_bias=null," in err
+    assert "(failed: init_bias)" in err
 
 
 @pytest.mark.slow
@@ -198,6 +214,21 @@ def test_four_parallel_jobs_share_one_fresh_sqlite_store(tmp_path):
 
 
 # --- the pieces, without a sweep --------------------------------------------------------------
+def test_run_name_is_model_data_and_the_overrides_that_change_what_is_checked():
+    overrides = [
+        *["+model=resnet", "data=digits", "seed=3", "optim.lr=0.01"],
+        *["tracker.tracking_uri=sqlite:///x.db", "hydra.job.chdir=true", "progress=false"],
+    ]
+    name = names.run_name("resnet", "digits", overrides)
+    assert name == "sanity-resnet-digits-seed=3,optim.lr=0.01"
+    assert names.run_name("resnet", "digits") == "sanity-resnet-digits"
+
+
+def test_run_name_shows_no_secret_from_the_command_line():
+    name = names.run_name("mlp", None, redact_args(["+model.api_key=sk-0123456789"]))
+    assert "sk-0123456789" not in name and name == f"sanity-mlp-model.api_key={REDACTED}"
+
+
 def test_failed_job_returns_the_configured_worst_value():
     failed = sweep.JobRecord(num=0, overrides=[], status=sweep.FAILED)
     assert sweep.job_value(failed, float("inf"), train_result=0.1) == float("inf")

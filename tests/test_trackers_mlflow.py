@@ -21,7 +21,7 @@ from conftest import flat, interrupted_stage, tracked_stage
 
 from trackcheck.redact import REDACTED
 from trackcheck.trackers import TrackerError
-from trackcheck.trackers.mlflow import MLflowTracker
+from trackcheck.trackers.mlflow import MLflowTracker, escape_markdown
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -79,7 +79,18 @@ def test_passing_stage_is_a_finished_run_tagged_passed(logged):
     assert run.data.tags["trackcheck.status"] == "passed"
     assert run.data.tags["trackcheck.check.loss_at_init"] == "pass"
     assert run.data.tags["trackcheck.check.overfit_batch"] == "pass"
-    assert "| overfit_batch | pass |" in run.data.tags["mlflow.note.content"]
+    note = run.data.tags["mlflow.note.content"]  # the description: short, no table
+    assert note.startswith("**trackcheck: passed** (2 pass)") and "sanity/report.html" in note
+    assert "|" not in note
+
+
+def test_the_experiment_is_a_machine_learning_one_and_the_link_opens_its_runs_view(logged):
+    client, run, report = logged
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert report.tracker["view"].endswith(
+        f"#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    )
 
 
 def test_config_is_logged_as_flattened_params(logged):
@@ -99,15 +110,29 @@ def test_secrets_are_redacted_before_mlflow_sees_them(logged, tmp_path):
         assert "sk-test-0123456789" not in text and "hunter2" not in text
 
 
-def test_scalars_and_series_are_metrics_with_their_steps(logged):
+def test_charts_are_the_curves_and_one_value_per_check(logged):
     client, run, report = logged
-    loss = report["loss_at_init"].metrics["loss"]
-    assert run.data.metrics["sanity/loss_at_init/loss"] == pytest.approx(loss)
+    values = {f"sanity/value/{c.name}" for c in report.checks}  # both checks have one
+    curves = {f"sanity/{c.name}/{k}" for c in report.checks for k in c.series}
+    assert curves and set(run.data.metrics) == {"sanity/passed"} | values | curves
     assert run.data.metrics["sanity/passed"] == 1.0
+    value = run.data.metrics["sanity/value/loss_at_init"]
+    assert value == pytest.approx(report["loss_at_init"].value)
     history = client.get_metric_history(run.info.run_id, "sanity/overfit_batch/loss")
     logged_series = sorted((m.step, m.value) for m in history)
     assert flat(logged_series) == pytest.approx(flat(report["overfit_batch"].series["loss"]))
     assert len(logged_series) > 1
+
+
+def test_every_other_scalar_is_in_the_metrics_table_artifact(logged, tmp_path):
+    client, run, report = logged
+    path = client.download_artifacts(run.info.run_id, "sanity/metrics.json", str(tmp_path))
+    table = json.loads(Path(path).read_text())
+    assert table["columns"] == ["check", "metric", "value"]
+    found = {(c, m): v for c, m, v in table["data"]}
+    expected = {(c.name, k): v for c in report.checks for k, v in c.metrics.items()}
+    assert len(expected) > 5 and {k: found[k] for k in expected} == pytest.approx(expected)
+    assert {("loss_at_init", "duration_s"), ("overfit_batch", "duration_s")} <= set(found)
 
 
 def test_figures_summary_table_and_reports_are_artifacts(logged, tmp_path):
@@ -135,11 +160,23 @@ def test_failed_gate_marks_the_run_failed_and_searchable_by_tag(store, tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["trackcheck.check.overfit_batch"] == "fail"
     assert run.data.tags["trackcheck.failed_checks"] == "overfit_batch"
+    message = report["overfit_batch"].message
+    assert run.data.tags["trackcheck.message.overfit_batch"] == message  # why, for the gate
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(r"**trackcheck: failed** on overfit\_batch (1 pass, 1 fail)")
+    assert r"- **fail** overfit\_batch: " in note and "<" not in note  # escaped Markdown
     exp = client.get_experiment_by_name("trackcheck")
     found = client.search_runs(
         [exp.experiment_id], filter_string="tags.`trackcheck.status` = 'failed'"
     )
     assert [r.info.run_id for r in found] == [run.info.run_id]
+
+
+def test_markdown_in_messages_is_escaped_to_show_as_written():
+    text = "__getitem__ gave <lambda> [0.1] *x* | a_b #1 `c`"
+    # backslash escapes that MLflow's Markdown renderer (showdown) honours; <> as entities
+    expected = r"\_\_getitem\_\_ gave &lt;lambda&gt; \[0\.1\] \*x\* \| a\_b \#1 \`c\`"
+    assert escape_markdown(text) == expected
 
 
 def test_interrupt_marks_the_run_killed_and_still_writes_report_json(store, tmp_path):

@@ -120,7 +120,25 @@ def test_summary_keys_hold_each_verdict_and_scalar(logged):
     assert s["sanity/passed"] is True
     assert s["sanity/overfit_batch/status"] == "pass"
     assert s["sanity/loss_at_init/status"] == "pass"
-    assert s["sanity/loss_at_init/loss"] == pytest.approx(report["loss_at_init"].metrics["loss"])
+    for c in report.checks:  # every number a check measured: in the run summary
+        assert {f"sanity/{c.name}/{k}": s[f"sanity/{c.name}/{k}"] for k in c.metrics} == (
+            pytest.approx({f"sanity/{c.name}/{k}": v for k, v in c.metrics.items()})
+        )
+        assert f"sanity/{c.name}/duration_s" in s
+
+
+def test_history_holds_only_curves_and_one_value_per_check(logged):
+    """Panels come from history keys: the series, each check's value, the verdict; the
+    other numbers stay in the summary, where they make no single-point chart."""
+    _, records, _, report = logged
+    keys = {k for h in history(records) for k in h if not k.startswith("_")}
+    numbers = {k for k in keys if "." not in k}  # media are logged as <key>._type, .path...
+    curves = {f"sanity/{c.name}/{k}" for c in report.checks for k in c.series}
+    steps = {f"sanity/{c.name}/step" for c in report.checks if c.series}
+    values = {f"sanity/value/{c.name}" for c in report.checks}
+    assert curves and numbers == curves | steps | values
+    (row,) = [h for h in history(records) if "sanity/value/loss_at_init" in h]
+    assert row["sanity/value/loss_at_init"] == pytest.approx(report["loss_at_init"].value)
 
 
 def test_each_series_is_logged_against_its_checks_own_step(logged):
@@ -149,6 +167,9 @@ def test_figure_summary_table_and_html_report_are_media_files(logged):
     assert table["columns"][:5] == ["check", "status", "value", "threshold", "message"]
     assert [r[:2] for r in table["data"]] == [[c.name, "pass"] for c in report.checks]
     assert json.loads((files / "sanity" / "report.json").read_text())["status"] == "passed"
+    numbers = json.loads((files / row["sanity/metrics.path"]).read_text())
+    assert numbers["columns"] == ["check", "metric", "value"]
+    assert ["loss_at_init", "loss", report["loss_at_init"].metrics["loss"]] in numbers["data"]
 
 
 def test_failed_gate_ends_the_run_failed_with_failure_tags(env, tmp_path):
@@ -157,6 +178,9 @@ def test_failed_gate_ends_the_run_failed_with_failure_tags(env, tmp_path):
     assert summary["state"] == "failed" and summary["exit_code"] == 1
     assert sorted(summary["tags"]) == ["sanity:fail:overfit_batch", "sanity:failed"]
     assert summary["summary"]["sanity/passed"] is False
+    message = report["overfit_batch"].message
+    assert summary["summary"]["sanity/overfit_batch/message"] == message  # why, for the gate
+    assert "sanity/loss_at_init/message" not in summary["summary"]  # a pass needs none
 
 
 def test_interrupt_ends_the_run_failed_with_the_sigint_exit_code(env, tmp_path):

@@ -44,6 +44,7 @@ from trackcheck import names
 from trackcheck.cli import EXIT_USAGE, UsageError, build_and_run, error, exit_code, report_error
 from trackcheck.config import schema
 from trackcheck.core import ConfigError, Report
+from trackcheck.redact import redact_args
 
 
 class SanityCheckFailed(SystemExit):
@@ -116,7 +117,13 @@ class TrackcheckCallback(Callback):
 
     def run_stage(self, job: DictConfig) -> Report:
         out = Path(job.hydra.runtime.output_dir) / "trackcheck"
-        return build_and_run(self.stage_config(job), str(out), names.run_name(job.hydra.job.name))
+        # sanity-<job>[-<model>-<data>]-<overrides>: a multirun's jobs get names that tell
+        # them apart; the model and data choices when they are config groups (model=resnet)
+        choices = OmegaConf.select(job, "hydra.runtime.choices", default={})
+        label = "-".join(str(x) for x in (job.hydra.job.name, choices.get(self.model)) if x)
+        overrides = redact_args(OmegaConf.select(job, "hydra.overrides.task", default=[]))
+        name = names.run_name(label, choices.get(self.data), overrides)
+        return build_and_run(self.stage_config(job), str(out), name)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:

@@ -31,7 +31,7 @@ from trackcheck.names import DEFAULT_EXPERIMENT, DEFAULT_MLFLOW_URI, ERROR, FAIL
 from trackcheck.trackers import LOCAL_STORE_DIRS, TrackerError
 from trackcheck.trackers import mlflow as mlflow_tracker
 from trackcheck.trackers import wandb as wandb_tracker
-from trackcheck.trackers.base import RunVerdict
+from trackcheck.trackers.base import RunVerdict, explain, split_gated
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NOTHING = 0, 1, 2
 
@@ -58,16 +58,17 @@ def _from_report(path: Path, root: Path) -> RunVerdict:
     d = json.loads(path.read_text())
     rel = str(path.parent.relative_to(root))
     name = " ".join(s for s in (rel, _overrides(path.parent, root)) if s)
-    failed = list(d.get("gated_on", []))
-    why = [
-        f"{c['name']}: {c.get('message', '')}" for c in d.get("checks", []) if c["name"] in failed
-    ]
+    checks = d.get("checks", [])
+    failed, warned = split_gated(
+        list(d.get("gated_on", [])), {c["name"]: c["status"] for c in checks}
+    )
     return RunVerdict(
         run=name,
         where=str(path),
         status=PASSED if d.get("status") == PASSED else FAILED,
         failed_checks=failed,
-        detail="; ".join(why),
+        warned_checks=warned,
+        detail=explain(failed + warned, {c["name"]: c.get("message", "") for c in checks}),
     )
 
 
@@ -100,6 +101,20 @@ def read_dir(root: str | Path) -> list[RunVerdict]:
 
 
 # --- the verdict ---------------------------------------------------------------------------------
+def _checks(v: RunVerdict, short: bool = False) -> str:
+    """``  failed: a, b  warned: c (...)``: a warning that failed the gate is called a
+    warning, not a failure. ``short``: ``failed: a, b; warned: c``."""
+    parts = [
+        (w, ", ".join(cs)) for w, cs in (("failed", v.failed_checks), ("warned", v.warned_checks))
+    ]
+    if short:
+        return "; ".join(f"{w}: {cs}" for w, cs in parts if cs)
+    out = "".join(f"  {w}: {cs}" for w, cs in parts if cs)
+    if v.warned_checks:
+        out += " (a warning fails the gate only with gate.fail_on_warn, as in gate=strict)"
+    return out
+
+
 def report(verdicts: list[RunVerdict], source: str, as_json: bool = False) -> int:
     """Print each run's verdict and the gate's; return the exit code."""
     bad = [v for v in verdicts if not v.passed]
@@ -118,15 +133,14 @@ def report(verdicts: list[RunVerdict], source: str, as_json: bool = False) -> in
         print(f"trackcheck-gate: {source}: {len(verdicts)} run(s)")
         for v in verdicts:
             mark = PASSED if v.passed else v.status.upper()
-            checks = ", ".join(v.failed_checks)
-            print(f"  {mark:<8} {v.run}  [{v.where}]" + (f"  failed: {checks}" if checks else ""))
+            print(f"  {mark:<8} {v.run}  [{v.where}]{_checks(v)}")
             if v.detail and not v.passed:
                 print(f"           {v.detail}")
     if not verdicts:
         print(f"gate: no trackcheck run found in {source}", file=sys.stderr)
         return EXIT_NOTHING
     if bad:
-        names = "; ".join(f"{v.run} ({', '.join(v.failed_checks) or v.status})" for v in bad)
+        names = "; ".join(f"{v.run} ({_checks(v, short=True) or v.status})" for v in bad)
         print(f"gate: FAILED: {len(bad)} of {len(verdicts)} run(s): {names}", file=sys.stderr)
         return EXIT_FAILED
     print(f"gate: passed: all {len(verdicts)} run(s)", file=sys.stderr)

@@ -8,13 +8,17 @@ module can import it.
 
 The scheme (DESIGN.md, "One naming scheme, mapped onto each tracker"):
 
-- scalars and series: ``sanity/<check>/<metric>``, a series on its own x-axis
-  ``sanity/<check>/step``; pictures and tables under ``sanity/<check>/<name>``;
-  ``sanity/summary`` (one row per check), ``sanity/report`` (the HTML page), ``sanity/passed``;
-- summary keys (W&B): ``sanity/<check>/status``, ``sanity/passed``, ``sanity/status``,
-  ``sanity/failed_checks``;
+- charted: series ``sanity/<check>/<metric>``, each on its own x-axis
+  ``sanity/<check>/step``, each check's headline number ``sanity/value/<check>`` and
+  ``sanity/passed``; the other scalars (``sanity/<check>/<metric>``) in the table
+  ``sanity/metrics``; pictures and tables under ``sanity/<check>/<name>``; ``sanity/summary``
+  (one row per check), ``sanity/report`` (the HTML page);
+- summary keys (W&B): the other scalars, ``sanity/<check>/status``, ``.../message`` (of a
+  fail/warn/error), ``sanity/passed``, ``sanity/status``, ``sanity/failed_checks``;
 - MLflow tags: ``trackcheck.status`` (passed|failed), ``trackcheck.check.<check>``
-  (pass|warn|fail|error|skip, the values of ``core.Status``), ``trackcheck.failed_checks``;
+  (pass|warn|fail|error|skip, the values of ``core.Status``), ``trackcheck.failed_checks``,
+  ``trackcheck.message.<check>`` (of a fail/warn/error); the experiment's
+  ``mlflow.experimentKind``;
   a sweep's parent run: ``trackcheck.role``, ``trackcheck.sweep_*``, ``trackcheck.failed_jobs``;
 - W&B tags: ``sanity:passed`` / ``sanity:failed`` and ``sanity:fail:<check>`` (at most 64
   characters: W&B rejects longer tags).
@@ -22,6 +26,7 @@ The scheme (DESIGN.md, "One naming scheme, mapped onto each tracker"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Literal
 
 # --- verdicts ----------------------------------------------------------------------------
@@ -46,6 +51,9 @@ STATUS_KEY: Final = f"{PREFIX}/status"  # passed | failed (W&B summary)
 FAILED_CHECKS_KEY: Final = f"{PREFIX}/failed_checks"  # comma-separated (W&B summary)
 SUMMARY_KEY: Final = f"{PREFIX}/summary"  # the table, one row per check
 REPORT_KEY: Final = f"{PREFIX}/report"  # report.html (and report.json beside it)
+# charted: each check's series and ONE value, ``sanity/value/<check>``; every other scalar
+# goes into this table (check, metric, value), and into the W&B run summary
+METRICS_KEY: Final = f"{PREFIX}/metrics"
 # a config logged into the caller's own run goes under this key (W&B) or prefix (MLflow),
 # so it cannot clash with the caller's config
 ATTACHED_PARAM_PREFIX: Final = f"{PREFIX}."
@@ -66,6 +74,18 @@ def status_key(check: str) -> str:
     return check_key(check, "status")
 
 
+def value_key(check: str) -> str:
+    """``sanity/value/<check>``: the check's headline number (the summary's value column).
+    All checks' values share one chart section (MLflow and W&B group charts by the key's
+    prefix), after the checks' curves, instead of one section per check."""
+    return f"{PREFIX}/value/{check}"
+
+
+def message_key(check: str) -> str:
+    """``sanity/<check>/message``: a fail/warn/error check's message (W&B summary key)."""
+    return check_key(check, "message")
+
+
 def check_of_status_key(key: str) -> str | None:
     """``sanity/<check>/status`` -> ``<check>``; None for any other key."""
     parts = key.split("/")
@@ -80,15 +100,34 @@ def figure_key(check: str, name: str, taken: set[str]) -> str:
     return f"{key}_figure" if key in taken else key
 
 
-def run_name(label: str) -> str:
-    """A stage's run name: ``sanity-<model>`` (or ``sanity-<job>`` from the callback)."""
-    return f"{PREFIX}-{label}"
+RUN_NAME_MAX: Final = 250  # W&B and MLflow show long names cut; keep them bounded
+# overrides left out of a run's name: the model and data choices (in it already) and those
+# that say where or how a run is logged, not what it checks
+_NOT_IN_NAME = ("model", "data", "tracker", "progress")
+_NODES_NOT_IN_NAME = ("tracker", "hydra", "sweep")
+
+
+def run_name(label: str, data: str | None = None, overrides: Sequence[str] = ()) -> str:
+    """A stage's run name that tells runs apart: ``sanity-<model>-<data>`` and the job's
+    Hydra overrides, ``sanity-resnet-digits-seed=3,optim.lr=0.01`` (``sanity-<job>`` from
+    the callback). Pass ``overrides`` redacted (``redact.redact_args``): names are shown."""
+    name = f"{PREFIX}-{label}" + (f"-{data}" if data and data != label else "")
+    kept = [o.lstrip("+~") for o in overrides]
+    keys = [o.split("=", 1)[0] for o in kept]
+    kept = [
+        o
+        for o, k in zip(kept, keys, strict=True)
+        if k not in _NOT_IN_NAME and k.split(".", 1)[0] not in _NODES_NOT_IN_NAME
+    ]
+    name += f"-{','.join(kept)}" if kept else ""
+    return name if len(name) <= RUN_NAME_MAX else name[: RUN_NAME_MAX - 3] + "..."
 
 
 # --- MLflow tags --------------------------------------------------------------------------
 TAG_STATUS: Final = "trackcheck.status"  # passed | failed: the gate searches by it
 TAG_CHECK_PREFIX: Final = "trackcheck.check."  # + <check>: pass | warn | fail | error | skip
 TAG_FAILED_CHECKS: Final = "trackcheck.failed_checks"  # comma-separated
+TAG_MESSAGE_PREFIX: Final = "trackcheck.message."  # + <check>: a fail/warn/error's message
 TAG_SWEEP_ID: Final = "trackcheck.sweep_id"  # on a sweep's parent run and on its jobs' runs
 # a sweep's parent run: not `trackcheck.status`, since the gate counts jobs, not sweeps
 TAG_ROLE: Final = "trackcheck.role"
@@ -101,10 +140,21 @@ MLFLOW_PARENT_RUN: Final = "mlflow.parentRunId"
 MLFLOW_RUN_NAME: Final = "mlflow.runName"
 MLFLOW_NOTE: Final = "mlflow.note.content"  # the run's description: the summary in Markdown
 MLFLOW_USER: Final = "mlflow.user"
+# an experiment's kind: MLflow 3 shows a "Machine learning" experiment with the classic
+# runs view (not the GenAI one, which files runs under "Evaluation runs")
+MLFLOW_EXPERIMENT_KIND: Final = "mlflow.experimentKind"
+EXPERIMENT_KIND_ML: Final = "custom_model_development"
+# MLflow 3.17's UI takes the view from a switch of its own (GenAI | Model training, default
+# GenAI), kept in the browser; a link with this query opens the classic one
+MLFLOW_ML_VIEW: Final = "workflowType=machine_learning"
 
 
 def check_tag(check: str) -> str:
     return f"{TAG_CHECK_PREFIX}{check}"
+
+
+def message_tag(check: str) -> str:
+    return f"{TAG_MESSAGE_PREFIX}{check}"
 
 
 def sweep_run_name(sweep_id: str) -> str:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-from trackcheck.names import DEFAULT_MLFLOW_URI
+from trackcheck.names import DEFAULT_MLFLOW_URI, MLFLOW_EXPERIMENT_KIND
+from trackcheck.names import EXPERIMENT_KIND_ML as ML_KIND
 from trackcheck.redact import first_line, redact_text
 from trackcheck.trackers.base import TrackerError
 
@@ -180,17 +181,20 @@ def configured_uri(node: Mapping[str, Any]) -> str:
 
 
 def ensure_experiment(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created when it does not exist yet."""
+    """The id of experiment ``name``, created when it does not exist yet, and marked a
+    machine-learning experiment (``mlflow.experimentKind``) when it has no kind: MLflow 3
+    then opens it on its classic runs view, not the GenAI one."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except Exception:  # created by a parallel job between our two calls
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
+    if exp is None:
+        try:
+            return str(client.create_experiment(name, tags={MLFLOW_EXPERIMENT_KIND: ML_KIND}))
+        except Exception:  # created by a parallel job between our two calls
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if MLFLOW_EXPERIMENT_KIND not in (exp.tags or {}):
+        client.set_experiment_tag(exp.experiment_id, MLFLOW_EXPERIMENT_KIND, ML_KIND)
+    return str(exp.experiment_id)
 
 
 def user_name() -> str:

@@ -24,7 +24,7 @@ from trackcheck.trackers._mlflow_store import (
     probe_server,
     safe_uri,
 )
-from trackcheck.trackers.base import BAD_CHECK, RunVerdict, TrackerError
+from trackcheck.trackers.base import BAD_CHECK, RunVerdict, TrackerError, explain, split_gated
 
 # safe_uri -> the URI with its password, for the parent run this process opened: sweep.json
 # and multirun_report.json store only the safe form
@@ -119,6 +119,11 @@ def _search(client: Any, exp_ids: list[str], filters: Sequence[str]) -> list[Any
             return runs
 
 
+def _by_check(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """``{<check>: value}`` from the tags ``<prefix><check>``."""
+    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
+
+
 def _verdict(run: Any) -> RunVerdict:
     """One run's verdict from the tags ``set_verdict`` wrote."""
     tags = run.data.tags
@@ -131,18 +136,19 @@ def _verdict(run: Any) -> RunVerdict:
             status=names.ERROR if run.info.status != "RUNNING" else names.RUNNING,
             detail=f"no {names.TAG_STATUS} tag; the run is {run.info.status}",
         )
-    failed = [c for c in tags.get(names.TAG_FAILED_CHECKS, "").split(",") if c]
-    if not failed:  # older runs, or a gate that failed on warnings: read the per-check tags
-        failed = [
-            k[len(names.TAG_CHECK_PREFIX) :]
-            for k, v in tags.items()
-            if k.startswith(names.TAG_CHECK_PREFIX) and v in BAD_CHECK
-        ]
+    statuses = _by_check(tags, names.TAG_CHECK_PREFIX)
+    gated = [c for c in tags.get(names.TAG_FAILED_CHECKS, "").split(",") if c]
+    if not gated:  # older runs: the per-check tags
+        gated = [c for c, v in statuses.items() if v in BAD_CHECK]
+    failed, warned = split_gated(sorted(gated), statuses)
+    messages = _by_check(tags, names.TAG_MESSAGE_PREFIX)
     return RunVerdict(
         run=name,
         where=run.info.run_id,
         status=names.PASSED if status == names.PASSED else names.FAILED,
-        failed_checks=sorted(failed),
+        failed_checks=failed,
+        warned_checks=warned,
+        detail=explain(failed + warned, messages) if status != names.PASSED else "",
     )
 
 

@@ -4,12 +4,15 @@ tracker's run says when it is read back (``RunVerdict``, for the gate).
 A tracker is thin: it knows its SDK (imported lazily) and nothing about checks. The names it
 writes live in :mod:`trackcheck.names` and are the same in every backend:
 
-- ``sanity/<check>/<metric>``: a check's scalars and series (a series is plotted against
-  ``sanity/<check>/step``, its own x-axis);
+- charted, so that a run's charts are the ones worth reading: a check's series
+  ``sanity/<check>/<series>`` (each plotted against ``sanity/<check>/step``, its own
+  x-axis), each check's one headline number ``sanity/value/<check>`` and ``sanity/passed``;
+- every other scalar, ``sanity/<check>/<metric>`` and ``.../duration_s``, in the table
+  ``sanity/metrics`` (check, metric, value) and report.json (W&B: the run summary too);
 - ``sanity/<check>/<figure>``: a check's pictures (``<figure>_figure`` when the name is also
   one of the check's metrics, e.g. loss_decreases' ``loss`` curve and its ``loss`` series);
 - ``sanity/<check>/<table>``, ``sanity/summary`` (one row per check), ``sanity/report``
-  (the HTML page), ``sanity/passed``;
+  (the HTML page);
 - the verdict as tags, each backend in its own spelling (``trackcheck.status`` in MLflow,
   ``sanity:failed`` in W&B).
 
@@ -29,6 +32,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from trackcheck.core import Report, Status
 from trackcheck.names import (
     BACKEND_NONE,
+    METRICS_KEY,
     PASSED,
     PASSED_KEY,
     PREFIX,
@@ -38,10 +42,13 @@ from trackcheck.names import (
     check_key,
     figure_key,
     step_key,
+    value_key,
 )
 
 __all__ = [
     "BAD_CHECK",
+    "EXPLAINED",
+    "METRICS_COLUMNS",
     "SUMMARY_COLUMNS",
     "FileKind",
     "NoTracker",
@@ -49,11 +56,16 @@ __all__ = [
     "RunVerdict",
     "Tracker",
     "TrackerError",
+    "WARN_CHECK",
     "check_key",
+    "explain",
     "figure_key",
     "log_report",
+    "headline",
     "log_results",
+    "metrics_rows",
     "scalars",
+    "split_gated",
     "step_key",
     "summary_rows",
 ]
@@ -71,9 +83,10 @@ class Tracker(Protocol):
     """What a backend implements: nine methods, each for something no other one carries.
 
     - ``start``: open (or attach to) the run before any compute, so a bad URI fails fast;
-    - ``log_metrics``: single values at no step; ``log_series``: values over a check's own
-      x-axis. Two methods, because W&B drops a row logged below the run's current step: a
-      series needs ``define_metric(step_metric=...)``, a single value must not get one;
+    - ``log_metrics``: single values at no step (the headline values, each charted);
+      ``log_series``: values over a check's own x-axis. Two methods, because W&B drops a
+      row logged below the run's current step: a series needs
+      ``define_metric(step_metric=...)``, a single value must not get one;
     - ``log_table``: each backend has its own table type (``wandb.Table``, MLflow's JSON
       table);
     - ``log_file``: any file already on disk (a figure, the HTML page, report.json), one
@@ -125,14 +138,38 @@ def summary_rows(report: Report) -> list[list[Any]]:
     ]
 
 
-def scalars(report: Report) -> dict[str, float]:
-    """Every check's metrics and duration, and ``sanity/passed`` (1.0 or 0.0)."""
+METRICS_COLUMNS = ["check", "metric", "value"]
+
+
+def headline(report: Report) -> dict[str, float]:
+    """What gets a chart of its own besides the series: ``sanity/passed`` (1.0 or 0.0) and
+    each check's one value, ``sanity/value/<check>`` (the summary table's value column)."""
     out: dict[str, float] = {PASSED_KEY: float(report.passed)}
+    for c in report.checks:
+        if isinstance(c.value, int | float):  # a skipped or crashed check has none
+            out[value_key(c.name)] = float(c.value)
+    return out
+
+
+def scalars(report: Report) -> dict[str, float]:
+    """Every check's other numbers, ``sanity/<check>/<metric>``, and its ``duration_s``:
+    looked up (report.json, the ``sanity/metrics`` table, W&B's run summary), not charted,
+    since a chart of one value per run buries the curves."""
+    out: dict[str, float] = {}
     for c in report.checks:
         for k, v in c.metrics.items():
             out[check_key(c.name, k)] = float(v)
         out[check_key(c.name, "duration_s")] = float(c.duration_s)
     return out
+
+
+def metrics_rows(report: Report) -> list[list[Any]]:
+    """``scalars`` as (check, metric, value) rows: the ``sanity/metrics`` table."""
+    return [
+        [c.name, k, float(v)]
+        for c in report.checks
+        for k, v in [*c.metrics.items(), ("duration_s", c.duration_s)]
+    ]
 
 
 def log_report(tracker: Tracker, report: Report, files: list[Path] | None = None) -> None:
@@ -149,19 +186,21 @@ def log_results(tracker: Tracker, report: Report, files: list[Path] | None = Non
     ``files`` are report.json and report.html (already on disk): the HTML page goes under
     ``sanity/report`` as a page, the rest are attached under ``sanity/``.
     """
-    metrics = scalars(report)
-    tracker.log_metrics(metrics)
+    values = headline(report)
+    tracker.log_metrics(values)
+    taken = set(values) | set(scalars(report))  # figure keys never shadow a number's key
     for c in report.checks:
         series = {check_key(c.name, k): pts for k, pts in c.series.items() if pts}
         if series:
             tracker.log_series(series, step_key(c.name))
-        taken = set(metrics) | set(series)
+        taken |= set(series)
         for k, path in c.figures.items():
             if Path(path).is_file():
                 tracker.log_file(figure_key(c.name, k, taken), Path(path), "image")
         for k, tab in c.tables.items():
             tracker.log_table(check_key(c.name, k), list(tab["columns"]), list(tab["rows"]))
     tracker.log_table(SUMMARY_KEY, SUMMARY_COLUMNS, summary_rows(report))
+    tracker.log_table(METRICS_KEY, METRICS_COLUMNS, metrics_rows(report))
     for f in files or []:
         if f.suffix == ".html":
             tracker.log_file(REPORT_KEY, f, "html")
@@ -203,6 +242,22 @@ class NoTracker:
 # --- a run read back: the gate's view of it -----------------------------------------------
 # check statuses listed as failed (whether warn gated is the report's own verdict)
 BAD_CHECK = (Status.FAIL.value, Status.ERROR.value)
+WARN_CHECK = Status.WARN.value
+# checks whose message a tracker keeps with the verdict (tag, summary key), for the gate
+EXPLAINED = (*BAD_CHECK, WARN_CHECK)
+
+
+def split_gated(gated_on: list[str], statuses: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The checks a gate failed on, as (failed, warned): a check whose status is ``warn``
+    is a warning that ``fail_on_warn`` made fatal; anything else (fail, error, or a name
+    that is no check, such as ``interrupted``) failed."""
+    warned = [c for c in gated_on if statuses.get(c) == WARN_CHECK]
+    return [c for c in gated_on if c not in warned], warned
+
+
+def explain(checks: list[str], messages: dict[str, str]) -> str:
+    """``check: message; ...`` for the checks that have a message."""
+    return "; ".join(f"{c}: {messages[c]}" for c in checks if messages.get(c))
 
 
 @dataclass
@@ -212,8 +267,10 @@ class RunVerdict:
     run: str  # what a person recognises: the run's name, or the job's folder and overrides
     where: str  # where it lives: an MLflow/W&B run id, or the report.json path
     status: str  # passed | failed | error (crashed, no verdict) | running (no verdict yet)
-    failed_checks: list[str] = field(default_factory=list)
-    detail: str = ""
+    failed_checks: list[str] = field(default_factory=list)  # fail/error (or interrupted)
+    # warn, listed when the gate failed on it (gate.fail_on_warn): a warning, not a failure
+    warned_checks: list[str] = field(default_factory=list)
+    detail: str = ""  # why: each listed check's message, or why there is no verdict
 
     @property
     def passed(self) -> bool:

@@ -7,12 +7,16 @@ share a process cannot leak runs into each other.
 Where things land (the same keys as in W&B, see ``trackers.base``):
 - params: the resolved, redacted config, flattened (``optim.lr``); ``sanity.`` prefixed when
   logging into the caller's run, so they cannot clash with the caller's own params;
-- metrics: ``sanity/<check>/<metric>`` at step 0, series with their own steps;
+- metrics (the Model metrics tab's charts): the series with their own steps, each check's
+  headline value ``sanity/value/<check>`` and ``sanity/passed``, at step 0;
 - artifacts: ``sanity/<check>/<figure>.png``, ``sanity/summary.json`` (a table),
-  ``sanity/report.html``, ``sanity/report.json``;
-- tags: ``trackcheck.status`` (passed|failed), ``trackcheck.check.<check>`` (pass|warn|...),
-  ``trackcheck.failed_checks``; the run's description (``mlflow.note.content``) is the
-  summary table in Markdown, shown on the run's page;
+  ``sanity/metrics.json`` (a table of every other number), ``sanity/report.html``,
+  ``sanity/report.json``;
+- tags: ``trackcheck.status`` (passed|failed: a run-list column), ``trackcheck.check.<check>``
+  (pass|warn|...), ``trackcheck.failed_checks``, ``trackcheck.message.<check>``; the run's
+  description (``mlflow.note.content``) is a short Markdown summary (``markdown_summary``);
+- the experiment: tagged a machine-learning one (``mlflow.experimentKind``), and the run's
+  link opens MLflow 3's classic view (``?workflowType=machine_learning``);
 - status: FINISHED, FAILED when the gate fails, KILLED on an interrupt.
 
 Failing fast and saying it once: the store is checked before the run opens and every call
@@ -32,13 +36,14 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from trackcheck import names
-from trackcheck.core import Report
+from trackcheck.core import Report, Status
 from trackcheck.names import DEFAULT_MLFLOW_URI, RunStatus
 from trackcheck.redact import first_line, flatten, redact
 
@@ -59,31 +64,44 @@ from trackcheck.trackers._mlflow_sweep import close_parent_run as close_parent_r
 from trackcheck.trackers._mlflow_sweep import open_parent_run as open_parent_run
 from trackcheck.trackers._mlflow_sweep import read_verdicts as read_verdicts
 from trackcheck.trackers._mlflow_sweep import sweep_job_args as sweep_job_args
-from trackcheck.trackers.base import (
-    SUMMARY_COLUMNS,
-    FileKind,
-    TrackerError,
-    summary_rows,
-)
+from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError
 
 PARAM_MAX = 6000  # MLflow rejects longer param values
+TAG_MAX = 5000  # a message cut to this many characters (MLflow takes at most 8000)
 # rows per log_batch call: MLflow's documented limits are 1000 metrics, 100 params, 100 tags
 METRICS_PER_BATCH, PARAMS_PER_BATCH, TAGS_PER_BATCH = 1000, 100, 100
 T = TypeVar("T")
 
 
+# Markdown's punctuation, backslash-escaped, and HTML's, as entities: a message such as
+# "__getitem__ returned <lambda> [0.1, 0.2]" must show as written, not bold or as a tag
+_MD_ESCAPE = str.maketrans(
+    {**{c: "\\" + c for c in "\\`*_{}[]()#+-.!|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+)
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` as literal Markdown: shown as written, on one line."""
+    return " ".join(str(text).split()).translate(_MD_ESCAPE)
+
+
 def markdown_summary(report: Report) -> str:
-    """The summary table as Markdown: MLflow shows it as the run's description."""
-
-    def cell(v: Any) -> str:
-        text = f"{v:.4g}" if isinstance(v, float) else str("" if v is None else v)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = [f"**trackcheck: {report.status}**", ""]
-    lines.append("| " + " | ".join(SUMMARY_COLUMNS) + " |")
-    lines.append("|" + "---|" * len(SUMMARY_COLUMNS))
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in summary_rows(report)]
-    return "\n".join(lines)
+    """The run's description (Markdown), shortest first: MLflow shows its first few lines
+    and folds the rest under "Show more". Line 1: the verdict, what it failed on, the
+    counts and where the full report is; then each fail/warn/error check's message."""
+    counts = Counter(c.status.value for c in report.checks)
+    tally = ", ".join(f"{counts[s.value]} {s.value}" for s in Status if counts[s.value])
+    on = f" on {escape_markdown(', '.join(report.gated_on))}" if report.gated_on else ""
+    head = (
+        f"**trackcheck: {report.status}**{on} ({tally}); full report: artifact `sanity/report.html`"
+    )
+    why = [
+        f"- **{c.status.value}** {escape_markdown(f'{c.name}: {c.message}')}"
+        for c in report.checks
+        if c.status.value in EXPLAINED
+    ]
+    rest = "Every check's numbers: `sanity/metrics.json`; one row per check: `sanity/summary.json`."
+    return "\n".join([head, "", *why, "", rest] if why else [head, "", rest])
 
 
 class MLflowTracker:
@@ -272,6 +290,12 @@ class MLflowTracker:
         tags = [RunTag(names.TAG_STATUS, report.status)]
         tags += [RunTag(names.check_tag(c.name), c.status.value) for c in report.checks]
         tags.append(RunTag(names.TAG_FAILED_CHECKS, ",".join(report.gated_on)))
+        # why, for the gate and the run's tag list: each fail/warn/error check's message
+        tags += [
+            RunTag(names.message_tag(c.name), c.message[:TAG_MAX])
+            for c in report.checks
+            if c.status.value in EXPLAINED
+        ]
         if not self.attached:  # the caller's description is theirs
             tags.append(RunTag(names.MLFLOW_NOTE, markdown_summary(report)))
         for i in range(0, len(tags), TAGS_PER_BATCH):
@@ -310,10 +334,12 @@ class MLflowTracker:
 
     def info(self) -> dict[str, Any]:
         uri = safe_uri(self.tracking_uri)  # report.json and messages never hold a password
+        # the classic runs view: MLflow 3's UI opens in its GenAI view unless told otherwise
+        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?{names.MLFLOW_ML_VIEW}"
         if uri.startswith(("http://", "https://")):
-            view = f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            view = f"{uri.rstrip('/')}/{page}"
         else:
-            view = f"mlflow ui --backend-store-uri {uri}"
+            view = f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
         return {
             "backend": names.BACKEND_MLFLOW,
             "tracking_uri": uri,

@@ -1,13 +1,20 @@
 """Weights & Biases backend: a run per stage (or the caller's active run), never a prompt.
 
-What a person sees in the W&B workspace (keys from ``trackers.base``):
-- a panel section per check, ``sanity/<check>``: its series, each plotted against the
-  check's own x-axis ``sanity/<check>/step`` (``define_metric(step_metric=...)``; the run's
-  global step is never used, since W&B silently drops a row logged below the current step),
-  its scalars and its figures (``wandb.Image``);
-- section ``sanity``: the summary table (``wandb.Table``: check, status, value, threshold,
-  message), the HTML report (``wandb.Html``) and ``sanity/passed``;
-- summary keys ``sanity/<check>/status``, ``sanity/passed``, ``sanity/status``;
+What a person sees in the W&B workspace (keys from ``trackers.base``). Panels (W&B sections
+them by the key's first segment, so all sit in ``sanity``; grouped by all segments: a
+section per check and one ``sanity/value``):
+- each check's series, ``sanity/<check>/<series>``, plotted against the check's own x-axis
+  ``sanity/<check>/step`` (``define_metric(step_metric=...)``; the run's global step is
+  never used, since W&B silently drops a row logged below the current step), and its
+  figures (``wandb.Image``);
+- each check's one headline number, ``sanity/value/<check>``;
+- the summary table (``wandb.Table``: check, status, value, threshold, message), the table
+  of every other number (``sanity/metrics``: check, metric, value), the HTML report
+  (``wandb.Html``).
+Not panels, the run summary (the runs table's columns, the run's overview): every check's
+other numbers (``sanity/<check>/<metric>``, ``.../duration_s``), ``sanity/<check>/status``,
+a fail/warn/error check's ``sanity/<check>/message``, ``sanity/passed``, ``sanity/status``,
+``sanity/failed_checks``; and:
 - tags ``sanity:passed`` / ``sanity:failed`` and ``sanity:fail:<check>``; the run ends
   ``failed`` (``finish(exit_code=1)``) when the gate fails.
 
@@ -22,21 +29,20 @@ everything goes into ONE uncommitted row (``log(..., commit=False)``) that the c
 ``log`` commits at the caller's step. (Logging rows with a ``step_metric`` would still add
 one ``_step`` per row, and the caller's next ``log(step=k)`` below that is dropped.)
 
-Everything else trackcheck does with W&B lives here too: a sweep's grouping
+Everything else trackcheck does with W&B is importable from here too: a sweep's grouping
 (``sweep_job_args``) and reading verdicts back for the gate, offline with wandb's own
-reader (``read_offline_verdicts``) or from the server (``read_online_verdicts``).
+reader (``read_offline_verdicts``) or from the server (``read_online_verdicts``), which
+live in ``trackers._wandb_read``.
 """
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import shutil
 import socket
-import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,12 @@ from trackcheck import names
 from trackcheck.core import Report
 from trackcheck.names import PASSED_KEY, RunStatus
 from trackcheck.redact import redact_args
-from trackcheck.trackers.base import BAD_CHECK, FileKind, RunVerdict, TrackerError
+
+# re-exported: the gate and the tests import the readers from here
+from trackcheck.trackers._wandb_read import read_offline_verdicts as read_offline_verdicts
+from trackcheck.trackers._wandb_read import read_online_verdicts as read_online_verdicts
+from trackcheck.trackers._wandb_read import run_verdict as run_verdict
+from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError, scalars
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 # W&B has no "killed" state: an interrupt ends the run failed with the shell's SIGINT code
@@ -330,7 +341,14 @@ class WandbTracker:
         self._flush()
         self.run.summary.update(
             {
+                # every other number: in the runs table and the run's overview, not charted
+                **scalars(report),
                 **{names.status_key(c.name): c.status.value for c in report.checks},
+                **{
+                    names.message_key(c.name): c.message
+                    for c in report.checks
+                    if c.status.value in EXPLAINED
+                },
                 PASSED_KEY: report.passed,
                 names.STATUS_KEY: report.status,
                 names.FAILED_CHECKS_KEY: ",".join(report.gated_on),
@@ -375,107 +393,3 @@ def sweep_job_args(node: Mapping[str, Any], sweep_id: str) -> dict[str, Any]:
     each unless the config sets it."""
     args = {"group": sweep_id, "job_type": names.WANDB_JOB_TYPE}
     return {k: v for k, v in args.items() if not node.get(k)}
-
-
-# --- the gate: verdicts read back ----------------------------------------------------------
-def run_verdict(
-    name: str, run_id: str, tags: Iterable[str], summary: Mapping[str, Any], state: str
-) -> RunVerdict:
-    """One W&B run's verdict from what ``set_verdict`` wrote: summary keys ``sanity/passed``
-    and ``sanity/<check>/status``; tags ``sanity:passed``, ``sanity:failed`` and
-    ``sanity:fail:<check>``. ``state`` is W&B's own: running, finished, failed, crashed."""
-    tags = list(tags)
-    failed = sorted(
-        t[len(names.WANDB_FAIL_TAG_PREFIX) :]
-        for t in tags
-        if t.startswith(names.WANDB_FAIL_TAG_PREFIX)
-    )
-    if not failed:  # long check names may not fit W&B's 64-character tags: use the summary
-        failed = sorted(
-            check
-            for k, v in summary.items()
-            if (check := names.check_of_status_key(k)) is not None and v in BAD_CHECK
-        )
-    passed = summary.get(PASSED_KEY)
-    passed_tag, failed_tag = (names.wandb_verdict_tag(v) for v in (names.PASSED, names.FAILED))
-    if passed is None and (passed_tag in tags or failed_tag in tags):
-        passed = passed_tag in tags
-    if passed is None:
-        return RunVerdict(
-            run=name,
-            where=run_id,
-            status=names.RUNNING if state == "running" else names.ERROR,
-            detail=f"no sanity verdict in the run's summary or tags; the run is {state}",
-        )
-    status = names.PASSED if bool(passed) else names.FAILED
-    return RunVerdict(run=name, where=run_id, status=status, failed_checks=failed)
-
-
-def _wandb_cli() -> list[str]:
-    """The ``wandb`` script beside this Python (starts faster than ``python -m wandb``)."""
-    exe = Path(sys.executable).with_name("wandb")
-    found = str(exe) if exe.is_file() else shutil.which("wandb")
-    return [found] if found else [sys.executable, "-m", "wandb"]
-
-
-def _leet(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
-    cmd = [*_wandb_cli(), "leet", "inspect", str(run_dir), *flags]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _offline_group(run_dir: Path) -> str:
-    """The run's group, from its first ``run`` record; stops reading once it is found."""
-    proc = _leet(run_dir, "--json")
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            rec = json.loads(line)
-            if rec.get("type") == "run":
-                return str(rec["run"].get("run_group", ""))
-        return ""
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def read_offline_verdicts(root: str | Path, group: str | None = None) -> list[RunVerdict]:
-    """Offline (or synced) run folders below ``root`` (a ``wandb/`` dir or WANDB_DIR), those
-    of ``group`` only when it is given.
-
-    Read with wandb's own reader, ``wandb leet inspect <run_dir> --summary --json``: the
-    state, tags and summary the W&B UI would show, with no server. TrackerError when
-    ``root`` is not a folder or the reader gives nothing.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise TrackerError(f"{root} is not a folder")
-    verdicts = []
-    for log in sorted(root.rglob("run-*.wandb")):
-        run_dir = log.parent
-        if group is not None and _offline_group(run_dir) != group:
-            continue
-        out, err = _leet(run_dir, "--summary", "--json").communicate()
-        if not out.strip():
-            raise TrackerError(f"wandb leet inspect {run_dir} gave nothing: {err.strip()}")
-        s = json.loads(out)
-        verdicts.append(
-            run_verdict(
-                s.get("name") or run_dir.name,
-                s.get("run_id", run_dir.name),
-                s.get("tags") or [],
-                s.get("summary") or {},
-                s.get("state", ""),
-            )
-        )
-    return verdicts
-
-
-def read_online_verdicts(project: str, group: str, entity: str | None = None) -> list[RunVerdict]:
-    """The runs of a W&B group on the server (needs WANDB_API_KEY and the network)."""
-    wandb = _wandb()
-    path = f"{entity}/{project}" if entity else project
-    try:
-        runs = list(wandb.Api(timeout=30).runs(path, filters={"group": group}))
-    except Exception as e:  # noqa: BLE001 - no key, no network, no such project
-        raise TrackerError(f"cannot read W&B project {path}: {type(e).__name__}: {e}") from e
-    return [run_verdict(r.name, r.id, r.tags, dict(r.summary), r.state) for r in runs]
