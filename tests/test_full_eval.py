@@ -12,8 +12,14 @@ from trackcheck.models import MLP
 
 
 def _with_loader(data: DataSpec, loader_fn) -> DataSpec:  # type: ignore[no-untyped-def]
-    return DataSpec(train=data.train, test=data.test, task=data.task, kind=data.kind,
-                    batch_size=data.batch_size, test_loader_fn=loader_fn)
+    return DataSpec(
+        train=data.train,
+        test=data.test,
+        task=data.task,
+        kind=data.kind,
+        batch_size=data.batch_size,
+        test_loader_fn=loader_fn,
+    )
 
 
 def _digits_model():  # type: ignore[no-untyped-def]
@@ -39,24 +45,45 @@ def test_continuous_metric_uses_the_sample_se():
 
 
 def test_large_enough_test_set_passes():
-    # 3000 test examples: worst-case half-width 0.98/sqrt(3000) = 0.018 < 0.02
-    r = run_check("full_eval", lambda: MLP([8], 4, width=8), blobs(n=12000))
+    # 3000 test examples: worst-case half-width 0.98/sqrt(3000) = 0.018 < 0.02 asked
+    r = run_check(
+        "full_eval", lambda: MLP([8], 4, width=8), blobs(n=12000), {"max_half_width": 0.02}
+    )
     assert r.status == Status.PASS, r.message
     assert r.metrics["n_evaluated"] == r.metrics["n_test_set"] == 3000
     assert r.metrics["half_width_judged"] == pytest.approx(0.98 / math.sqrt(3000), rel=1e-3)
 
 
-def test_digits_test_set_is_evaluated_once_but_warns_it_is_too_small(digits_data):
+def test_digits_passes_by_default_and_says_what_it_resolves(digits_data):
+    # nothing asked: 360 examples know the accuracy's first decimal (+-0.052 <= 0.1)
     r = run_check("full_eval", _digits_model, digits_data)
-    assert r.status == Status.WARN, r.message
+    assert r.status == Status.PASS, r.message
     assert r.metrics["n_evaluated"] == 360 and r.metrics["n_repeated"] == 0
-    assert "+-0.052" in r.message and "2401 examples" in r.message
+    assert "resolve accuracy to +-0.052 (95%; SE 0.026)" in r.message
+    assert r.metrics["se_judged"] == pytest.approx(math.sqrt(0.25 / 360))
     assert {"accuracy", "accuracy_se", "accuracy_ci_lo", "accuracy_ci_hi"} <= set(r.metrics)
     assert {"resolution", "per_class"} <= set(r.figures)
 
 
+def test_digits_warns_when_asked_for_more_than_it_resolves(digits_data):
+    r = run_check("full_eval", _digits_model, digits_data, {"max_half_width": 0.02})
+    assert r.status == Status.WARN, r.message
+    assert "+-0.052" in r.message and "2401 examples" in r.message  # (0.98 / 0.02)^2
+    assert "checks.full_eval.max_half_width" in r.message
+
+
+def test_a_clearly_too_small_test_set_warns_unasked():
+    # 512 -> 128 test examples would pass; 240 -> 60: 1.96 x 0.5 / sqrt(60) = 0.127 > 0.1
+    r = run_check("full_eval", lambda: MLP([8], 4, width=8), blobs(n=240))
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["half_width_judged"] == pytest.approx(0.98 / math.sqrt(60), rel=1e-3)
+    assert "not even the first significant digit" in r.message
+    assert "about 97 examples" in r.message  # ceil(1.96^2 x 0.25 / 0.1^2) = 97
+
+
 def test_expected_accuracy_narrows_the_judged_interval(digits_data):
-    r = run_check("full_eval", _digits_model, digits_data, {"expected_metric": 0.99})
+    params = {"expected_metric": 0.99, "max_half_width": 0.02}
+    r = run_check("full_eval", _digits_model, digits_data, params)
     # 1.96 sqrt(0.99 * 0.01 / 360) = 0.0103: 360 examples resolve a 99%-accurate model
     assert r.status == Status.PASS, r.message
     assert r.metrics["half_width_judged"] == pytest.approx(0.0103, abs=1e-4)
@@ -86,12 +113,24 @@ def test_fails_on_repeated_samples_even_when_the_count_matches(digits_data):
 
 
 def test_regression_reports_mae_with_its_relative_width(diabetes_data):
-    r = run_check("full_eval", lambda: MLP([10], 1, out_bias=152.0), diabetes_data)
-    assert r.status == Status.WARN, r.message  # 89 examples: the MAE is known to about +-15%
+    model = lambda: MLP([10], 1, out_bias=152.0)  # noqa: E731
+    r = run_check("full_eval", model, diabetes_data)
+    assert r.status == Status.PASS, r.message  # 89 examples: the MAE to about +-15% < 20%
     assert r.metrics["mae_n"] == 89
     rel = 1.987 * r.metrics["mae_se"] / r.metrics["mae"]  # t(0.975, 88) = 1.987
     assert r.metrics["half_width_judged"] == pytest.approx(rel, rel=1e-3)
     assert "histogram" in r.figures
+    asked = run_check("full_eval", model, diabetes_data, {"max_rel_half_width": 0.05})
+    assert asked.status == Status.WARN, asked.message  # +-5% asked: about 800 examples needed
+    assert asked.metrics["n_to_resolve_limit"] == math.ceil(89 * (rel / 0.05) ** 2)
+
+
+def test_figures_are_drawn_from_plain_data():
+    from trackcheck.checks.full_eval import resolution_figure
+
+    fig = resolution_figure(360, True, 0.026, 0.052, 0.1, False, "accuracy")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["+-0.052 (SE 0.026)"]  # the figure says what this test set resolves
 
 
 def _pad_per_batch(items):  # type: ignore[no-untyped-def]
@@ -121,8 +160,12 @@ def test_a_collate_that_pads_per_batch_still_matches_every_example():
 
     base = marker_sequences()
     data = DataSpec(
-        train=Unpadded(base.train), test=Unpadded(base.test), task=base.task, kind="tokens",
-        batch_size=32, collate_fn=_pad_per_batch,
+        train=Unpadded(base.train),
+        test=Unpadded(base.test),
+        task=base.task,
+        kind="tokens",
+        batch_size=32,
+        collate_fn=_pad_per_batch,
         # batches of 4, not the 32 the reference is collated in: padded to other lengths
         test_loader_fn=lambda batch_size: DataLoader(
             Unpadded(base.test), batch_size=4, collate_fn=_pad_per_batch

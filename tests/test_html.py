@@ -115,3 +115,56 @@ def test_the_browser_check_catches_a_figure_that_does_not_decode(tmp_path):
     code, result = check_html(page)
     assert code == 1
     assert "did not decode" in result["problems"][0]
+
+
+def test_summary_messages_wrap_instead_of_widening_the_page():
+    # the MLflow artifact pane is narrow: a nowrap message column is cut on the right there
+    long = "a message that goes on " * 20 + "/a/path/without/any/spaces/" * 5
+    page = render_html(report_with(CheckResult("full_eval", Status.WARN, long, threshold="t")))
+    summary = page[page.index('<table class="summary">') :].split("</table>", 1)[0]
+    assert f'<td class="wrap msg">{long}</td>' in summary
+    css = page[page.index("<style>") : page.index("</style>")]
+    assert "table.summary td.wrap{white-space:normal;overflow-wrap:anywhere}" in css
+    assert "table-layout:fixed" not in css and "max-width:70" not in css
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  var cut = [];
+  document.querySelectorAll("table.summary td").forEach(function (td) {
+    if (td.scrollWidth > td.clientWidth + 1) cut.push(td.textContent.slice(0, 30));
+  });
+  var t = document.querySelector("table.summary").getBoundingClientRect();
+  document.documentElement.setAttribute("data-layout", JSON.stringify(
+    {right: t.right, view: window.innerWidth, page: document.documentElement.scrollWidth,
+     cut: cut}));
+});
+</script>"""
+
+
+@pytest.mark.slow
+@needs_browser
+@pytest.mark.parametrize("width", [500, 800])
+def test_the_summary_fits_a_narrow_pane_in_chromium(tmp_path, width):
+    import html as html_lib
+    import re
+
+    checks = [
+        CheckResult(
+            "vectorized_equivalence", Status.FAIL, "x " * 300, value=1e-99, threshold="t " * 40
+        ),
+        CheckResult("full_eval", Status.WARN, "/no/spaces/in/this/path" * 12, threshold="n = 36"),
+    ]
+    page = tmp_path / "p.html"
+    page.write_text(render_html(report_with(*checks)).replace("</body>", LAYOUT_PROBE + "</body>"))
+    out = subprocess.run(
+        [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},800",
+         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    m = re.search(r'data-layout="([^"]*)"', out.stdout)
+    assert m, out.stderr[-500:]
+    layout = json.loads(html_lib.unescape(m.group(1)))
+    assert layout["page"] <= layout["view"] and layout["right"] <= layout["view"], layout
+    assert layout["cut"] == [], layout  # no cell's text runs past its border

@@ -32,17 +32,28 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;padding:0
 h1 span{padding:.1em .5em;border-radius:4px;color:#fff}
 table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top;
-      font-size:14px}
+      font-size:14px;overflow-wrap:anywhere}
 table.summary{width:100%}
+table.summary td{white-space:nowrap;overflow-wrap:normal}
+table.summary td.wrap{white-space:normal;overflow-wrap:anywhere}
+table.summary td.opt.wrap{min-width:9em}
+table.summary td.msg{width:50%}
+@media (max-width:760px){table.summary .opt{display:none}
+  table.summary td.name{white-space:normal;overflow-wrap:anywhere}}
 .badge{color:#fff;padding:.05em .45em;border-radius:3px;font-weight:600}
 section{border-top:1px solid #d0d7de;margin-top:1.5em}
+section p{overflow-wrap:anywhere}
 .row{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
 figure{margin:0}
 figcaption{font-size:13px;color:#59636e}
 img{max-width:100%;border:1px solid #eee}
 code,pre{font-size:13px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}
 .meta{color:#59636e}
 """
+
+
+SUMMARY_COLUMNS = ("check", "status", "value", "threshold", "time", "message")
 
 
 def _badge(status: str) -> str:
@@ -76,17 +87,21 @@ def _table(columns: list[str], rows: list[list[Any]], cls: str = "") -> str:
 
 
 def _summary(report: Report) -> str:
+    """The checks at a glance. Never wider than the page (MLflow's artifact pane is narrow):
+    status, value and time stay on one line, threshold and message wrap (anywhere, so a long
+    path or URL breaks too); below 760px a long check id may break, and threshold
+    and time give way (each check's section below has them)."""
     e = html.escape
     rows = "".join(
-        f'<tr><td><a href="#{e(c.name)}">{e(c.name)}</a></td><td>{_badge(c.status.value)}</td>'
-        f"<td>{_num(c.value, 4)}</td><td>{e(c.threshold)}</td>"
-        f"<td>{c.duration_s:.2f}s</td><td>{e(c.message)}</td></tr>"
+        f'<tr><td class="name"><a href="#{e(c.name)}">{e(c.name)}</a></td>'
+        f"<td>{_badge(c.status.value)}</td><td>{_num(c.value, 4)}</td>"
+        f'<td class="wrap opt">{e(c.threshold)}</td><td class="opt">{c.duration_s:.2f}s</td>'
+        f'<td class="wrap msg">{e(c.message)}</td></tr>'
         for c in report.checks
     )
-    return (
-        '<table class="summary"><tr><th>check</th><th>status</th><th>value</th>'
-        f"<th>threshold</th><th>time</th><th>message</th></tr>{rows}</table>"
-    )
+    opt = {"threshold", "time"}
+    head = "".join(f"<th{' class=opt' if c in opt else ''}>{c}</th>" for c in SUMMARY_COLUMNS)
+    return f'<table class="summary"><tr>{head}</tr>{rows}</table>'
 
 
 def _section(c: CheckResult) -> str:

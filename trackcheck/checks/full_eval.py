@@ -1,12 +1,19 @@
 """add significant digits to your eval: every test example is evaluated exactly once, and the
-metric comes with its standard error and 95% interval; a test set too small to resolve the
-digits shown is flagged.
+metric comes with its standard error and 95% interval; the check says what the test set can
+resolve and warns when that is less than you asked for, or when the set is clearly too small.
 
 The model evaluated is the fresh, untrained one. What this check proves does not depend on
 training: the eval loader's coverage is a property of the data path, and the interval width is
 judged at the worst-case accuracy (or the one you expect), a property of the test set's size.
 Training first would cost seconds and change neither verdict; the metric at init is logged as
 a chance-level reference.
+
+Resolution. A metric with values in [0, 1] (accuracy; an LM's per-sequence token accuracy) has
+per-example variance <= p(1 - p) (equality for 0/1 values, the binomial case), so its mean over
+n examples has SE <= sqrt(p(1-p)/n) and, by the CLT, a 95% half-width 1.96 x SE. That is
+judged at the worst case p = 0.5 (the final accuracy is unknown before training) or at
+``expected_metric``. An unbounded metric (MAE) has its sample SE; it is judged relative to
+itself (half-width / MAE), which for normal errors is 1.96 x 0.755 / sqrt(n) whatever the model.
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
+import torch
 from torch.utils.data import DataLoader
 
 from trackcheck import plots
@@ -35,23 +42,36 @@ from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 @dataclass
 class FullEvalParams:
     batch_size: int | None = None  # None: the eval loader's own batch size (data.batch_size)
-    # Accuracy-like metrics (values in [0, 1]): warn when the 95% interval's half-width,
-    # z * sqrt(p(1-p)/n), exceeds this. 0.02 resolves a 2-point difference (93% vs 95%), the
-    # size of a typical hyperparameter gain; it needs n >= (0.98/0.02)^2 = 2401 at p = 0.5.
-    # The shipped digits test set (360) gives +-0.052, so it warns: that is the honest answer.
-    max_half_width: float = 0.02
+    # What you need to resolve, as the 95% half-width. Accuracy-like metrics (values in [0, 1]):
+    # warn when 1.96 sqrt(p(1-p)/n) exceeds this; 0.02 resolves a 2-point difference (93% vs
+    # 95%), the size of a typical hyperparameter gain, and needs n >= (0.98/0.02)^2 = 2401 at
+    # p = 0.5. None: nothing asked; only the floor below judges.
+    max_half_width: float | None = None
+    # The same for unbounded metrics (MAE), relative to the metric: 0.05 resolves a 5% change,
+    # n >= 885 for normal errors. None: nothing asked.
+    max_rel_half_width: float | None = None
+    # Clearly too small (judged when nothing is asked): the interval does not even know the
+    # metric's first significant digit. For [0, 1] metrics that digit is the first decimal: a
+    # half-width over 0.1 cannot tell 0.4 from 0.6 (nor 0.8 from 1.0 at 0.9), and 1.96 x 0.5 /
+    # sqrt(n) <= 0.1 needs n >= 97 at p = 0.5. The shipped test sets (digits 360, breast_cancer
+    # 114) resolve +-0.052 and +-0.092: they pass, and the message says what they resolve.
+    coarsest_half_width: float = 0.1
+    # The same floor relative to an unbounded metric: +-0.1 around the worst case p = 0.5 is
+    # +-20% of the value; an MAE of 50 known only to +-20% could be a 40 or a 60, its first
+    # digit unknown. For normal errors 1.96 x 0.755 / sqrt(n) <= 0.2 needs n >= 55; the
+    # shipped diabetes test set (89) gives about +-16%.
+    coarsest_rel_half_width: float = 0.2
     # The accuracy p the half-width is judged at. None: the worst case p = 0.5, because before
     # training the final accuracy is unknown. Give the accuracy you expect to reach (e.g. 0.98)
     # to judge the test set at that point instead.
     expected_metric: float | None = None
-    # Unbounded metrics (MAE): warn when half-width / metric exceeds this, measured on the
-    # model's errors (a 5% relative change in MAE is then resolvable). For normal errors the
-    # ratio is 1.96 * 0.76 / sqrt(n), model-independent: it needs n >= 885.
-    max_rel_half_width: float = 0.05
     # match every example's bytes against the test dataset's own items (multiset of hashes).
     # Padding is left out of the bytes (a dict batch's attention_mask marks it), so a
     # collate_fn that pads per batch matches; turn off for one that changes rows otherwise
@@ -72,65 +92,118 @@ def _coverage(seen: list[str], expected: list[str]) -> tuple[int, int]:
     return sum((got - want).values()), sum((want - got).values())
 
 
-def _judge_width(ctx: Context, p: FullEvalParams, est: Estimate) -> tuple[bool, str, float]:
-    """(too wide?, the sentence that says so, the half-width judged)."""
+@dataclass(frozen=True)
+class Resolution:
+    """What the test set resolves (95% half-width, SE) and the limit it is judged against;
+    absolute for a [0, 1] metric, relative to the metric for an unbounded one."""
+
+    bounded: bool  # values in [0, 1]: judged at the accuracy ``at``
+    at: float  # the p judged at (bounded); the metric measured (unbounded)
+    se: float
+    half: float
+    limit: float
+    asked: bool  # the limit is what the user asked for (max_*), not the floor (coarsest_*)
+    n: int
+
+    @property
+    def too_wide(self) -> bool:
+        return not self.half <= self.limit  # NaN (an empty or constant metric) is too wide
+
+    @property
+    def need(self) -> int:
+        """Examples at which the half-width (shrinking as 1/sqrt(n)) reaches the limit."""
+        return math.ceil(self.n * (self.half / self.limit) ** 2) if math.isfinite(self.half) else 0
+
+
+def _resolution(ctx: Context, p: FullEvalParams, est: Estimate) -> Resolution:
     if ctx.task.classification:
         acc = 0.5 if p.expected_metric is None else p.expected_metric
-        half = Z95 * math.sqrt(acc * (1 - acc) / est.n)
-        at = "the worst case p=0.5" if p.expected_metric is None else f"the expected p={acc:g}"
-        need = math.ceil(Z95**2 * acc * (1 - acc) / p.max_half_width**2)
-        text = f"{est.n} test examples resolve {ctx.task.metric_name} to +-{half:.3f} (95%) at {at}"
-        if half > p.max_half_width:
-            text += f", wider than +-{p.max_half_width:g}: differences below that are noise; "
-            text += f"{need} examples would resolve it"
-        return half > p.max_half_width, text, half
-    rel = est.half_width / est.mean if est.mean > 0 else math.inf
-    text = f"the 95% interval is +-{rel:.1%} of the {ctx.task.metric_name}"
-    if rel > p.max_rel_half_width:
-        need = math.ceil(est.n * (rel / p.max_rel_half_width) ** 2)
-        text += f", wider than +-{p.max_rel_half_width:.0%}; about {need} examples would resolve it"
-    return rel > p.max_rel_half_width, text, rel
+        se = math.sqrt(acc * (1 - acc) / est.n) if est.n else math.nan  # no example: too wide
+        asked = p.max_half_width is not None
+        limit = p.max_half_width if p.max_half_width is not None else p.coarsest_half_width
+        return Resolution(True, acc, se, Z95 * se, limit, asked, est.n)
+    # an MAE of exactly 0 everywhere is resolved; one of a single example has no SE (NaN)
+    mean = est.mean if est.mean > 0 else (math.inf if est.half_width == 0 else math.nan)
+    asked = p.max_rel_half_width is not None
+    limit = p.max_rel_half_width if p.max_rel_half_width is not None else p.coarsest_rel_half_width
+    return Resolution(False, est.mean, est.se / mean, est.half_width / mean, limit, asked, est.n)
 
 
-def _resolution_figure(ctx: Context, p: FullEvalParams, est: Estimate, judged: float) -> Figure:
-    """The 95% half-width against the test-set size (it shrinks as 1/sqrt(n)), this test set
-    marked: how far the set is from resolving the digits asked for."""
-    n = np.logspace(1, max(5.0, math.log10(est.n) + 1), 200)
+def _width_text(res: Resolution, name: str) -> str:
+    """What the test set resolves, then (when too wide) against what and what would do."""
+    if res.bounded:
+        at = "the worst case p=0.5" if res.at == 0.5 else f"the expected p={res.at:g}"
+        text = (
+            f"{res.n} test examples resolve {name} to +-{res.half:.3f} (95%; SE {res.se:.3f}) "
+            f"at {at}"
+        )
+        limit = f"+-{res.limit:g}"
+    else:
+        text = f"the 95% interval is +-{res.half:.1%} of the {name} (SE {res.se:.1%})"
+        limit = f"+-{res.limit:.0%}"
+    if not res.too_wide:
+        return text + f", within {limit}"
+    if res.asked:
+        key = "max_half_width" if res.bounded else "max_rel_half_width"
+        why = (
+            f"wider than the {limit} asked (checks.full_eval.{key}): smaller differences are noise"
+        )
+    else:
+        why = f"wider than {limit}: not even the first significant digit of the {name} is known"
+    more = f"; about {res.need} examples would resolve it" if res.need else ""
+    return text + f", {why}{more}"
+
+
+def resolution_figure(
+    n: int, bounded: bool, se: float, half: float, limit: float, asked: bool, name: str
+) -> Figure:
+    """The 95% half-width and the SE against the test-set size (both shrink as 1/sqrt(n)),
+    this test set marked with what it resolves, and the limit it was judged against."""
+    ns = np.logspace(1, max(5.0, math.log10(n) + 1), 200)
     fig, ax = plots.figure()
-    if ctx.task.classification:
-        acc = 0.5 if p.expected_metric is None else p.expected_metric
-        ax.plot(n, Z95 * np.sqrt(acc * (1 - acc) / n), label=f"95% half-width at p={acc:g}")
-        limit, ylabel = p.max_half_width, f"+- {ctx.task.metric_name}"
-    else:  # relative half-width, scaled from the one measured here
-        ax.plot(n, judged * np.sqrt(est.n / n), label="95% half-width / metric (measured)")
-        limit, ylabel = p.max_rel_half_width, f"+- relative {ctx.task.metric_name}"
-    ax.axhline(limit, color="k", ls="--", lw=1, label=f"limit {limit:g}")
-    ax.axvline(est.n, color="tab:red", lw=1.5, label=f"this test set (n={est.n})")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="test examples",
-        ylabel=ylabel,
-        title="significant digits: interval width vs test-set size",
-    )
+    scale = np.sqrt(n / ns)
+    what = f"+- {name}" if bounded else f"+- relative {name}"
+    ax.plot(ns, half * scale, label="95% half-width")
+    ax.plot(ns, se * scale, ls=":", label="standard error")
+    ax.axhline(limit, color="k", ls="--", lw=1, label=f"{'asked' if asked else 'floor'} {limit:g}")
+    ax.axvline(n, color="tab:red", lw=1.5, label=f"this test set: n={n}")
+    ax.plot([n], [half], "o", color="tab:red")
+    ax.annotate(f"+-{half:.3g} (SE {se:.2g})", (n, half), textcoords="offset points", xytext=(6, 6))
+    ax.set(xscale="log", yscale="log", xlabel="test examples", ylabel=what)
+    ax.set(title="what the test set resolves: interval width vs test-set size")
     ax.legend(fontsize=8)
     return fig
 
 
-def _figures(
-    ctx: Context, p: FullEvalParams, run: TestPass, est: Estimate, judged: float
-) -> dict[str, Any]:
+def per_class_plot(
+    metric: np.ndarray, targets: np.ndarray, names: list[str] | None, title: str
+) -> Figure:
+    """``per_class_figure`` from plain arrays (a Deferred carries no tensors)."""
+    return per_class_figure(torch.from_numpy(metric), torch.from_numpy(targets), names, title)
+
+
+def histogram_plot(metric: np.ndarray, xlabel: str, title: str) -> Figure:
+    """``histogram_figure`` from a plain array, its interval recomputed from it."""
+    values = torch.from_numpy(metric)
+    return histogram_figure(values, estimate(values), xlabel, title)
+
+
+def _figures(ctx: Context, run: TestPass, res: Resolution) -> dict[str, plots.Deferred]:
     task, name = ctx.task, ctx.task.metric_name
-    figures: dict[str, Any] = {"resolution": _resolution_figure(ctx, p, est, judged)}
-    # per-class bars while they stay readable; past 30 classes a histogram instead
-    if task.classification and run.targets.dim() == 1 and len(run.targets.unique()) <= 30:
-        title = f"{name} per class (model at init), 95% intervals"
-        figures["per_class"] = per_class_figure(
-            run.metric, run.targets, ctx.data.class_names, title
+    figures = {
+        "resolution": plots.deferred(
+            resolution_figure, res.n, res.bounded, res.se, res.half, res.limit, res.asked, name
         )
+    }
+    metric, targets = run.metric.numpy(), run.targets.numpy()
+    # per-class bars while they stay readable; past 30 classes a histogram instead
+    if task.classification and targets.ndim == 1 and len(np.unique(targets)) <= 30:
+        title = f"{name} per class (model at init), 95% intervals"
+        names = list(ctx.data.class_names) if ctx.data.class_names else None
+        figures["per_class"] = plots.deferred(per_class_plot, metric, targets, names, title)
     else:
         title = f"per-example {name} over the full test set (model at init)"
-        figures["histogram"] = histogram_figure(run.metric, est, f"per-example {name}", title)
+        figures["histogram"] = plots.deferred(histogram_plot, metric, f"per-example {name}", title)
     return figures
 
 
@@ -141,7 +214,7 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
     run = evaluate(ctx, model, p.batch_size, fingerprints=p.match_examples)
     est = estimate(run.metric)
     n_expected, repeated, skipped = _measure_coverage(ctx, p, run)
-    too_wide, width_text, judged = _judge_width(ctx, p, est)
+    res = _resolution(ctx, p, est)
 
     name = ctx.task.metric_name
     metrics = {
@@ -150,13 +223,14 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
         "n_test_set": float(n_expected),
         "n_repeated": float(repeated),
         "n_skipped": float(skipped),
-        "half_width_judged": judged,
+        "half_width_judged": res.half,
+        "se_judged": res.se,
+        "half_width_limit": res.limit,
+        "n_to_resolve_limit": float(res.need),
     }
-    threshold = (
-        f"n = {n_expected} exactly once; half-width <= {p.max_half_width:g}"
-        if ctx.task.classification
-        else f"n = {n_expected} exactly once; half-width <= {p.max_rel_half_width:.0%}"
-    )
+    limit = f"{res.limit:g}" if res.bounded else f"{res.limit:.0%}"
+    threshold = f"n = {n_expected} exactly once; half-width <= {limit}"
+    threshold += " (asked)" if res.asked else " (first digit)"
     problems = _problems(est, n_expected, repeated, skipped, name)
     summary = f"{name} at init {est} over {run.n_batches} batches"
     if problems:
@@ -168,16 +242,17 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
             f"measured {summary}"
         )
     else:
-        status = Status.WARN if too_wide else Status.PASS
-        msg = f"all {n_expected} test examples evaluated exactly once; {summary}; {width_text}"
-        if too_wide:
+        status = Status.WARN if res.too_wide else Status.PASS
+        msg = f"all {n_expected} test examples evaluated exactly once; {summary}; "
+        msg += _width_text(res, name)
+        if res.too_wide:
             msg += " (a bigger test set, or report the interval beside the metric)"
     return CheckResult(
         "full_eval",
         status,
         msg,
         metrics=metrics,
-        figures=_figures(ctx, p, run, est, judged),
+        figures=_figures(ctx, run, res),
         value=est.mean,
         threshold=threshold,
     )
