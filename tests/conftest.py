@@ -83,8 +83,9 @@ def text_data() -> DataSpec:
     return text_corpus(seq_len=32, max_chars=40_000)
 
 
-def tracked_stage(tracker: Any, out: Any, *, fail: bool = False,
-                  config: dict[str, Any] | None = None) -> Any:
+def tracked_stage(
+    tracker: Any, out: Any, *, fail: bool = False, config: dict[str, Any] | None = None
+) -> Any:
     """A real two-check stage for the tracker tests, about a second on CPU.
 
     loss_at_init (scalars) and overfit_batch (a loss series, an overlay figure) on blobs with
@@ -118,5 +119,11 @@ def interrupted_stage(tracker: Any, out: Any) -> None:
     def interrupted_model() -> nn.Module:
         raise KeyboardInterrupt
 
-    run(interrupted_model, blobs(), checks=["loss_at_init"], tracker=tracker, output_dir=out,
-        progress=False)
+    run(
+        interrupted_model,
+        blobs(),
+        checks=["loss_at_init"],
+        tracker=tracker,
+        output_dir=out,
+        progress=False,
+    )

@@ -56,8 +56,14 @@ class NoisyOnAccess(TransformedDataset):
 
 
 def _with(data: DataSpec, train: Dataset, **kw) -> DataSpec:  # type: ignore[no-untyped-def]
-    return DataSpec(train=train, test=data.test, task=data.task, kind=data.kind,
-                    batch_size=data.batch_size, **kw)
+    return DataSpec(
+        train=train,
+        test=data.test,
+        task=data.task,
+        kind=data.kind,
+        batch_size=data.batch_size,
+        **kw,
+    )
 
 
 def _model():  # type: ignore[no-untyped-def]
@@ -102,8 +108,13 @@ def test_fails_on_a_batch_level_random_transform_in_the_loader(digits_data):
             x, y = default_collate(items)
             return x + 0.1 * torch.randn_like(x), y  # e.g. a mixup-style collate gone wrong
 
-        return DataLoader(digits_data.train, batch_size=batch_size, shuffle=True,
-                          generator=generator, collate_fn=collate)
+        return DataLoader(
+            digits_data.train,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=collate,
+        )
 
     data = _with(digits_data, digits_data.train, train_loader_fn=noisy_loader)
     r = run_check("augmentation_off", _model, data)
@@ -118,8 +129,9 @@ def test_finder_walks_wrappers_and_lists_but_not_deterministic_transforms():
 
     inner = TransformedDataset([], Compose([CenterCrop(), Compose([RandomHorizontalFlip()])]))
     found = random_transforms(Subset(inner), "train")
-    assert found == [("train.dataset.transform.transforms[1].transforms[0]",
-                      "RandomHorizontalFlip")]
+    assert found == [
+        ("train.dataset.transform.transforms[1].transforms[0]", "RandomHorizontalFlip")
+    ]
     assert random_transforms(TransformedDataset([], CenterCrop()), "train") == []
 
 

@@ -122,19 +122,29 @@ def lm_dicts(n: int, seed: int, t: int = 16, vocab: int = 50) -> Items:
     mask = (torch.arange(t) < lengths[:, None]).long()
     ids = ids * mask
     labels = ids.masked_fill(mask == 0, -100)
-    return Items([{"input_ids": ids[i], "attention_mask": mask[i], "labels": labels[i]}
-                  for i in range(n)])
+    return Items(
+        [{"input_ids": ids[i], "attention_mask": mask[i], "labels": labels[i]} for i in range(n)]
+    )
 
 
 @pytest.mark.parametrize("loss", [None, "model"])
 def test_hugging_face_gpt2_with_dict_batches_passes(hf, loss):
     def gpt2() -> nn.Module:
-        return hf.GPT2LMHeadModel(hf.GPT2Config(
-            vocab_size=50, n_positions=32, n_embd=32, n_layer=1, n_head=2,
-            bos_token_id=0, eos_token_id=0))
+        return hf.GPT2LMHeadModel(
+            hf.GPT2Config(
+                vocab_size=50,
+                n_positions=32,
+                n_embd=32,
+                n_layer=1,
+                n_head=2,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
+        )
 
-    data = from_datasets(lm_dicts(96, 0), lm_dicts(32, 1), task="lm", num_outputs=50,
-                         kind="tokens", batch_size=16)
+    data = from_datasets(
+        lm_dicts(96, 0), lm_dicts(32, 1), task="lm", num_outputs=50, kind="tokens", batch_size=16
+    )
     r = contract(gpt2, data, loss=loss)
     assert r.status == Status.PASS, r.message
     assert "lm_target_is_next" not in r.metrics  # dict batches: the pipeline shifts
@@ -142,20 +152,30 @@ def test_hugging_face_gpt2_with_dict_batches_passes(hf, loss):
 
 def test_hugging_face_bert_classifier_passes(hf):
     def bert() -> nn.Module:
-        return hf.BertForSequenceClassification(hf.BertConfig(
-            vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=32, num_labels=3))
+        return hf.BertForSequenceClassification(
+            hf.BertConfig(
+                vocab_size=60,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=32,
+                num_labels=3,
+            )
+        )
 
     def items(n: int, seed: int) -> Items:
         g = torch.Generator().manual_seed(seed)
         ids, y = torch.randint(1, 60, (n, 12), generator=g), torch.randint(0, 3, (n,), generator=g)
         mask = torch.ones(n, 12, dtype=torch.long)
         mask[::3, 6:] = 0
-        return Items([{"input_ids": ids[i], "attention_mask": mask[i], "labels": y[i]}
-                      for i in range(n)])
+        return Items(
+            [{"input_ids": ids[i], "attention_mask": mask[i], "labels": y[i]} for i in range(n)]
+        )
 
-    data = from_datasets(items(96, 0), items(32, 1), task="multiclass", num_outputs=3,
-                         kind="tokens", batch_size=16)
+    data = from_datasets(
+        items(96, 0), items(32, 1), task="multiclass", num_outputs=3, kind="tokens", batch_size=16
+    )
     r = contract(bert, data, loss="model")
     assert r.status == Status.PASS, r.message
 
@@ -483,8 +503,12 @@ def test_lists_every_problem_with_its_fix():
 
 
 def test_later_checks_skip_with_a_pointer_when_the_contract_fails():
-    report = run(mlp4, relabel(blobs(), lambda y: y + 1), checks=["contract", "overfit_batch"],
-                 progress=False)
+    report = run(
+        mlp4,
+        relabel(blobs(), lambda y: y + 1),
+        checks=["contract", "overfit_batch"],
+        progress=False,
+    )
     assert report["contract"].status == Status.FAIL
     assert report["overfit_batch"].status == Status.SKIP
     assert "contract" in report["overfit_batch"].message

@@ -51,8 +51,9 @@ class NondeterministicKernel(MLP):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
         if not torch.are_deterministic_algorithms_enabled():
-            out = out + torch.as_tensor(np.random.default_rng().normal(0, 1e-3, out.shape),
-                                        dtype=out.dtype)
+            out = out + torch.as_tensor(
+                np.random.default_rng().normal(0, 1e-3, out.shape), dtype=out.dtype
+            )
         return out
 
 
@@ -83,8 +84,9 @@ def test_passes_bitwise_on_a_clean_model_and_another_seed_differs():
 
 
 def test_passes_with_batchnorm_buffers(digits_data):
-    r = run_check("determinism", lambda: ResNet([1, 8, 8], 10, width=4, stages=1), digits_data,
-                  {"steps": 3})
+    r = run_check(
+        "determinism", lambda: ResNet([1, 8, 8], 10, width=4, stages=1), digits_data, {"steps": 3}
+    )
     assert r.status == Status.PASS, r.message
 
 

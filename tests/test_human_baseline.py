@@ -93,8 +93,12 @@ def test_fails_on_a_misaligned_second_annotation(digits_data):
 def test_regression_annotations_give_a_human_mae(diabetes_data):
     truth = diabetes_data.test.tensors[1]
     human = truth + torch.randn(len(truth), generator=torch.Generator().manual_seed(0)) * 10
-    r = run_check("human_baseline", lambda: MLP([10], 1, out_bias=152.0),
-                  _annotated(diabetes_data, human), {"steps": 5})
+    r = run_check(
+        "human_baseline",
+        lambda: MLP([10], 1, out_bias=152.0),
+        _annotated(diabetes_data, human),
+        {"steps": 5},
+    )
     assert r.status == Status.PASS, r.message
     assert r.metrics["annotator_mae"] == pytest.approx(float((human - truth).abs().mean()))
     assert "model_mae" in r.metrics

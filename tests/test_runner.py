@@ -170,3 +170,41 @@ def test_a_typo_in_gate_required_is_refused_before_any_compute():
 def test_an_empty_selection_of_checks_is_refused():
     with pytest.raises(ConfigError, match="selects no check"):
         trackcheck.run(model, blobs(), checks=[], progress=False)
+
+
+# --- cost accounting: what the benchmark reads -------------------------------------------
+def test_init_bias_reuses_the_init_forward_of_loss_at_init_and_judges_the_same():
+    both = trackcheck.run(
+        model, blobs(), checks=["loss_at_init", "init_bias"], tracker=None, progress=False
+    )
+    alone = trackcheck.run(model, blobs(), checks=["init_bias"], tracker=None, progress=False)
+    assert both["loss_at_init"].n_forward > 0 and both["init_bias"].n_forward == 0
+    assert both["init_bias"].metrics == alone["init_bias"].metrics
+
+
+def test_the_dependency_maps_vjps_count_as_backward_passes_inside_the_model():
+    r = trackcheck.run(model, blobs(), checks=["batch_independence"], progress=False)
+    c = r["batch_independence"]
+    assert c.n_backward >= 1 and 0 < c.model_s <= c.duration_s
+
+
+def test_the_bigger_model_trains_after_the_first_is_freed():
+    import weakref
+
+    built: list[weakref.ref] = []
+    alive_when_bigger: list[int] = []
+
+    def small():
+        m = MLP([8], 4)
+        built.append(weakref.ref(m))
+        return m
+
+    def bigger():
+        alive_when_bigger.append(sum(r() is not None for r in built))
+        return MLP([8], 4, width=128)
+
+    r = trackcheck.run(
+        small, blobs(), checks=["loss_decreases"], bigger_model=bigger, progress=False
+    )
+    assert "bigger model" in r["loss_decreases"].message
+    assert alive_when_bigger == [0]  # one model (and its optimizer state) at a time

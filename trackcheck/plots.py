@@ -1,17 +1,30 @@
-"""Matplotlib figures the checks return. Agg backend: no display, rendered once to PNG."""
+"""Matplotlib figures the checks return. Agg backend: no display, rendered once to PNG.
+
+matplotlib is imported on first draw (:func:`pyplot`), not with this module: checks build
+``Deferred`` figures without it, and the drawing usually happens in the figure worker
+(:mod:`trackcheck.render`), so a stage's process may never import it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ def deferred(fn: Callable[..., Figure], *args: Any, **kwargs: Any) -> Deferred:
 
 
 def figure(w: float = 5.0, h: float = 3.2) -> tuple[Figure, Any]:
-    fig, ax = plt.subplots(figsize=(w, h), layout="constrained")
+    fig, ax = pyplot().subplots(figsize=(w, h), layout="constrained")
     return fig, ax
 
 
@@ -64,7 +77,7 @@ def curves(
 def overlay_classes(probs: np.ndarray, labels: np.ndarray, title: str) -> Figure:
     """Predicted probabilities [N, C] as bars, the one-hot label as an outline, per example."""
     n, c = probs.shape
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         n, 1, figsize=(5, 0.9 * n + 0.6), sharex=True, layout="constrained", squeeze=False
     )
     for i in range(n):

@@ -27,14 +27,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from trackcheck import stage_log
 from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
 from trackcheck.html import write_html, write_text_atomic
+from trackcheck.interrupts import Terminated as Terminated  # re-exported
+from trackcheck.interrupts import raise_terminated
 from trackcheck.names import DEFAULT_LR, RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn, primary
 from trackcheck.redact import first_line, redact, redact_text, secret_values
 from trackcheck.registry import CheckSpec
+from trackcheck.render import Figures, use_worker
 from trackcheck.trackers import Tracker, TrackerError, log_results, make_tracker
 
 # re-exported: trackcheck.runner.Gate, validate, select_checks, ... stay importable here
@@ -55,13 +59,6 @@ from trackcheck.validate import select_checks as select_checks
 from trackcheck.validate import validate as validate
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what SLURM, Kubernetes and CI send) raised as an interrupt, so the stage
-    handles it like Ctrl-C."""
-
-    signum = int(signal.SIGTERM)
-
-
 class Interrupted(KeyboardInterrupt):
     """The stage stopped on Ctrl-C or SIGTERM after keeping what had finished; the message
     says what was kept. ``exit_code``: 128 + the signal (130 Ctrl-C, 143 SIGTERM)."""
@@ -76,7 +73,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    from trackcheck import __version__
+    from trackcheck import __version__, threads
 
     env: dict[str, Any] = {
         "trackcheck": __version__,
@@ -85,6 +82,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(device),
     }
+    env.update(threads.environment())  # torch_threads, and why (trackcheck.threads)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -130,6 +128,9 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
         msg = f"{type(e).__name__}: {e}{where}{_input_hint(e, ctx)}"
         result = CheckResult(spec.name, Status.ERROR, msg)
+    from trackcheck.checks._nonfinite import annotate
+
+    annotate(ctx, result)  # a non-finite loss seen: where it started, in the message
     result.name = spec.name
     result.duration_s = time.perf_counter() - t0
     result.n_forward, result.n_backward = ctx.meter.n_forward, ctx.meter.n_backward
@@ -137,26 +138,8 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
     return result
 
 
-def save_figures(result: CheckResult, out: Path) -> None:
-    """Render each figure once to PNG (trackers upload the file) and free it."""
-    import matplotlib.pyplot as plt
-
-    from trackcheck.plots import Deferred
-
-    for name, fig in list(result.figures.items()):
-        if isinstance(fig, str | Path):
-            continue
-        if isinstance(fig, Deferred):
-            fig = fig.draw()
-        path = out / "figures" / result.name / f"{name}.png"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=80)
-        except OSError as e:
-            raise OutputError(f"could not save figure {path}: {e.strerror or e}") from e
-        finally:
-            plt.close(fig)
-        result.figures[name] = str(path)
+# how long an interrupted or crashed stage waits for its figures before writing report.html
+FIGURES_GRACE_S = 5.0
 
 
 def write_report(report: Report, out: Path) -> Path:
@@ -166,26 +149,36 @@ def write_report(report: Report, out: Path) -> Path:
     return path
 
 
-def execute(plan: Plan, ctx: Context, progress: bool, results: list[CheckResult]) -> None:
+def execute(
+    plan: Plan,
+    ctx: Context,
+    progress: bool,
+    results: list[CheckResult],
+    figures: Figures | None = None,
+) -> None:
     """Run the planned checks in order, appending to ``results`` as each ends (so an
-    interrupt keeps the finished ones); each figure is saved as soon as its check ends."""
+    interrupt keeps the finished ones); each check's figures go to ``figures`` as soon as
+    it ends (drawn in the figure worker while the next check runs, or here and now)."""
     from trackcheck.console import Progress
 
     assert ctx.output_dir is not None
+    figures = figures or Figures(ctx.output_dir, worker=False)
     ctx.finished = results
     blocked = ""  # why the remaining checks cannot run: a precondition failed
     with Progress(enabled=progress, total=len(plan.specs)) as bar:
         for spec in plan.specs:
             bar.start(spec.name)
+            stage_log.check_started(spec.name)  # trackcheck.log, under Hydra
             if blocked:
                 result = CheckResult(spec.name, Status.SKIP, blocked)
             else:
                 result = run_one(spec, ctx, plan.params[spec.name])
-                save_figures(result, ctx.output_dir)
+                figures.submit(result.name, result.figures)
                 if spec.precondition and result.status in (Status.FAIL, Status.ERROR):
                     blocked = f"not run: {spec.name} failed, fix it first (see {spec.name})"
             results.append(result)
             bar.done(result)
+            stage_log.check_done(result)
 
 
 def _kept(files: list[Path], tracker: Tracker, logged: bool, status: str) -> str:
@@ -228,10 +221,16 @@ def _close(tracker: Tracker, status: RunStatus, problems: list[Exception]) -> st
 
 
 def publish(
-    report: Report, tracker: Tracker, out: Path, progress: bool, end: RunStatus | None = None
+    report: Report,
+    tracker: Tracker,
+    out: Path,
+    progress: bool,
+    end: RunStatus | None = None,
+    figures: Figures | None = None,
 ) -> list[Path]:
-    """report.json first (nothing is lost if the tracker fails), then the HTML page, then the
-    tracker, then the tracker run's final status. Each step runs even when an earlier one
+    """report.json first (nothing is lost if the tracker fails), then the figures still being
+    drawn (``figures``), then the HTML page, then the tracker, then the tracker run's final
+    status. Each step runs even when an earlier one
     failed (a full disk still lets the tracker get the results); the run is closed on every
     path, FAILED when something failed and KILLED on an interrupt. ``end``: the status of a
     stage that did not finish (no verdict is logged then). The first problem is raised after
@@ -245,6 +244,10 @@ def publish(
     logged = False
     try:
         for write in (write_report, write_html):
+            if write is write_html and figures is not None:
+                # an interrupted stage waits a few seconds at most: what is left stays missing
+                waited = figures.finish(timeout=None if end is None else FIGURES_GRACE_S)
+                problems.extend(OutputError(why) for why in waited)
             try:
                 files.append(write(report, out))
             except OSError as e:
@@ -262,6 +265,7 @@ def publish(
         if problems and status == RUN_FINISHED:
             status = RUN_FAILED
         ended = _close(tracker, status, problems)
+    stage_log.published(files)
     if progress:
         print_summary(report)
     if problems:
@@ -276,11 +280,6 @@ def _redact_results(results: list[CheckResult], secrets: set[str]) -> None:
         r.message = redact_text(r.message, secrets)
         r.threshold = redact_text(r.threshold, secrets)
         r.tables = redact(r.tables, secrets)
-
-
-def raise_terminated(signum: int, frame: Any) -> None:
-    """A SIGTERM handler: the signal as ``Terminated``, handled like Ctrl-C."""
-    raise Terminated(f"terminated by signal {signum}")
 
 
 @contextmanager
@@ -365,7 +364,7 @@ def run(
     )
     tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
     ctx.output_dir = out = output_dir_of(output_dir)
-    ctx.meter.sync = ctx.device.type == "cuda"
+    ctx.meter.sync, ctx.meter.device = ctx.device.type == "cuda", ctx.device
     probe_optimizer(ctx.optimizer_factory)
     secrets = secret_values(config or {})
     safe_config = redact(config or {})
@@ -373,6 +372,7 @@ def run(
     report.output_dir = str(out)
     with sigterm_as_interrupt():
         _start_tracker(tracker, safe_config, run_name)
+        stage_log.tracker_opened(redact(tracker.info()))
         _stage(plan, ctx, report, tracker, progress, secrets)
     return report
 
@@ -387,23 +387,30 @@ def _stage(
     it FAILED and is re-raised."""
     assert ctx.output_dir is not None
     t0 = time.perf_counter()
+    figures = Figures(ctx.output_dir, worker=use_worker(len(plan.specs)))
     try:
-        execute(plan, ctx, progress, report.checks)
+        execute(plan, ctx, progress, report.checks, figures)
     except BaseException as e:
         report.duration_s = time.perf_counter() - t0
         _redact_results(report.checks, secrets)
-        _broken_stage(plan, ctx, report, tracker, e)
+        _broken_stage(plan, ctx, report, tracker, e, figures)
         raise AssertionError("unreachable") from e  # _broken_stage always raises
     report.duration_s = time.perf_counter() - t0
     preconditions = [s.name for s in plan.specs if s.precondition]
     report.gated_on = plan.gate.failing(report.checks, preconditions)
     report.passed = not report.gated_on
     _redact_results(report.checks, secrets)
-    publish(report, tracker, ctx.output_dir, progress)
+    stage_log.verdict(report)
+    publish(report, tracker, ctx.output_dir, progress, figures=figures)
 
 
 def _broken_stage(
-    plan: Plan, ctx: Context, report: Report, tracker: Tracker, e: BaseException
+    plan: Plan,
+    ctx: Context,
+    report: Report,
+    tracker: Tracker,
+    e: BaseException,
+    figures: Figures | None = None,
 ) -> None:
     """Publish what finished before ``e`` stopped the stage, then raise what the user sees:
     ``Interrupted``, ConfigError (a PipelineError), or ``e`` itself, each saying what was
@@ -415,7 +422,7 @@ def _broken_stage(
         "interrupted" if interrupted else "pipeline" if isinstance(e, PipelineError) else "error"
     ]
     try:
-        files = publish(report, tracker, ctx.output_dir, False, end=end)
+        files = publish(report, tracker, ctx.output_dir, False, end=end, figures=figures)
         note = _kept(files, tracker, True, end)
     except (TrackerError, ConfigError) as problem:  # its message says what was kept
         note = f"; {problem}"

@@ -129,7 +129,6 @@ class Multiclass(_Categorical):
     def mean_prediction(self, out: Tensor) -> Tensor:
         return out.reshape(-1, out.shape[-1]).double().softmax(-1).mean(0)
 
-
     def prior_bias(self, prior: Prior) -> Tensor:
         assert prior.probs is not None
         # log-prior, centred: softmax is shift-invariant and a centred bias reads better
@@ -199,7 +198,6 @@ class Binary(_Categorical):
     def mean_prediction(self, out: Tensor) -> Tensor:
         p = torch.sigmoid(self._logit(out).double()).mean()
         return torch.stack([1 - p, p])
-
 
     def prior_bias(self, prior: Prior) -> Tensor:
         assert prior.probs is not None

@@ -29,6 +29,7 @@ without such a module costs nothing: no batch is drawn, no forward is run.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from itertools import islice
 
@@ -50,13 +51,21 @@ from trackcheck.pipeline import Batch
 CALIBRATION_BATCHES = 4
 
 
+# model -> its BatchNorm modules: prediction_dynamics recalibrates one model at every
+# recorded step, and walking a deep model's modules each time costs more than the forward
+# of a small one. Weak keys: a model's entry goes with the model.
+_FOUND: weakref.WeakKeyDictionary[nn.Module, list[_BatchNorm]] = weakref.WeakKeyDictionary()
+
+
 def batchnorms(model: nn.Module) -> list[_BatchNorm]:
     """The BatchNorm modules of ``model`` whose eval mode uses running statistics."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
-    ]
+    if model not in _FOUND:
+        _FOUND[model] = [
+            m
+            for m in model.modules()
+            if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+        ]
+    return _FOUND[model]
 
 
 def has_batchnorm(model: nn.Module) -> bool:

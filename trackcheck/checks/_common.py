@@ -41,6 +41,23 @@ def outputs_at_init(ctx: Context, model: nn.Module, n: int) -> tuple[Tensor, Ten
     return torch.cat(outs)[:n], torch.cat(ys)[:n]
 
 
+# the outputs at init are kept for the next check up to this many entries (64 MB float32)
+INIT_OUTPUTS_CACHED = 2**24
+
+
+def init_outputs(ctx: Context, n: int) -> tuple[Tensor, Tensor]:
+    """:func:`outputs_at_init` of a fresh model (the stage seed), computed once per stage:
+    loss_at_init and init_bias judge the same forward over the same batches, so the
+    second gets the first's outputs (bit-identical: same seed, same init, same batches)."""
+    key = ("init_outputs", ctx.seed, n)
+    if key in ctx.cache:
+        return ctx.cache[key]  # type: ignore[no-any-return]
+    found = outputs_at_init(ctx, ctx.new_model(), n)
+    if found[0].numel() <= INIT_OUTPUTS_CACHED:
+        ctx.cache[key] = found
+    return found
+
+
 def sample_targets(ctx: Context, n: int, offset: int) -> Tensor:
     """The targets of ``n`` shuffled training examples (one pass), [N, ...] on the CPU."""
     return torch.cat([b.y.cpu() for b in shuffled_batches(ctx, n, offset)])[:n]

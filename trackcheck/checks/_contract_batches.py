@@ -28,8 +28,10 @@ def check_batches(ctx: Context, f: Findings, p: ContractParams, seed_offset: int
     rows = int(primary(b.x).shape[0])
     f.metrics["train_batch_size"] = float(n)
     if rows != n:
-        f.fail(f"a training batch has {rows} input rows and {n} targets: the collate_fn "
-               "misaligns inputs and targets")
+        f.fail(
+            f"a training batch has {rows} input rows and {n} targets: the collate_fn "
+            "misaligns inputs and targets"
+        )
     _check_batch_size(ctx, n, f)
     _check_duplicates(ctx, b, f, p)
 
@@ -44,12 +46,16 @@ def _check_batch_size(ctx: Context, n: int, f: Findings) -> None:
     msg = f"the first training batch holds {n} examples, data.batch_size is {want}: "
     intact = None if ctx.data.train_loader_fn is not None else _rows_are_items(ctx, want)
     if intact is False:
-        f.warn(msg + f"the collate_fn makes {n} rows of {want} items, none of them an item as "
-               "given: if it packs or splits examples on purpose, trackcheck's checks see its "
-               "rows as the examples")
+        f.warn(
+            msg + f"the collate_fn makes {n} rows of {want} items, none of them an item as "
+            "given: if it packs or splits examples on purpose, trackcheck's checks see its "
+            "rows as the examples"
+        )
         return
-    msg += (f"the collate_fn {'drops' if n < want else 'repeats'} items (it must return one row "
-            "per item it is given)")
+    msg += (
+        f"the collate_fn {'drops' if n < want else 'repeats'} items (it must return one row "
+        "per item it is given)"
+    )
     if intact:
         f.fail(msg)
     else:
@@ -83,17 +89,27 @@ def _check_duplicates(ctx: Context, b: Batch, f: Findings, p: ContractParams) ->
     top, dup = max(counts.values()), n - len(counts)
     base = _dataset_duplicates(ctx, p.dataset_items)
     base_dup, base_top = base if base is not None else (0.0, 0.0)
-    f.metrics.update(duplicate_examples=float(dup), max_repeats=float(top),
-                     dataset_duplicate_share=base_dup if base is not None else float("nan"))
-    data = (f"the dataset's first {p.dataset_items} items by index repeat {base_dup:.0%}"
-            if base is not None else "the dataset cannot be read by index")
+    f.metrics.update(
+        duplicate_examples=float(dup),
+        max_repeats=float(top),
+        dataset_duplicate_share=base_dup if base is not None else float("nan"),
+    )
+    data = (
+        f"the dataset's first {p.dataset_items} items by index repeat {base_dup:.0%}"
+        if base is not None
+        else "the dataset cannot be read by index"
+    )
     if n >= 4 and top > p.max_repeat_share * n and base_top <= p.max_repeat_share:
-        f.fail(f"one example fills {top} of the {n} rows of a training batch ({data}): a "
-               "collate_fn that repeats one item, or a sampler that yields one index")
+        f.fail(
+            f"one example fills {top} of the {n} rows of a training batch ({data}): a "
+            "collate_fn that repeats one item, or a sampler that yields one index"
+        )
     elif n >= 4 and dup / n > base_dup + p.excess_duplicates:
-        f.warn(f"{dup} of the {n} rows of a training batch repeat another row ({data}): the "
-               "collate_fn or sampler repeats examples (a sampler with replacement or "
-               "oversampling does this on purpose)")
+        f.warn(
+            f"{dup} of the {n} rows of a training batch repeat another row ({data}): the "
+            "collate_fn or sampler repeats examples (a sampler with replacement or "
+            "oversampling does this on purpose)"
+        )
 
 
 def _cpu(t: Tensor) -> Tensor:

@@ -78,8 +78,21 @@ def _graph_leaves(out: Tensor) -> list[Tensor]:
     return leaves
 
 
-_SHAPE_OPS = ("View", "Reshape", "UnsafeView", "Squeeze", "Unsqueeze", "Transpose",
-              "Permute", "Clone", "Select", "Slice", "Expand", "ToCopy", "Alias")
+_SHAPE_OPS = (
+    "View",
+    "Reshape",
+    "UnsafeView",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Permute",
+    "Clone",
+    "Select",
+    "Slice",
+    "Expand",
+    "ToCopy",
+    "Alias",
+)
 
 
 def final_op(out: Tensor) -> str:

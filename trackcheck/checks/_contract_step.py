@@ -48,24 +48,34 @@ def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -
         return
     _judge_grads(f, p, g_prev, _grads(fresh), _grads(model), moved_first)
     if not _moved(model, before):
-        f.warn("two calls of the training step left every parameter unchanged: does it call "
-               "optimizer.step()?")
+        f.warn(
+            "two calls of the training step left every parameter unchanged: does it call "
+            "optimizer.step()?"
+        )
     _judge_modes(f, model, modes)
 
 
 def _run_step(
-    ctx: Context, model: nn.Module, b: Batch, opt: torch.optim.Optimizer, f: Findings,
+    ctx: Context,
+    model: nn.Module,
+    b: Batch,
+    opt: torch.optim.Optimizer,
+    f: Findings,
     which: str,
 ) -> float | None:
     try:  # the step gets its own copy of the batch: steps that pop keys or edit in place
         v = ctx.train_step(model, Batch(b.x, b.y, map_tensors(Tensor.clone, b.raw)), opt)
     except Exception as e:  # noqa: BLE001 - the user's code: its failure is the finding
         if isinstance(e, TypeError) and "NoneType" in str(e):
-            f.fail(f"the training step (pipeline.step) returned None on its {which} call: "
-                   "return the batch's loss")
+            f.fail(
+                f"the training step (pipeline.step) returned None on its {which} call: "
+                "return the batch's loss"
+            )
         else:
-            f.fail(f"the training step (pipeline.step) raised on its {which} call: "
-                   f"{type(e).__name__}: {e}")
+            f.fail(
+                f"the training step (pipeline.step) raised on its {which} call: "
+                f"{type(e).__name__}: {e}"
+            )
         return None
     if not math.isfinite(v):
         f.fail(f"the training step returned {v} on its {which} call: a finite loss expected")
@@ -74,13 +84,16 @@ def _run_step(
 
 
 def _grads(model: nn.Module) -> list[Tensor]:
-    return [q.grad.detach().clone() if q.grad is not None else torch.zeros_like(q)
-            for q in model.parameters()]
+    return [
+        q.grad.detach().clone() if q.grad is not None else torch.zeros_like(q)
+        for q in model.parameters()
+    ]
 
 
 def _moved(model: nn.Module, before: list[Tensor]) -> bool:
-    return any(not torch.equal(q.detach(), b) for q, b in zip(model.parameters(), before,
-                                                                 strict=True))
+    return any(
+        not torch.equal(q.detach(), b) for q, b in zip(model.parameters(), before, strict=True)
+    )
 
 
 def _norm(ts: list[Tensor]) -> float:
@@ -88,8 +101,12 @@ def _norm(ts: list[Tensor]) -> float:
 
 
 def _judge_grads(
-    f: Findings, p: ContractParams, g_prev: list[Tensor], g_clean: list[Tensor],
-    g_cont: list[Tensor], moved_first: bool,
+    f: Findings,
+    p: ContractParams,
+    g_prev: list[Tensor],
+    g_clean: list[Tensor],
+    g_cont: list[Tensor],
+    moved_first: bool,
 ) -> None:
     """.grad after the second call against the same call on a cleared copy."""
     n_clean, n_prev = _norm(g_clean), _norm(g_prev)
@@ -104,18 +121,24 @@ def _judge_grads(
     if rel <= p.grad_rtol:
         return
     if rel_acc <= p.grad_rtol:
-        msg = (f"after the training step's second call .grad holds the first batch's gradient "
-               f"plus the second's (within {rel_acc:.2g}), not the second's alone (off by "
-               f"{rel:.3g} of its norm): the step does not clear the gradients")
+        msg = (
+            f"after the training step's second call .grad holds the first batch's gradient "
+            f"plus the second's (within {rel_acc:.2g}), not the second's alone (off by "
+            f"{rel:.3g} of its norm): the step does not clear the gradients"
+        )
         if moved_first:
             f.fail(msg + ". Call optimizer.zero_grad() before loss.backward()")
         else:
-            f.warn(msg + " and did not update the parameters on its first call: gradient "
-                   "accumulation on purpose? trackcheck counts each call as one step")
+            f.warn(
+                msg + " and did not update the parameters on its first call: gradient "
+                "accumulation on purpose? trackcheck counts each call as one step"
+            )
     else:
-        f.warn(f"the gradient the training step leaves depends on what ran before: "
-               f"{diff:.3g} away from what the same call leaves on a copy with cleared .grad "
-               f"({n_clean:.3g} there; state kept in the step: a counter, a gradient scaler?)")
+        f.warn(
+            f"the gradient the training step leaves depends on what ran before: "
+            f"{diff:.3g} away from what the same call leaves on a copy with cleared .grad "
+            f"({n_clean:.3g} there; state kept in the step: a counter, a gradient scaler?)"
+        )
 
 
 def _judge_modes(f: Findings, model: nn.Module, modes: list[bool]) -> None:
@@ -126,17 +149,26 @@ def _judge_modes(f: Findings, model: nn.Module, modes: list[bool]) -> None:
     f.metrics["step_forwards_in_eval"] = float(evals)
     if not evals:
         return
-    dependent = [type(m).__name__ for m in model.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                 or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)]
-    msg = (f"{evals} of the training step's {len(modes)} forward passes ran in eval mode: the "
-           "step calls model.eval() (or leaves the model there)")
+    dependent = [
+        type(m).__name__
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+    ]
+    msg = (
+        f"{evals} of the training step's {len(modes)} forward passes ran in eval mode: the "
+        "step calls model.eval() (or leaves the model there)"
+    )
     if dependent:
-        f.fail(msg + f", so its {dependent[0]} layers train as at inference (dropout off, "
-               "BatchNorm on running statistics). Call model.train() at the start of the step")
+        f.fail(
+            msg + f", so its {dependent[0]} layers train as at inference (dropout off, "
+            "BatchNorm on running statistics). Call model.train() at the start of the step"
+        )
     else:
-        f.warn(msg + "; this model has no dropout or BatchNorm, so it makes no difference yet. "
-               "Call model.train() at the start of the step")
+        f.warn(
+            msg + "; this model has no dropout or BatchNorm, so it makes no difference yet. "
+            "Call model.train() at the start of the step"
+        )
 
 
 def _rng_state(ctx: Context) -> tuple[Any, ...]:

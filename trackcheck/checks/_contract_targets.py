@@ -66,8 +66,9 @@ def _class_targets(ctx: Context, y: Tensor, f: Findings) -> bool:
         )
     ids = v.long()
     lo, hi = int(ids.min()), int(ids.max())
-    f.metrics.update(min_class_id=float(lo), max_class_id=float(hi),
-                     classes_seen=float(ids.unique().numel()))
+    f.metrics.update(
+        min_class_id=float(lo), max_class_id=float(hi), classes_seen=float(ids.unique().numel())
+    )
     ok = True
     if lo < 0:
         f.fail(
@@ -79,11 +80,15 @@ def _class_targets(ctx: Context, y: Tensor, f: Findings) -> bool:
     if hi >= C:
         n_over = int((ids >= C).sum())
         if lo >= 1 and hi == C:
-            fix = (f"The labels run 1..{C}, off by one: subtract 1 in the dataset so they "
-                   f"run 0..{C - 1}")
+            fix = (
+                f"The labels run 1..{C}, off by one: subtract 1 in the dataset so they "
+                f"run 0..{C - 1}"
+            )
         else:
-            fix = (f"Set data.num_outputs={hi + 1} (and the model's output layer to match) or "
-                   f"remap the labels to 0..{C - 1}")
+            fix = (
+                f"Set data.num_outputs={hi + 1} (and the model's output layer to match) or "
+                f"remap the labels to 0..{C - 1}"
+            )
         f.fail(
             f"class id {hi} >= data.num_outputs={C} ({n_over} targets): PyTorch would stop "
             f"at 'Target {hi} is out of bounds' (on CUDA a device-side assert). {fix}"
@@ -98,8 +103,13 @@ def _binary_targets(y: Tensor, f: Findings) -> bool:
     f.metrics.update(min_target=float(v.min()), max_target=float(v.max()))
     if bool(((v < 0) | (v > 1)).any()):
         vals = set(v.unique()[:16].tolist())
-        fix = ("Map -1 to 0 (y = (y + 1) / 2)" if vals <= {-1.0, 1.0}
-               else "Subtract 1" if vals <= {1.0, 2.0} else "Map them to 0 and 1")
+        fix = (
+            "Map -1 to 0 (y = (y + 1) / 2)"
+            if vals <= {-1.0, 1.0}
+            else "Subtract 1"
+            if vals <= {1.0, 2.0}
+            else "Map them to 0 and 1"
+        )
         f.fail(
             f"binary targets take values {sorted(vals)[:6]}, outside [0, 1]: BCE with a "
             f"target outside [0, 1] has no minimum (the logit runs off). {fix} in the dataset"
@@ -115,8 +125,10 @@ def check_shapes(ctx: Context, out: Tensor, y: Tensor, f: Findings) -> bool:
     os_, ys = list(out.shape), list(y.shape)
     f.metrics["output_dim"] = float(os_[-1]) if len(os_) > 1 else 1.0  # per example
     if not os_ or os_[0] != ys[0]:
-        f.fail(f"the model returned {os_} for a batch of {ys[0]} examples: the first "
-               "dimension of the output must be the batch")
+        f.fail(
+            f"the model returned {os_} for a batch of {ys[0]} examples: the first "
+            "dimension of the output must be the batch"
+        )
         return False
     user = callable(ctx.pipeline.loss)
     if ctx.task.name in ("multiclass", "lm"):
@@ -134,14 +146,18 @@ def _class_shape(task: Task, os_: list[int], ys: list[int], y: Tensor) -> str | 
     C = task.num_classes  # type: ignore[attr-defined]
     if task.name == "lm":
         if len(os_) != 3 or os_[:2] != ys or os_[2] != C:
-            return (f"the language model outputs {os_} for targets {ys}: it should give "
-                    f"[batch, time, {C}] logits aligned with [batch, time] targets "
-                    f"(data.num_outputs={C}, the vocabulary size)")
+            return (
+                f"the language model outputs {os_} for targets {ys}: it should give "
+                f"[batch, time, {C}] logits aligned with [batch, time] targets "
+                f"(data.num_outputs={C}, the vocabulary size)"
+            )
         return None
     if len(os_) != 2 or os_[1] != C:
-        return (f"the model outputs {os_} for a multiclass task with data.num_outputs={C}: it "
-                f"should give [batch, {C}] logits. Make the final layer's out_features {C}, "
-                f"or set data.num_outputs={os_[-1]} if that is the number of classes")
+        return (
+            f"the model outputs {os_} for a multiclass task with data.num_outputs={C}: it "
+            f"should give [batch, {C}] logits. Make the final layer's out_features {C}, "
+            f"or set data.num_outputs={os_[-1]} if that is the number of classes"
+        )
     if len(ys) != 1 and not (y.is_floating_point() and ys == os_):
         return f"multiclass targets should be [batch] class ids, got {ys}: y.view(-1) them"
     return None
@@ -149,9 +165,11 @@ def _class_shape(task: Task, os_: list[int], ys: list[int], y: Tensor) -> str | 
 
 def _binary_shape(os_: list[int], ys: list[int], user: bool) -> str | None:
     if not (len(os_) == 1 or (len(os_) == 2 and os_[1] == 1)):
-        return (f"the model outputs {os_} for a binary task, which reads one logit per "
-                f"example ([batch] or [batch, 1]): for {os_[-1]} logits per example use "
-                f"data.task=multiclass with data.num_outputs={os_[-1]}")
+        return (
+            f"the model outputs {os_} for a binary task, which reads one logit per "
+            f"example ([batch] or [batch, 1]): for {os_[-1]} logits per example use "
+            f"data.task=multiclass with data.num_outputs={os_[-1]}"
+        )
     if user and os_ != ys:
         return _shape_msg(os_, ys)
     if not user and len(ys) != 1:
@@ -164,10 +182,16 @@ def _shape_msg(os_: list[int], ys: list[int]) -> str:
         bs = list(torch.broadcast_shapes(torch.Size(os_), torch.Size(ys)))
     except RuntimeError:
         bs = None
-    how = (f"broadcast silently to {bs} in an element-wise loss (MSELoss averages all "
-           f"{math.prod(bs)} pairs instead of {ys[0]} predictions)" if bs else "do not match")
-    return (f"output {os_} and targets {ys} {how}: give them the same shape, e.g. "
-            "out.squeeze(-1) in the model or y.view(-1) / y.unsqueeze(-1) in the dataset")
+    how = (
+        f"broadcast silently to {bs} in an element-wise loss (MSELoss averages all "
+        f"{math.prod(bs)} pairs instead of {ys[0]} predictions)"
+        if bs
+        else "do not match"
+    )
+    return (
+        f"output {os_} and targets {ys} {how}: give them the same shape, e.g. "
+        "out.squeeze(-1) in the model or y.view(-1) / y.unsqueeze(-1) in the dataset"
+    )
 
 
 def check_shift(ctx: Context, batch: Batch, f: Findings, p: ContractParams) -> None:
@@ -185,18 +209,26 @@ def check_shift(ctx: Context, batch: Batch, f: Findings, p: ContractParams) -> N
     f.metrics.update(lm_target_is_next=nxt, lm_target_is_input=same)
     if nxt > p.shift_share:
         return
-    fix = ("tuple batches for task lm hold the next tokens: x = ids[i : i + T], "
-           "y = ids[i + 1 : i + T + 1]")
+    fix = (
+        "tuple batches for task lm hold the next tokens: x = ids[i : i + T], "
+        "y = ids[i + 1 : i + T + 1]"
+    )
     if same > p.shift_share:
-        msg = (f"the LM targets equal the inputs on {same:.0%} of positions (the next token on "
-               f"{nxt:.0%}): the model learns to copy its input. {fix}")
+        msg = (
+            f"the LM targets equal the inputs on {same:.0%} of positions (the next token on "
+            f"{nxt:.0%}): the model learns to copy its input. {fix}"
+        )
         if callable(ctx.pipeline.loss):
             f.warn(msg + " (ignore this if your loss shifts them itself)")
         else:
             f.fail(msg)
     elif prev > p.shift_share:
-        f.fail(f"the LM targets are the previous tokens on {prev:.0%} of positions: shifted the "
-               f"wrong way. {fix}")
+        f.fail(
+            f"the LM targets are the previous tokens on {prev:.0%} of positions: shifted the "
+            f"wrong way. {fix}"
+        )
     else:
-        f.warn(f"the LM targets are the next input token on only {nxt:.0%} of positions (the "
-               f"input itself on {same:.0%}): {fix}")
+        f.warn(
+            f"the LM targets are the next input token on only {nxt:.0%} of positions (the "
+            f"input itself on {same:.0%}): {fix}"
+        )

@@ -24,17 +24,19 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from trackcheck import plots
+from trackcheck.context import Meter
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.pipeline import PipelineError, primary, replace_primary
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -46,9 +48,7 @@ class DiffPoint:
     where: str  # for messages: "the input" or "the output of nn.Embedding 'tok'"
 
 
-def differentiable_input(
-    model: nn.Module, forward: Callable[[Any], Tensor], x: Any
-) -> DiffPoint:
+def differentiable_input(model: nn.Module, forward: Callable[[Any], Tensor], x: Any) -> DiffPoint:
     """The map is taken at the inputs' content tensor (``pipeline.primary``: the tensor
     itself, ``pixel_values``, ``input_ids``, ...). Float content is used as it is; integer
     content (token ids) is replaced by the output of the first ``nn.Embedding`` called on a
@@ -124,10 +124,12 @@ def _replace_output(module: nn.Module, h: Tensor) -> Iterator[None]:
 CHUNK_ELEMENTS = 2**25
 
 
-def dependency_map(point: DiffPoint, dim: int, seed: int) -> Tensor:
+def dependency_map(point: DiffPoint, dim: int, seed: int, meter: Meter | None = None) -> Tensor:
     """``M[i, j]``: norm of the gradient of a random weighting of output unit i with respect
     to input unit j, units indexed along ``dim`` of both the output and ``point.h`` (dim 0:
-    examples; dim 1: positions). Returns [n_out, n_in] float64 on the CPU."""
+    examples; dim 1: positions). Returns [n_out, n_in] float64 on the CPU. ``meter`` times
+    the batched VJPs as model time (one backward pass per chunk)."""
+    meter = meter or Meter()
     out, vjp_fn = torch.func.vjp(point.fn, point.h)[:2]  # (output, its vjp function)
     if not isinstance(out, Tensor) or out.dim() <= dim:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -143,7 +145,9 @@ def dependency_map(point: DiffPoint, dim: int, seed: int) -> Tensor:
     for start in range(0, n, chunk):
         # one cotangent per output unit i: the weights on unit i, zero elsewhere
         cotangents = weights.unsqueeze(0) * select[start : start + chunk].reshape(shape)
-        grads = _vjps(vjp_fn, cotangents).detach().movedim(dim + 1, 1)  # [chunk, n_in, ...]
+        with meter.measure(backward=1):
+            grads = _vjps(vjp_fn, cotangents).detach()
+        grads = grads.movedim(dim + 1, 1)  # [chunk, n_in, ...]
         norms = grads.reshape(len(grads), grads.shape[1], -1).double().norm(dim=-1)
         rows.append(norms.cpu())  # [chunk, n_in]
     return torch.cat(rows)
@@ -193,7 +197,7 @@ def map_result(
     *,
     where: str,
     metrics: dict[str, float],
-    figure: Figure,
+    figure: plots.Deferred,
     value: float,
     threshold: str,
 ) -> CheckResult:
@@ -223,10 +227,21 @@ def pairs(mask: Tensor, k: int) -> list[tuple[int, int]]:
 
 def heatmap(
     m: Tensor, bad: Tensor, title: str, xlabel: str, ylabel: str, diagonal: bool = False
+) -> plots.Deferred:
+    """:func:`draw_heatmap` of map ``m`` [n_out, n_in] and its violations ``bad`` (same
+    shape, bool), drawn later."""
+    args = (m.double().numpy(), bad.numpy(), title, xlabel, ylabel, diagonal)
+    return plots.deferred(draw_heatmap, *args)
+
+
+def draw_heatmap(
+    m: np.ndarray, bad: np.ndarray, title: str, xlabel: str, ylabel: str, diagonal: bool
 ) -> Figure:
     """A dependency map as log10(gradient norm / largest norm); exact zeros white, the
     entries judged as violations marked with red crosses."""
-    rel = (m / m.max()).numpy() if float(m.max()) > 0 else m.numpy()
+    from matplotlib import colormaps
+
+    rel = m / m.max() if float(m.max()) > 0 else m
     pos = rel > 0
     logs = np.ma.masked_where(~pos, np.log10(np.where(pos, rel, 1.0)))
     floor = min(float(logs.min()), -1.0) if pos.any() else -1.0
@@ -237,7 +252,7 @@ def heatmap(
     if diagonal:
         n = max(m.shape)
         ax.plot([-0.5, n - 0.5], [-0.5, n - 0.5], color="k", lw=0.6, ls="--")
-    rows, cols = np.nonzero(bad.numpy())
+    rows, cols = np.nonzero(bad)
     if len(rows):
         ax.scatter(cols, rows, marker="x", color="red", s=14, lw=1, label="violation")
         ax.legend(fontsize=7, loc="lower left")

@@ -6,13 +6,15 @@ decoded), with table cells made JSON-safe. Rendering only: the check measures an
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 STATS = ("mean", "std", "min", "max", "rms")  # column_stats' keys, in table order
 
@@ -45,17 +47,16 @@ def decoded_table(texts: list[str], labels: list[str]) -> dict[str, list[Any]]:
     }
 
 
-def image_grid(x: Tensor, labels: list[str]) -> Figure:
-    """The images as the model gets them, on ONE shared colour scale (its colour bar shows the
-    raw values, so 0-255 or a shifted mean is visible); NaN/Inf pixels in red."""
-    import matplotlib.pyplot as plt
-
-    if x.dim() == 3:  # [B, H, W] -> [B, 1, H, W]
-        x = x.unsqueeze(1)
-    n, c = x.shape[0], x.shape[1]
+def image_grid(a: np.ndarray, labels: list[str]) -> Figure:
+    """The images [B, C, H, W] or [B, H, W] as the model gets them, on ONE shared colour
+    scale (its colour bar shows the raw values, so 0-255 or a shifted mean is visible);
+    NaN/Inf pixels in red."""
+    plt = plots.pyplot()
+    if a.ndim == 3:  # [B, H, W] -> [B, 1, H, W]
+        a = a[:, None]
+    n, c = a.shape[0], a.shape[1]
     cols = min(n, 8)
     rows = max(1, math.ceil(n / cols))
-    a = x.double().numpy()
     finite = a[np.isfinite(a)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     fig, axes = plt.subplots(
@@ -85,11 +86,10 @@ def image_grid(x: Tensor, labels: list[str]) -> Figure:
     return fig
 
 
-def value_heatmap(rows: Tensor, names: list[str], labels: list[str]) -> Figure:
+def value_heatmap(rows: np.ndarray, names: list[str], labels: list[str]) -> Figure:
     """Tabular rows [N, F] as a heatmap, one row per example: an unscaled feature stands out."""
-    import matplotlib.pyplot as plt
-
-    a = np.ma.masked_invalid(rows.double().numpy())
+    plt = plots.pyplot()
+    a = np.ma.masked_invalid(rows)
     fig, ax = plots.figure(max(5.0, 0.22 * len(names) + 2), 0.25 * len(labels) + 1.8)
     cmap = plt.get_cmap("coolwarm").with_extremes(bad="black")
     lim = float(np.abs(a).max()) if a.count() else 1.0  # symmetric: 0 is white

@@ -8,9 +8,16 @@ t). Each takes the per-example gains [N] as a numpy array and returns plain floa
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
+
+from trackcheck._lazy import lazy_module
+
+if TYPE_CHECKING:
+    from scipy import stats
+else:  # scipy is imported when a test is computed, not with the checks
+    stats = lazy_module("scipy.stats")
 
 
 def paired_test(gain: np.ndarray) -> float:

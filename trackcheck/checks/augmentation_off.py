@@ -18,11 +18,10 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -33,6 +32,9 @@ from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import PipelineError, primary
 from trackcheck.registry import register
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Names of random transforms (classes, or functions used as transforms), case-insensitive:
 # torchvision's Random* (RandomCrop, RandomHorizontalFlip, RandomErasing, RandomApply, ...),
@@ -147,7 +149,7 @@ def _first_tensor(obj: Any) -> Tensor | None:
     return None
 
 
-def _image_figure(m: Mismatch) -> Figure | None:
+def _image_figure(m: Mismatch) -> plots.Deferred | None:
     """First fetch, second fetch and their difference, for an image sample (or batch row 0)."""
     a, b = _first_tensor(m.first), _first_tensor(m.second)
     if a is None or b is None or a.shape != b.shape or a.dim() < 2:
@@ -156,14 +158,21 @@ def _image_figure(m: Mismatch) -> Figure | None:
         a, b = a[0], b[0]
     if a.dim() == 3:  # [C, H, W]: first channel
         a, b = a[0], b[0]
-    fig, axes = plots.plt.subplots(1, 3, figsize=(7, 2.6), layout="constrained")
-    for ax, img, title in zip(
+    a_np, b_np = (t.detach().cpu().float().numpy() for t in (a, b))  # [H, W] each
+    title = f"{m.where} fetched twice (max |diff| {m.max_abs_diff:.3g})"
+    return plots.deferred(_draw_twice, a_np, b_np, title)
+
+
+def _draw_twice(a: np.ndarray, b: np.ndarray, title: str) -> Figure:
+    """Two fetches [H, W] of one image and their difference, side by side."""
+    fig, axes = plots.pyplot().subplots(1, 3, figsize=(7, 2.6), layout="constrained")
+    for ax, img, name in zip(
         axes, (a, b, b - a), ("fetch 1", "fetch 2", "difference"), strict=True
     ):
-        ax.imshow(img.detach().cpu().float().numpy(), cmap="gray")
-        ax.set_title(title, fontsize=9)
+        ax.imshow(img, cmap="gray")
+        ax.set_title(name, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{m.where} fetched twice (max |diff| {m.max_abs_diff:.3g})", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

@@ -46,7 +46,7 @@ def batch_independence(ctx: Context, p: BatchIndependenceParams) -> CheckResult:
     if len(batch) < 2:  # counted on the target: the inputs may be a dict of keyword inputs
         raise SkipCheck(f"needs at least 2 examples to compare, the data has {len(batch)}")
     point = _deps.differentiable_input(model, lambda v: ctx.forward(model, v), batch.x)
-    m = _deps.dependency_map(point, dim=0, seed=ctx.seed)  # [B, B]: output i <- input j
+    m = _deps.dependency_map(point, dim=0, seed=ctx.seed, meter=ctx.meter)  # [B, B]: i <- j
     tol = _deps.zero_tolerance(point.h.dtype, p.zero_rtol)
     n_bn = _batchnorm_layers(model)
     return _judge(m, tol, point.where, n_bn, p.max_listed)

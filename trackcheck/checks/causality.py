@@ -69,7 +69,7 @@ def causality(ctx: Context, p: CausalityParams) -> CheckResult:
             f"the output {list(out.shape)} has no time axis matching the input "
             f"{list(point.h.shape)} at dim 1, so there is no position-wise causality to check"
         )
-    m = _deps.dependency_map(point, dim=1, seed=ctx.seed)  # [T, T]: output t <- input s
+    m = _deps.dependency_map(point, dim=1, seed=ctx.seed, meter=ctx.meter)  # [T, T]: t <- s
     # padding is no position: its rows and columns are left out (order kept, so s > t in the
     # submatrix is s > t in the sequence); [T', T'] over the valid positions
     m = m[keep][:, keep]

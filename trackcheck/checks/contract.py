@@ -101,8 +101,10 @@ def contract(ctx: Context, p: ContractParams) -> CheckResult:
         check_loss(ctx, model, batch, out, f, p)
         checked.append("loss reduction")
     else:
-        f.note("The loss (and a training step) are not evaluated until the targets and the "
-               "output shape fit.")
+        f.note(
+            "The loss (and a training step) are not evaluated until the targets and the "
+            "output shape fit."
+        )
     check_batches(ctx, f, p, SEED_OFFSET)
     if ctx.pipeline.step is not None and trainable and targets_ok and shapes_ok:
         check_step(ctx, f, p, SEED_OFFSET + 1)

@@ -17,10 +17,9 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
@@ -30,6 +29,9 @@ from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
 from trackcheck.training import train_steps
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -169,11 +171,12 @@ def _deterministic_pair(ctx: Context, p: DeterminismParams) -> tuple[tuple[Run, 
     return runs, ""
 
 
-def _figure(r1: Run, r2: Run, r3: Run) -> Figure:
+def _figure(l1: list[float], l2: list[float], l3: list[float]) -> Figure:
+    """The three runs' loss curves [steps] on one axis."""
     fig, ax = plots.figure()
-    ax.plot(r1.losses, lw=3, alpha=0.5, label="run 1 (seed s)")
-    ax.plot(r2.losses, ls="--", marker="o", ms=3, label="run 2 (seed s)")
-    ax.plot(r3.losses, ls=":", label="seed s+1")
+    ax.plot(l1, lw=3, alpha=0.5, label="run 1 (seed s)")
+    ax.plot(l2, ls="--", marker="o", ms=3, label="run 2 (seed s)")
+    ax.plot(l3, ls=":", label="seed s+1")
     ax.set(title="same seed twice: the curves must coincide", xlabel="step", ylabel="loss")
     ax.legend(fontsize=8)
     return fig
@@ -290,7 +293,7 @@ def determinism(ctx: Context, p: DeterminismParams) -> CheckResult:
         msg,
         metrics=metrics,
         series=series,
-        figures={"losses": _figure(r1, r2, r3)},
+        figures={"losses": plots.deferred(_figure, r1.losses, r2.losses, r3.losses)},
         value=worst,
         threshold="bitwise (or within rtol/atol where an op has no deterministic kernel)",
     )

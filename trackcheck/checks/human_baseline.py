@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
@@ -37,6 +37,9 @@ from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.registry import register
 from trackcheck.training import train_steps
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 HOW_TO = (
     "give one as checks.human_baseline.human_metric=0.98 "
@@ -142,14 +145,22 @@ def _model_estimate(ctx: Context, p: HumanBaselineParams) -> tuple[Estimate, Ten
     return estimate(run.metric), run.metric
 
 
-def _figure(metric: str, model: Estimate, steps: int, baselines: list[Baseline]) -> Figure:
-    """Model and human side by side, each with its 95% interval where it has one."""
-    fig, ax = plots.figure(5.5, 1.2 + 0.5 * (1 + len(baselines)))
-    rows = [(f"model after {steps} steps", model.mean, model)] + [
-        (b.label[:50], b.value, b.estimate) for b in baselines
+def _rows(
+    model: Estimate, steps: int, baselines: list[Baseline]
+) -> list[tuple[str, float, tuple[float, float] | None]]:
+    """(label, value, 95% interval or None) for the model and each baseline: plain data."""
+    rows: list[tuple[str, float, Estimate | None]] = [
+        (f"model after {steps} steps", model.mean, model)
     ]
-    for i, (_, value, est) in enumerate(rows):
-        xerr = None if est is None else [[value - est.lo], [est.hi - value]]
+    rows += [(b.label[:50], b.value, b.estimate) for b in baselines]
+    return [(lab, v, None if e is None else (e.lo, e.hi)) for lab, v, e in rows]
+
+
+def _figure(metric: str, rows: list[tuple[str, float, tuple[float, float] | None]]) -> Figure:
+    """Model and human side by side, each with its 95% interval where it has one."""
+    fig, ax = plots.figure(5.5, 1.2 + 0.5 * len(rows))
+    for i, (_, value, ci) in enumerate(rows):
+        xerr = None if ci is None else [[value - ci[0]], [ci[1] - value]]
         ax.errorbar(value, i, xerr=xerr, fmt="o", capsize=4, color=f"C{i}")
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     ax.set(title=f"{metric}: model beside the human baseline (95% CI)", xlabel=metric)
@@ -211,7 +222,7 @@ def human_baseline(ctx: Context, p: HumanBaselineParams) -> CheckResult:
         Status.WARN if warnings else Status.PASS,
         msg,
         metrics=metrics,
-        figures={"side_by_side": _figure(metric, model, p.steps, baselines)},
+        figures={"side_by_side": plots.deferred(_figure, metric, _rows(model, p.steps, baselines))},
         value=baselines[0].value,
         threshold=f"a cited human {metric} in [{lo:g}, {hi:g}]",
     )

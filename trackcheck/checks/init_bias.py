@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from trackcheck.checks._common import (
     fmt_values,
+    init_outputs,
     output_layer,
-    outputs_at_init,
     tied_to_embedding,
 )
 from trackcheck.context import Context
@@ -40,8 +40,7 @@ class InitBiasParams:
 def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     """The final-layer bias carries the prior (mean prediction at init vs class prior / mean)."""
     task = ctx.task
-    model = ctx.new_model()
-    out, _ = outputs_at_init(ctx, model, p.n_examples)
+    out, _ = init_outputs(ctx, p.n_examples)  # shared with loss_at_init: one forward
     mean_pred = task.mean_prediction(out)
     best = task.prior_loss(ctx.prior)
     excess = task.constant_loss(ctx.prior, mean_pred) - best
@@ -70,6 +69,7 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
         f"{observed}: the bias costs {share:.1%} of the initial loss ({excess:.4g} over {best:.4g})"
     )
     if status != Status.PASS:
+        model = ctx.new_model()  # the same init the outputs came from
         found = output_layer(ctx, model, ctx.head("train", 2).x)
         no_bias = found is not None and getattr(found[1], "bias", None) is None
         metrics["output_layer_has_bias"] = 0.0 if no_bias else 1.0

@@ -57,11 +57,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
@@ -80,6 +79,9 @@ from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import primary, replace_primary
 from trackcheck.registry import register
 from trackcheck.training import train_steps
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -402,7 +404,7 @@ def _judge(
             f"{steps} steps, so the baseline comparison could not be made: lower the learning "
             "rate (loss_decreases says more)"
         )
-        fig = plots.curves(curves, "training loss (same init, same batches)")
+        fig = plots.deferred(plots.curves, curves, "training loss (same init, same batches)")
         return CheckResult(
             "input_independent",
             Status.FAIL,
@@ -434,25 +436,31 @@ def _judge(
         msg,
         metrics=metrics,
         series=series,
-        figures={"compare": _figure(curves, sets)},
+        figures={"compare": plots.deferred(_figure, curves, _scatter(sets))},
         value=worst,
         threshold=threshold,
     )
 
 
-def _figure(curves: dict[str, list[float]], sets: dict[str, Judged]) -> Figure:
+Scatter = dict[str, tuple[np.ndarray, np.ndarray, float]]
+
+
+def _scatter(sets: dict[str, Judged]) -> Scatter:
+    """Per held-out set: (blanked losses [N], real losses [N], p-value), plain data."""
+    return {name: (j.blanked, j.real, j.p_value) for name, j in sets.items()}
+
+
+def _figure(curves: dict[str, list[float]], sets: Scatter) -> Figure:
     """Left: both training curves. Right: held-out loss per example, blanked (x) vs real (y),
     one colour per held-out set; points below the diagonal are examples the input helped."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    fig, (ax0, ax1) = plots.pyplot().subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     for name, ys in curves.items():
         ax0.plot(np.arange(len(ys)), ys, label=name)
     ax0.set(title="training loss (same init, same batches)", xlabel="step", ylabel="loss")
     ax0.legend(fontsize=8)
-    for name, j in sets.items():
-        ax1.scatter(j.blanked, j.real, s=8, alpha=0.5, label=f"{name} (p={j.p_value:.2g})")
-    both = np.concatenate([np.concatenate([j.real, j.blanked]) for j in sets.values()])
+    for name, (blanked, real, p_value) in sets.items():
+        ax1.scatter(blanked, real, s=8, alpha=0.5, label=f"{name} (p={p_value:.2g})")
+    both = np.concatenate([np.concatenate([r, b]) for b, r, _ in sets.values()])
     lim = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
     ax1.plot(lim, lim, "k--", lw=1, label="no gain")
     ax1.set(

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from trackcheck import plots
 from trackcheck.checks import _snapshot_views as views
 from trackcheck.checks import _streams
 from trackcheck.context import Context
@@ -181,7 +181,7 @@ class _Findings:
 
     metrics: dict[str, float]
     tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    figures: dict[str, Figure] = field(default_factory=dict)
+    figures: dict[str, plots.Deferred] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # fail
     cautions: list[str] = field(default_factory=list)  # warn
 
@@ -295,10 +295,13 @@ def _values(
     if loud:
         found.cautions.append(_scale_caution(x, kind, word, loud, len(names), p.max_rms))
     if kind == "image" and x.dim() in (3, 4):
-        found.figures["inputs"] = views.image_grid(x[: p.n_show], labels[: p.n_show])
+        shown = x[: p.n_show].double().numpy()  # [n_show, (C,) H, W]
+        found.figures["inputs"] = plots.deferred(views.image_grid, shown, labels[: p.n_show])
     else:
         rows = per.T[: p.n_show]  # [N, F]
-        found.figures["inputs"] = views.value_heatmap(rows, names, labels[: p.n_show])
+        found.figures["inputs"] = plots.deferred(
+            views.value_heatmap, rows.double().numpy(), names, labels[: p.n_show]
+        )
         found.tables["rows"] = views.rows_table(rows, names, labels)
     return names
 
@@ -334,7 +337,7 @@ def _tokens(
     if ctx.data.itos is not None:
         found.metrics["vocab_size"] = float(len(ctx.data.itos))
     found.tables["decoded"] = views.decoded_table(texts, labels)
-    found.figures["inputs"] = views.text_panel(texts, labels[: p.n_show])
+    found.figures["inputs"] = plots.deferred(views.text_panel, texts, labels[: p.n_show])
 
 
 def _word(kind: str) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from trackcheck.checks import _streams
-from trackcheck.checks._common import outputs_at_init
+from trackcheck.checks._common import init_outputs
 from trackcheck.checks._floor import (
     aligned_spread,
     constant_output,
@@ -70,8 +70,7 @@ class LossAtInitParams:
 @register("loss_at_init", LossAtInitParams, fast=True, order=10)
 def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     """The loss at init matches the derived value (ln C, label entropy, Var(y), H(p))."""
-    model = ctx.new_model()
-    out, y = outputs_at_init(ctx, model, p.n_examples)  # out [N, ...], y [N, ...]
+    out, y = init_outputs(ctx, p.n_examples)  # out [N, ...], y [N, ...]
     measured, se = mean_loss(ctx, out, y)
     g = ctx.generator(offset=_streams.INIT_NOISE)
     shuffled, shuffled_se = shuffled_loss(ctx, out, y, p.shuffles, g)

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._bn import has_batchnorm, recalibrate
 from trackcheck.context import Context
@@ -38,6 +39,9 @@ from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
 from trackcheck.registry import register
 from trackcheck.training import train_steps
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -169,7 +173,7 @@ def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResul
 def _judge(ctx: Context, p: PredictionDynamicsParams, tr: Trace, y: Tensor) -> CheckResult:
     unit = "probability" if ctx.task.classification else f"target std ({tr.scale:.4g})"
     threshold = f"jitter <= {p.max_jitter:g}, held-out loss not up by > {p.worse_z:g} SE"
-    fig = _figure(ctx, tr, y, p.max_jitter)
+    fig = _deferred_figure(ctx, tr, y, p.max_jitter)
     finite = np.isfinite(tr.scores).all() and np.isfinite(tr.losses).all()
     if not finite or not all(math.isfinite(v) for v in tr.train_losses):
         msg = (
@@ -267,23 +271,38 @@ def _cautions(
     return cautions
 
 
-def _figure(ctx: Context, tr: Trace, y: Tensor, max_jitter: float) -> Figure:
-    """Left: one line per held-out example (its score over the steps; regression targets as
-    ticks at the right edge). Middle: the per-step jitter against the warning line. Right:
-    the batch's mean held-out loss."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax0, ax1, ax2) = plt.subplots(
-        1, 3, figsize=(12, 3.4), layout="constrained", gridspec_kw={"width_ratios": [3, 2, 2]}
-    )
-    steps = np.asarray(tr.steps)
-    ax0.plot(steps, tr.scores * tr.scale, lw=0.8, alpha=0.7)
+def _deferred_figure(ctx: Context, tr: Trace, y: Tensor, max_jitter: float) -> plots.Deferred:
+    """:func:`_figure` of plain data: the trace's arrays, and the targets [N] for regression."""
     if ctx.task.classification:
         what = "p(true class)" if ctx.task.name != "lm" else "mean p(true next token)"
+        targets = None
+    else:
+        what, targets = "prediction y-hat", y.reshape(len(y), -1).mean(-1).double().numpy()
+    return plots.deferred(
+        _figure, tr.steps, tr.scores * tr.scale, tr.scores, tr.losses, what, targets, max_jitter
+    )
+
+
+def _figure(
+    steps_at: list[int],
+    shown: np.ndarray,
+    scores: np.ndarray,
+    losses: np.ndarray,
+    what: str,
+    targets: np.ndarray | None,
+    max_jitter: float,
+) -> Figure:
+    """Left: one line per held-out example (its score [K, N] over the steps; regression
+    targets [N] as ticks at the right edge). Middle: the per-step jitter against the warning
+    line. Right: the batch's mean held-out loss [K]."""
+    fig, (ax0, ax1, ax2) = plots.pyplot().subplots(
+        1, 3, figsize=(12, 3.4), layout="constrained", gridspec_kw={"width_ratios": [3, 2, 2]}
+    )
+    steps = np.asarray(steps_at)
+    ax0.plot(steps, shown, lw=0.8, alpha=0.7)
+    if targets is None:
         ax0.set_ylim(-0.02, 1.02)
     else:
-        what = "prediction y-hat"
-        targets = y.reshape(len(y), -1).mean(-1).double().numpy()
         ax0.scatter(
             np.full(len(targets), steps[-1]),
             targets,
@@ -295,19 +314,19 @@ def _figure(ctx: Context, tr: Trace, y: Tensor, max_jitter: float) -> Figure:
         )
         ax0.legend(fontsize=8, loc="upper left")
     ax0.set(
-        title=f"held-out predictions during training ({tr.scores.shape[1]} examples)",
+        title=f"held-out predictions during training ({scores.shape[1]} examples)",
         xlabel="step",
         ylabel=what,
     )
     with np.errstate(invalid="ignore"):
-        per_step = jitter_per_step(tr.scores)
+        per_step = jitter_per_step(scores)
     ax1.plot(steps[1 : 1 + len(per_step)], per_step, color="tab:purple", lw=1, label="per step")
     if per_step.size and np.isfinite(per_step).all():
         ax1.axhline(float(per_step.mean()), color="tab:purple", ls=":", lw=1, label="mean")
     ax1.axhline(max_jitter, color="tab:red", ls="--", lw=1, label="warn when the mean is above")
     ax1.set(title="jitter: mean |2nd difference|", xlabel="step")
     ax1.legend(fontsize=8)
-    mean_loss = tr.losses.mean(1)
+    mean_loss = losses.mean(1)
     ax2.plot(steps, mean_loss, color="tab:green", lw=1)
     if np.isfinite(mean_loss).all() and (mean_loss > 0).all():
         ax2.set_yscale("log")  # one wild step can be 1000x the rest
