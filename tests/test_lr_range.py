@@ -1,0 +1,65 @@
+"""lr_range: Smith's learning-rate range test, run after a failed training check or on request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from conftest import blobs, run_check
+
+import trackcheck
+from trackcheck.core import Status
+from trackcheck.models import MLP
+
+ALWAYS = {"when": "always"}
+
+
+def model() -> torch.nn.Module:
+    return MLP([8], 4, width=32)
+
+
+def adam(lr: float) -> Any:
+    return lambda ps: torch.optim.Adam(ps, lr=lr)
+
+
+def test_default_lr_is_in_the_usable_range() -> None:
+    r = run_check("lr_range", model, blobs(), ALWAYS, optimizer=adam(3e-3))
+    assert r.status == Status.PASS, r.message
+    m = r.metrics
+    assert m["configured_lr"] == 3e-3
+    assert m["steepest_lr"] < m["divergence_lr"]
+    assert "figures" in r.to_json()
+
+
+def test_lr_10_is_above_the_divergence_lr() -> None:
+    r = run_check("lr_range", model, blobs(), ALWAYS, optimizer=adam(10.0))
+    assert r.status == Status.FAIL, r.message
+    assert r.metrics["divergence_lr"] < 10.0
+    assert "at or above the lr where the loss diverged" in r.message
+
+
+def test_lr_far_below_the_steepest_descent_warns() -> None:
+    r = run_check("lr_range", model, blobs(), ALWAYS, optimizer=adam(1e-7))
+    assert r.status == Status.WARN, r.message
+    assert "below the steepest descent" in r.message
+
+
+def test_skipped_unless_a_training_check_failed() -> None:
+    r = run_check("lr_range", model, blobs())
+    assert r.status == Status.SKIP
+    assert "checks.lr_range.when=always" in r.message
+
+
+def test_runs_when_overfit_batch_failed() -> None:
+    # overfit_batch given 2 steps cannot fit its batch: the range test then runs by itself
+    report = trackcheck.run(
+        model,
+        blobs(),
+        checks=["overfit_batch", "lr_range"],
+        params={"overfit_batch": {"max_steps": 2}},
+        progress=False,
+    )
+    assert report["overfit_batch"].status == Status.FAIL
+    r = report["lr_range"]
+    assert r.status != Status.SKIP, r.message
+    assert r.message.startswith("after overfit_batch failed: configured lr")
