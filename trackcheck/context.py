@@ -9,9 +9,11 @@ check through one place (:mod:`trackcheck.pipeline`).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +33,8 @@ ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
+def _functorch_wrapped(t: Tensor) -> bool:
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
 def seed_everything(seed: int) -> None:
@@ -41,9 +45,13 @@ def seed_everything(seed: int) -> None:
 
 
 class Meter:
-    """Counts the root model's forward and backward passes and the time spent in them.
+    """Counts the root model's forward and backward passes and the time spent in the model:
+    its forward, the backward, the optimizer step of a training step (``step``), and the
+    backward passes torch.func runs (``measure``, e.g. the vmapped VJPs of the dependency
+    maps).
 
     The benchmark reads it to split a check's time into "inside the model" and "overhead".
+    Regions nest (a user's training step contains a forward): only the outermost is timed.
     On CUDA the timers synchronise, so the split is true wall time there as well.
     """
 
@@ -51,37 +59,56 @@ class Meter:
         self.n_forward = 0
         self.n_backward = 0
         self.model_s = 0.0
-        self._t0: float | None = None
-        self.sync = False
+        self._t0 = 0.0
+        self._depth = 0  # open timed regions
+        self.sync = False  # set by the runner on CUDA: each timer waits for ``device``
+        self.device: torch.device | None = None
 
     def reset(self) -> None:
         self.n_forward = self.n_backward = 0
         self.model_s = 0.0
+        self._depth = 0
 
     def _now(self) -> float:
         if self.sync:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)  # the stage's GPU, not the current one
         return time.perf_counter()
+
+    def _enter(self) -> None:
+        if self._depth == 0:
+            self._t0 = self._now()
+        self._depth += 1
+
+    def _exit(self) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0:
+            self.model_s += self._now() - self._t0
+
+    @contextmanager
+    def measure(self, backward: int = 0) -> Iterator[None]:
+        """Time the block as model time; ``backward``: the backward passes it runs."""
+        self._enter()
+        try:
+            yield
+        finally:
+            self._exit()
+            self.n_backward += backward
 
     def attach(self, model: nn.Module) -> nn.Module:
         def pre(_m: nn.Module, _args: Any) -> None:
-            self._t0 = self._now()
+            self._enter()
 
         def post(_m: nn.Module, _args: Any, _out: Any) -> None:
-            if self._t0 is not None:
-                self.model_s += self._now() - self._t0
-                self._t0 = None
+            self._exit()
             self.n_forward += 1
 
         model.register_forward_pre_hook(pre)
-        model.register_forward_hook(post)
+        model.register_forward_hook(post, always_call=True)  # a raising forward closes too
         return model
 
     def backward(self, loss: Tensor, **kwargs: Any) -> None:
-        t0 = self._now()
-        loss.backward(**kwargs)
-        self.model_s += self._now() - t0
-        self.n_backward += 1
+        with self.measure(backward=1):
+            loss.backward(**kwargs)
 
 
 @dataclass
@@ -101,6 +128,13 @@ class Context:
     # diagnostic check can run only when an earlier one failed
     finished: list[CheckResult] = field(default_factory=list, repr=False)
     _targets: dict[tuple[str, int], Tensor] = field(default_factory=dict, repr=False)
+    # what several checks compute alike, computed once per stage (checks/_common.py: the
+    # outputs at init that loss_at_init and init_bias both judge)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # non-finite losses seen (read and cleared after each check: checks/_nonfinite.py): the
+    # first training batch whose loss was, and a device flag "all losses finite" (no sync)
+    _nonfinite_batch: Batch | None = field(default=None, repr=False)
+    _losses_finite: Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.pipeline.task_name = self.data.task.name
@@ -154,15 +188,15 @@ class Context:
         """[B] the loss training uses, per example (the task's, or the user's via vmap)."""
         fn = self.pipeline.loss
         if callable(fn):
-            return losses.per_example(fn, out, y)
-        return self.task.per_example_loss(out, y)
+            return self._watch(losses.per_example(fn, out, y))
+        return self._watch(self.task.per_example_loss(out, y))
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The scalar loss training backpropagates (the task's, or the user's)."""
         fn = self.pipeline.loss
         if callable(fn):
-            return losses.scalar_loss(fn, out, y)
-        return self.task.loss(out, y)
+            return self._watch(losses.scalar_loss(fn, out, y))
+        return self._watch(self.task.loss(out, y))
 
     def batch_loss(self, model: nn.Module, b: Batch) -> tuple[Tensor, Tensor]:
         """(scalar loss, prediction) for one batch, as the training loop computes them: a
@@ -177,7 +211,7 @@ class Context:
                     f"loss: model, but the model's output ({type(raw).__name__}) has no .loss "
                     "when given labels=: use the task's loss (leave loss unset) or your own"
                 )
-            return loss, self.pipeline.output(raw)
+            return self._watch(loss), self.pipeline.output(raw)
         out = self.forward(model, b.x)
         return self.loss(out, b.y), out
 
@@ -185,13 +219,37 @@ class Context:
         """One optimizer step on batch ``b``; the training loss before the step."""
         step = self.pipeline.step
         if step is not None:
-            v = step(model, b.raw, opt)
-            return float(v.detach() if isinstance(v, Tensor) else v)
+            with self.meter.measure(backward=1):  # the user's step: forward, backward, step
+                v = step(model, b.raw, opt)
+            return self._note_step(float(v.detach() if isinstance(v, Tensor) else v), b)
         opt.zero_grad(set_to_none=True)
         loss, _ = self.batch_loss(model, b)
         self.meter.backward(loss)
-        opt.step()
-        return float(loss.detach())
+        with self.meter.measure():  # the optimizer's update is the model's work too
+            opt.step()
+        return self._note_step(float(loss.detach()), b)
+
+    # --- non-finite losses: noted here, located by checks/_nonfinite.py --------------------
+    def _watch(self, loss: Tensor) -> Tensor:
+        """``loss``, noted in the "all finite" flag: one isfinite on the device, no sync
+        (tensors inside torch.func transforms are left alone)."""
+        if isinstance(loss, Tensor) and not _functorch_wrapped(loss):
+            ok = torch.isfinite(loss.detach()).all()
+            prev = self._losses_finite
+            self._losses_finite = ok if prev is None else prev & ok.to(prev.device)
+        return loss
+
+    def _note_step(self, v: float, b: Batch) -> float:
+        if not math.isfinite(v) and self._nonfinite_batch is None:
+            self._nonfinite_batch = b
+        return v
+
+    def take_nonfinite(self) -> tuple[bool, Batch | None]:
+        """(a non-finite loss was seen since the last call, the first training batch whose
+        loss was); clears both."""
+        flag, b = self._losses_finite, self._nonfinite_batch
+        self._losses_finite = self._nonfinite_batch = None
+        return b is not None or (flag is not None and not bool(flag)), b
 
     # --- data -------------------------------------------------------------------------------
     def train_batches(self, seed_offset: int = 0, batch_size: int | None = None) -> Iterator[Batch]:
