@@ -52,7 +52,7 @@ def test_language_model_fits_a_tiny_batch(text_data):
 
 def overlay_of(data, out: torch.Tensor, y: torch.Tensor):
     ctx = Context(lambda: torch.nn.Identity(), data, lambda ps: torch.optim.SGD(ps, lr=0.1))
-    return _overlay(ctx, out, y, best=0.0)
+    return _overlay(ctx, out, y, best=0.0).draw()  # a Deferred: the data now, drawn here
 
 
 def test_the_token_overlay_decodes_labels_and_predictions_and_marks_ignored_positions(text_data):
@@ -121,3 +121,17 @@ def test_skips_a_fully_frozen_model_with_a_pointer():
     r = run_check("overfit_batch", frozen, blobs())
     assert r.status == Status.SKIP
     assert "requires grad" in r.message and "contract" in r.message
+
+
+def test_lr_too_high_to_memorise_warns_when_a_lower_lr_fits() -> None:
+    # SGD at lr 10 blows up on 4 examples; at lr 1 they fit: wired right, the lr is wrong
+    r = run_check(
+        "overfit_batch",
+        lambda: MLP([8], 4, width=32),
+        blobs(),
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=10.0),
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["retry_lr"] == 1.0
+    assert r.metrics["retry_best_loss"] <= r.metrics["target_loss"] < r.metrics["best_loss"]
+    assert "the lr is too high to memorise" in r.message

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable, sample_targets
 from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import valid_targets
@@ -34,6 +35,11 @@ class OverfitBatchParams:
     # way from a constant predictor to the best any output can do.
     max_loss_ratio: float = 0.05
     lr: float | None = None  # None: the stage's optimizer as configured (optim.*)
+    # When the batch is not fit, fit it once more from the same init at lr x this factor
+    # (0: no retry). A batch that fits at a lower lr has its model, loss and optimizer wired:
+    # the lr is too high to memorise (Adam at 3e-3 on a transformer of width 256 spikes), a
+    # tuning matter that warns, not a bug that fails. Costs a second fit on failure only.
+    retry_lr_factor: float = 0.1
     # The floor: the lowest loss a free output tensor (shaped like the model's output on
     # the batch) reaches against the loss in use, by Adam, with no model. 0 for plain
     # cross-entropy, MSE, BCE; the entropy of the smoothed target for label smoothing (0.500
@@ -53,23 +59,69 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     require_trainable(model, "overfit_batch")
     batch = ctx.head("train", p.n_examples)
     x, y = batch
-    opt = ctx.optimizer(model)
-    if p.lr is not None:
-        for g in opt.param_groups:
-            g["lr"] = p.lr
     with torch.no_grad():
         out0 = ctx.forward(model, x).float()  # the output's shape on this batch
     floor = _floor(ctx, out0, y, p)
     reference = _reference(ctx, out0, y, p.reference_examples)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
-    losses = train_steps(
-        ctx, model, repeat(batch), p.max_steps, opt, on_step=lambda _step, loss: loss <= target
-    )
-    best = min((v for v in losses if math.isfinite(v)), default=float("nan"))
-    with torch.no_grad():
-        out = ctx.forward(model, x)  # train mode, as in the last step
+    losses, lr, out = _fit(ctx, model, batch, p.lr, target, p.max_steps)
+    best = _best(losses)
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
-    return _judge(p, len(y), losses, best, floor, reference, target, figure)
+    result = _judge(p, len(y), losses, best, floor, reference, target, figure)
+    if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
+        del model, out  # one model at a time
+        retry = _fit(ctx, ctx.new_model(), batch, lr * p.retry_lr_factor, target, p.max_steps)
+        _judge_retry(result, losses, lr, retry, target)
+    return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
+
+
+def _fit(
+    ctx: Context, model: torch.nn.Module, batch: Any, lr: float | None, target: float, steps: int
+) -> tuple[list[float], float | None, Tensor]:
+    """Train ``model`` on ``batch`` until its loss reaches ``target`` (at most ``steps``):
+    the losses, the lr used (None when the optimizer has none) and the final output."""
+    opt = ctx.optimizer(model)
+    for g in opt.param_groups:
+        if lr is not None:
+            g["lr"] = lr
+    used = opt.param_groups[0].get("lr")
+    losses = train_steps(
+        ctx, model, repeat(batch), steps, opt, on_step=lambda _step, loss: loss <= target
+    )
+    with torch.no_grad():
+        out = ctx.forward(model, batch.x)  # train mode, as in the last step
+    return losses, float(used) if isinstance(used, int | float) else None, out
+
+
+def _best(losses: list[float]) -> float:
+    return min((v for v in losses if math.isfinite(v)), default=float("nan"))
+
+
+def _judge_retry(
+    result: CheckResult,
+    losses: list[float],
+    lr: float,
+    retry: tuple[list[float], float | None, Tensor],
+    target: float,
+) -> None:
+    """Fold the lower-lr fit into ``result``: it fits -> the lr is too high (warn)."""
+    losses2, lr2, _ = retry
+    best2 = _best(losses2)
+    result.metrics.update(retry_lr=lr2 or float("nan"), retry_best_loss=best2)
+    result.series["loss_retry"] = list(enumerate(losses2))
+    if not best2 <= target:
+        result.message += f"; at lr {lr2:.3g} too it reached only {best2:.3g}"
+        return
+    rose = max((v for v in losses if math.isfinite(v)), default=float("nan"))
+    result.status = Status.WARN
+    result.message = (
+        f"at the configured lr {lr:.3g} the batch reached only {_best(losses):.3g} in "
+        f"{len(losses)} steps (final loss {losses[-1]:.3g}, peak {rose:.3g}); at lr "
+        f"{lr2:.3g} it fit to {best2:.3g} in {len(losses2)} steps (target <= {target:.3g}): "
+        "the model, loss and "
+        "optimizer are wired; the lr is too high to memorise a batch. Lower it, add warmup "
+        "or clipping (checks.lr_range.when=always measures the usable range)"
+    )
 
 
 def _judge(
@@ -80,7 +132,7 @@ def _judge(
     floor: float,
     reference: float,
     target: float,
-    figure: Figure,
+    figure: plots.Deferred,
 ) -> CheckResult:
     """The run's numbers, and the verdict: did the ``n`` examples' best loss reach the
     target between the loss's floor and the prior's reference loss?"""
@@ -140,6 +192,10 @@ def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> floa
     start = torch.zeros_like(out0)
     if not ctx.task.classification and y.numel() == out0.numel():
         start = y.reshape(out0.shape).to(out0)  # regression: the targets are the optimum
+    if not callable(ctx.pipeline.loss) and math.isfinite(float(ctx.loss(start, y))):
+        # the task's own losses (cross-entropy, BCE, MSE) are >= 0 and reach 0 (in the limit
+        # of large logits, or at the targets): the floor is known, no need to search for it
+        return 0.0
     return best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
 
 
@@ -156,13 +212,14 @@ def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
     return mean_loss(ctx, constant_output(ctx, like, ctx.prior), ys)[0]
 
 
-def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> Figure:
+def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferred:
     task, title = ctx.task, f"overfit one batch: labels vs predictions (loss {best:.3g})"
     if task.name == "lm":
         itos = ctx.data.itos or []
         valid = valid_targets(y)  # [B, T]: -100 positions (padding, the last) shown as "·"
         pred = out.argmax(-1)
-        return plots.overlay_tokens(
+        return plots.deferred(
+            plots.overlay_tokens,
             [_decode(t, v, itos) for t, v in zip(y, valid, strict=True)],
             [_decode(t, v, itos) for t, v in zip(pred, valid, strict=True)],
             title,
@@ -170,12 +227,17 @@ def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> Figure:
     if task.name == "multiclass":
         keep = valid_targets(y)  # rows without a target are left out
         probs = out[keep].softmax(-1).numpy()
-        return plots.overlay_classes(probs, y[keep].long().numpy(), title)
+        return plots.deferred(plots.overlay_classes, probs, y[keep].long().numpy(), title)
     if task.name == "binary":
         p1 = torch.sigmoid(out.reshape(-1))
-        return plots.overlay_classes(torch.stack([1 - p1, p1], 1).numpy(), y.long().numpy(), title)
-    return plots.overlay_values(
-        y.reshape(len(y), -1).mean(-1).numpy(), out.reshape(len(y), -1).mean(-1).numpy(), title, "y"
+        probs = torch.stack([1 - p1, p1], 1).numpy()
+        return plots.deferred(plots.overlay_classes, probs, y.long().numpy(), title)
+    return plots.deferred(
+        plots.overlay_values,
+        y.reshape(len(y), -1).mean(-1).numpy(),
+        out.reshape(len(y), -1).mean(-1).numpy(),
+        title,
+        "y",
     )
 
 
