@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import blobs, prior_bias, run_check
 from models import SoftmaxBeforeCE
@@ -135,3 +136,16 @@ def test_lr_too_high_to_memorise_warns_when_a_lower_lr_fits() -> None:
     assert r.metrics["retry_lr"] == 1.0
     assert r.metrics["retry_best_loss"] <= r.metrics["target_loss"] < r.metrics["best_loss"]
     assert "the lr is too high to memorise" in r.message
+
+
+def test_lr_too_low_to_memorise_warns_when_a_higher_lr_fits() -> None:
+    # SGD at 1e-2 is still descending after 300 steps (loss 0.28); at 0.1 the batch fits
+    r = run_check(
+        "overfit_batch",
+        lambda: MLP([8], 4, width=32),
+        blobs(),
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-2),
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["retry_lr"] == pytest.approx(0.1)
+    assert "the lr is too low to memorise" in r.message

@@ -125,7 +125,7 @@ CHECKS: dict[str, Any] = {
         "max_steps": 300,
         "max_loss_ratio": 0.05,
         "lr": None,
-        "retry_lr_factor": 0.1,
+        "retry_lr_factor": 10.0,
         "floor_steps": 300,
         "floor_lr": 0.1,
         "reference_examples": 1024,

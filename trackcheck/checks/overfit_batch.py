@@ -35,11 +35,13 @@ class OverfitBatchParams:
     # way from a constant predictor to the best any output can do.
     max_loss_ratio: float = 0.05
     lr: float | None = None  # None: the stage's optimizer as configured (optim.*)
-    # When the batch is not fit, fit it once more from the same init at lr x this factor
-    # (0: no retry). A batch that fits at a lower lr has its model, loss and optimizer wired:
-    # the lr is too high to memorise (Adam at 3e-3 on a transformer of width 256 spikes), a
+    # When the batch is not fit, fit it once more from the same init at another lr (0: no
+    # retry): lr / this factor when the loss went back up from its best (too high: Adam at
+    # 3e-3 on a GPT-2 of width 256 spikes), lr x this factor when it was still at its best
+    # at the end (too low: Adam at 1e-4 on the shipped resnet is still descending after 300
+    # steps). A batch that fits at the other lr has its model, loss and optimizer wired: a
     # tuning matter that warns, not a bug that fails. Costs a second fit on failure only.
-    retry_lr_factor: float = 0.1
+    retry_lr_factor: float = 10.0
     # The floor: the lowest loss a free output tensor (shaped like the model's output on
     # the batch) reaches against the loss in use, by Adam, with no model. 0 for plain
     # cross-entropy, MSE, BCE; the entropy of the smoothed target for label smoothing (0.500
@@ -70,7 +72,8 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     result = _judge(p, len(y), losses, best, floor, reference, target, figure)
     if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
         del model, out  # one model at a time
-        retry = _fit(ctx, ctx.new_model(), batch, lr * p.retry_lr_factor, target, p.max_steps)
+        lr2 = lr * p.retry_lr_factor if _descending(losses) else lr / p.retry_lr_factor
+        retry = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
         _judge_retry(result, losses, lr, retry, target)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
 
@@ -97,6 +100,12 @@ def _best(losses: list[float]) -> float:
     return min((v for v in losses if math.isfinite(v)), default=float("nan"))
 
 
+def _descending(losses: list[float]) -> bool:
+    """Still at its best at the end (within 1% of it): the loss was descending, not spiking."""
+    best, last = _best(losses), losses[-1] if losses else float("nan")
+    return math.isfinite(last) and last <= best + 0.01 * abs(best) + 1e-12
+
+
 def _judge_retry(
     result: CheckResult,
     losses: list[float],
@@ -104,7 +113,7 @@ def _judge_retry(
     retry: tuple[list[float], float | None, Tensor],
     target: float,
 ) -> None:
-    """Fold the lower-lr fit into ``result``: it fits -> the lr is too high (warn)."""
+    """Fold the other lr's fit into ``result``: it fits -> the lr is wrong, not the wiring."""
     losses2, lr2, _ = retry
     best2 = _best(losses2)
     result.metrics.update(retry_lr=lr2 or float("nan"), retry_best_loss=best2)
@@ -113,14 +122,17 @@ def _judge_retry(
         result.message += f"; at lr {lr2:.3g} too it reached only {best2:.3g}"
         return
     rose = max((v for v in losses if math.isfinite(v)), default=float("nan"))
+    high = bool(lr2 is not None and lr2 < lr)
+    way = "high" if high else "low"
+    fix = "Lower it, add warmup or clipping" if high else "Raise it, or train longer"
     result.status = Status.WARN
     result.message = (
         f"at the configured lr {lr:.3g} the batch reached only {_best(losses):.3g} in "
         f"{len(losses)} steps (final loss {losses[-1]:.3g}, peak {rose:.3g}); at lr "
         f"{lr2:.3g} it fit to {best2:.3g} in {len(losses2)} steps (target <= {target:.3g}): "
-        "the model, loss and "
-        "optimizer are wired; the lr is too high to memorise a batch. Lower it, add warmup "
-        "or clipping (checks.lr_range.when=always measures the usable range)"
+        f"the model, loss and optimizer are wired; the lr is too {way} to memorise a batch"
+        f" in {len(losses)} steps. {fix} (checks.lr_range.when=always measures the usable "
+        "range)"
     )
 
 
