@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
+from sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 
 from trackcheck import cluster, gate, sweep, threads
 from trackcheck.core import ConfigError
@@ -72,10 +73,6 @@ def sweep_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[
     cmd = [sys.executable, "-c", RECORDER, "-m", *args, f"hydra.sweep.dir={cwd / 'sweep'}"]
     environ = clean_env(PYTHONUNBUFFERED="1", RETURNS=str(cwd / "returns.json"), **env)
     return subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True, timeout=600)
-
-
-def summary_of(cwd: Path) -> dict[str, Any]:
-    return json.loads((cwd / "sweep" / sweep.REPORT_NAME).read_text())
 
 
 def by_data(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -228,18 +225,8 @@ def test_failed_job_returns_the_failed_value_to_the_sweeper(swept):
 
 @pytest.mark.slow
 def test_jobs_are_child_runs_of_one_parent_run_with_their_verdicts(swept):
-    from mlflow import MlflowClient
-
     _, _, cwd, store = swept
-    summary = summary_of(cwd)
-    client = MlflowClient(tracking_uri=store)
-    parent = client.get_run(summary["tracker"]["parent_run_id"])
-    assert parent.info.status == "FAILED" and parent.data.tags["trackcheck.failed_jobs"] == "0"
-    children = client.search_runs(
-        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-    )
-    verdicts = {r.info.run_id: r.data.tags["trackcheck.status"] for r in children}
-    assert verdicts == {j["run_id"]: j["status"] for j in summary["jobs"]}
+    assert_jobs_are_children_with_their_verdicts(store, summary_of(cwd))
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 
 from trackcheck import gate, names, sweep
 from trackcheck.redact import REDACTED, redact_args
@@ -30,10 +31,6 @@ def trackcheck_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "trackcheck", "-m", *args, f"hydra.sweep.dir={cwd / 'sweep'}"]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def summary_of(cwd: Path) -> dict[str, Any]:
-    return json.loads((cwd / "sweep" / sweep.REPORT_NAME).read_text())
 
 
 def status_by_data(summary: dict[str, Any]) -> dict[str, str]:
@@ -98,18 +95,8 @@ def test_summary_table_is_printed(swept):
 
 @pytest.mark.slow
 def test_jobs_are_child_runs_of_one_parent_run(swept):
-    from mlflow import MlflowClient
-
     _, cwd = swept
-    summary = summary_of(cwd)
-    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-    parent = client.get_run(summary["tracker"]["parent_run_id"])
-    assert parent.info.status == "FAILED" and parent.data.tags["trackcheck.failed_jobs"] == "0"
-    children = client.search_runs(
-        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-    )
-    verdicts = {r.info.run_id: r.data.tags["trackcheck.status"] for r in children}
-    assert verdicts == {j["run_id"]: j["status"] for j in summary["jobs"]}
+    assert_jobs_are_children_with_their_verdicts(f"sqlite:///{cwd / 'mlflow.db'}", summary_of(cwd))
 
 
 @pytest.mark.slow
