@@ -15,7 +15,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(2)
 
 from trackcheck import CheckResult, DataSpec, run  # noqa: E402
+from trackcheck.context import Context  # noqa: E402
+from trackcheck.core import SkipCheck, Status  # noqa: E402
 from trackcheck.data import breast_cancer, diabetes, digits, text_corpus  # noqa: E402
+from trackcheck.registry import get_check  # noqa: E402
 from trackcheck.tasks import make_task  # noqa: E402
 
 
@@ -29,6 +32,19 @@ def run_check(
     """Run one check through the public API (no tracker, no progress) and return its result."""
     report = run(model, data, checks=[name], params={name: params or {}}, progress=False, **kwargs)
     return report[name]
+
+
+def data_check(name: str, data: DataSpec, **params: Any) -> CheckResult:
+    """A data-only check called directly on ``data`` (no stage, no figure drawn); a skip
+    comes back as a SKIP result. The model is never built."""
+    from trackcheck.models import MLP
+
+    ctx = Context(model_factory=lambda: MLP([1], 1), data=data, optimizer_factory=torch.optim.Adam)
+    spec = get_check(name)
+    try:
+        return spec(ctx, spec.params(**params))
+    except SkipCheck as e:
+        return CheckResult(name, Status.SKIP, str(e))
 
 
 def prior_bias(data: DataSpec) -> list[float]:

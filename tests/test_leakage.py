@@ -7,24 +7,15 @@ import dataclasses
 import hf_models as H
 import pytest
 import torch
+from conftest import data_check
 from torch.utils.data import TensorDataset
 
 from trackcheck import CheckResult, DataSpec, Status, from_datasets, make_task
-from trackcheck.context import Context
-from trackcheck.core import SkipCheck
 from trackcheck.data import breast_cancer, diabetes, digits, synthetic, text_corpus
-from trackcheck.models import MLP
-from trackcheck.registry import get_check
 
 
 def check(data: DataSpec, **params: object) -> CheckResult:
-    """The check on ``data``, called directly: it reads data only (no model, no figure drawn)."""
-    ctx = Context(model_factory=lambda: MLP([1], 1), data=data, optimizer_factory=torch.optim.Adam)
-    spec = get_check("leakage")
-    try:
-        return spec(ctx, spec.params(**params))
-    except SkipCheck as e:
-        return CheckResult("leakage", Status.SKIP, str(e))
+    return data_check("leakage", data, **params)
 
 
 @pytest.mark.parametrize(

@@ -7,25 +7,16 @@ import dataclasses
 import hf_models as H
 import pytest
 import torch
+from conftest import data_check
 from torch.utils.data import TensorDataset
 
 from trackcheck import CheckResult, DataSpec, Status, make_task
 from trackcheck.checks.split_consistency import draw_splits
-from trackcheck.context import Context
-from trackcheck.core import SkipCheck
 from trackcheck.data import breast_cancer, diabetes, digits, synthetic, text_corpus
-from trackcheck.models import MLP
-from trackcheck.registry import get_check
 
 
 def check(data: DataSpec, **params: object) -> CheckResult:
-    """The check on ``data``, called directly: it reads data only (no model, no figure drawn)."""
-    ctx = Context(model_factory=lambda: MLP([1], 1), data=data, optimizer_factory=torch.optim.Adam)
-    spec = get_check("split_consistency")
-    try:
-        return spec(ctx, spec.params(**params))
-    except SkipCheck as e:
-        return CheckResult("split_consistency", Status.SKIP, str(e))
+    return data_check("split_consistency", data, **params)
 
 
 @pytest.mark.parametrize(
