@@ -191,3 +191,18 @@ def test_the_log_file_holds_each_checks_verdict_and_the_report(console_run):
     assert "tracker: backend=none" in text
     assert f"report: {log.parent / 'report.json'}" in text
     assert "loss_at_init: started" not in p.stdout + p.stderr  # the terminal has the bar
+
+
+def test_importing_every_check_module_imports_no_scipy_or_matplotlib(tmp_path):
+    # check modules are imported to run any stage; scipy (~0.6 s) and matplotlib are imported
+    # when a check computes or draws with them, not before the first check starts
+    code = "from trackcheck.registry import all_checks; all_checks()"
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not imported(p.stderr) & {"scipy", "matplotlib", "sklearn"}
