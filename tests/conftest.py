@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the shipped datasets' split arrays are cached per test session, never in the user's ~/.cache
+os.environ.setdefault("TRACKCHECK_CACHE_DIR", tempfile.mkdtemp(prefix="trackcheck-cache-"))
 torch.set_num_threads(2)
 
 from trackcheck import CheckResult, DataSpec, run  # noqa: E402
