@@ -97,13 +97,31 @@ def with_feature(data: DataSpec, j: int, fn) -> DataSpec:
 def test_target_copied_into_a_feature_fails_naming_it(cancer_data):
     r = check(with_feature(cancer_data, 3, lambda y: y))
     assert r.status == Status.FAIL, r.message
-    assert "mean area determines the target" in r.message
+    assert "mean area gives the target away" in r.message
 
 
 def test_class_index_copied_into_a_pixel_fails(digits_data):
     r = check(with_feature(digits_data, 27, lambda y: (y - 4.5) / 3))
     assert r.status == Status.FAIL, r.message
     assert "x[0, 3, 3]" in r.message
+
+
+def test_a_one_hot_label_copied_into_the_inputs_fails(digits_data):
+    # each copied column singles out one class: the label does not follow from any one of
+    # them (the sorted test passes them), but each follows from the label
+    def leak(ds: TensorDataset) -> TensorDataset:
+        x, y = ds.tensors
+        x = x.clone()
+        x.view(len(x), -1)[:, :10] = torch.nn.functional.one_hot(y, 10).float()
+        return TensorDataset(x, y)
+
+    data = dataclasses.replace(
+        digits_data, train=leak(digits_data.train), test=leak(digits_data.test)
+    )
+    r = check(data)
+    assert r.status == Status.FAIL, r.message
+    assert "the label determines it: its variance within the classes is 0.00%" in r.message
+    assert r.metrics["n_target_coordinates"] == 10
 
 
 def test_regression_target_in_another_unit_fails(diabetes_data):

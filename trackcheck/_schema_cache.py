@@ -29,6 +29,7 @@ CHECKS: dict[str, Any] = {
         "max_rows": 4096,
         "max_change_ratio": 0.02,
         "max_categories": 64,
+        "max_within_share": 0.01,
         "min_rank_corr": 0.999,
         "n_show": 5,
     },

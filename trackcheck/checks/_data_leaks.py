@@ -154,12 +154,13 @@ def determining_coords(
     tol: float,
     min_rho: float,
     max_categories: int,
+    max_within_share: float,
     g: np.random.Generator,
-) -> tuple[list[Determining], float]:
-    """Coordinates of the inputs that determine the target; and the best coordinate's score
-    (the margin, for the metrics)."""
+) -> tuple[list[Determining], dict[str, float]]:
+    """Coordinates of the inputs that determine the target, or (classification) that the
+    label determines; and each test's best coordinate score (the margins, for the metrics)."""
     if data.flat is None or data.y.dim() > 2 or (data.y.dim() == 2 and data.y.shape[1] != 1):
-        return [], float("nan")
+        return [], {}
     y = data.y.reshape(len(data.y)).double().numpy()
     rows = np.arange(len(y))
     if len(rows) > max_rows:
@@ -168,10 +169,15 @@ def determining_coords(
     keep = np.isfinite(y) & (y != -100) if classification else np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(y) < 20:
-        return [], float("nan")
-    if classification:
-        return _sorted_label_changes(split, data.coord_names, x, y, tol, max_categories, g)
-    return _rank_correlation(split, data.coord_names, x, y, min_rho)
+        return [], {}
+    if not classification:
+        found, best = _rank_correlation(split, data.coord_names, x, y, min_rho)
+        return found, {"best_coordinate_score": best}
+    found, best = _sorted_label_changes(split, data.coord_names, x, y, tol, max_categories, g)
+    of_label, within = _label_functions(split, data.coord_names, x, y, max_within_share)
+    flagged = {d.name for d in found}
+    found += [d for d in of_label if d.name not in flagged]
+    return found, {"best_coordinate_score": best, "best_within_class_share": within}
 
 
 def _sorted_label_changes(
@@ -217,6 +223,37 @@ def _sorted_label_changes(
         if score[j] <= tol
     ]
     return found, float(score.min())
+
+
+def _label_functions(
+    split: str, names: list[str], x: np.ndarray, y: np.ndarray, max_share: float
+) -> tuple[list[Determining], float]:
+    """Coordinates that are a function of the label: their variance within the classes is
+    at most ``max_share`` of their total variance (1 - the correlation ratio eta^2). The
+    sorted test misses these when the label is not a function of the coordinate: a one-hot
+    label copied into C inputs, each of which singles out one class only."""
+    _, cls = np.unique(y, return_inverse=True)
+    x = x.astype(np.float64)  # [N, P]
+    counts = np.bincount(cls).astype(np.float64)  # [K]
+    means = np.zeros((len(counts), x.shape[1]))
+    np.add.at(means, cls, x)
+    means /= counts[:, None]  # [K, P] class means
+    within = ((x - means[cls]) ** 2).sum(0)  # [P]
+    total = ((x - x.mean(0)) ** 2).sum(0)  # [P]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, within / total, np.inf)  # a constant coordinate: not judged
+    found = [
+        Determining(
+            split,
+            names[j],
+            f"the label determines it: its variance within the classes is {share[j]:.2%} of "
+            "its total variance (a real feature keeps most of it)",
+            float(share[j]),
+        )
+        for j in np.argsort(share)
+        if share[j] <= max_share
+    ]
+    return found, float(share.min()) if share.size else float("nan")
 
 
 def _rank_correlation(

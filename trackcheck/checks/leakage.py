@@ -16,10 +16,19 @@ Two leaks make a held-out loss too good to be true, and both are visible in the 
   sequences are compared whole and exactly: chunks of one corpus repeat short phrases, not
   whole windows.
 - a target copied into the inputs: an input coordinate (a feature, a pixel, a token
-  position) that determines the target on its own, on the training split. Classification: sorted
-  by that coordinate the label hardly ever changes between neighbours; regression: its rank
-  correlation with the target is ~1. Language modeling is exempt (the input at t + 1 IS
-  the target at t; causality checks the model side).
+  position) that determines the target on its own, or that the target determines, on the
+  training split. Classification: sorted by that coordinate the label hardly ever changes
+  between neighbours, or the coordinate hardly varies within a class (a one-hot label copied
+  into C inputs); regression: its rank correlation with the target is ~1. Language modeling
+  is exempt (the input at t + 1 IS the target at t; causality checks the model side).
+
+Why in the data and not in the held-out loss: a leaked target is learned no faster than real
+structure in a short run. Measured at the 30 steps of input_independent's first look (MLP,
+Adam 3e-3, 2 seeds), the held-out loss's share explained beyond the input-free baseline was
+0.83 (breast_cancer) and 0.91-0.93 with the label copied into a column; 0.79 (digits) and
+0.81-0.83 with a one-hot label appended: no floor on it separates a leak from easy data
+(noise-free synthetic labels are learnable without limit), while the data tests above score
+a leak 0 and the best real coordinate >= 0.2.
 """
 
 from __future__ import annotations
@@ -81,6 +90,13 @@ class LeakageParams:
     # a categorical coordinate (at most this many distinct values) may determine the label
     # through any map of its values: V - 1 changes then, not K - 1
     max_categories: int = 64
+    # classification: flag a coordinate the label determines (a one-hot label copied into
+    # the inputs: each copy singles out one class, so the sorted test above misses it): its
+    # variance within the classes at most this share of its total variance. A copy scores 0.
+    # Measured on the training split, 50 random splits each, the best real coordinate keeps
+    # >= 0.35 (breast_cancer), 0.37 (digits), 0.71 (synthetic); seed 0 of the third-party
+    # data: 0.32 (digit pixels), 0.97 (markers): a margin of 30x.
+    max_within_share: float = 0.01
     # regression: flag a coordinate whose |Spearman rank correlation| with the target is at
     # least this (a copy, or a unit conversion: 1.0). diabetes' best over 100 random
     # splits: 0.63 (1 - |rho| >= 0.37).
@@ -116,7 +132,7 @@ def _determining(
     # held-out loss is too good when the test split has it too; a test-only leak is never
     # learned. Its sample is also the larger: on breast_cancer's 114 test examples a real
     # feature comes within 2 label changes of determining the target
-    found, best = determining_coords(
+    return determining_coords(
         "train",
         tr,
         ctx.task.classification,
@@ -124,9 +140,9 @@ def _determining(
         p.max_change_ratio,
         p.min_rank_corr,
         p.max_categories,
+        p.max_within_share,
         g,
     )
-    return found, {"best_coordinate_score": best}
 
 
 def _judge(
@@ -175,7 +191,9 @@ def _judge(
         closest = (
             f"1 - |rank correlation| {best:.2g}"
             if not classification
-            else f"{best:.2g} of the label changes of an independent one"
+            else f"{best:.2g} of the label changes of an independent one, and "
+            f"{margins.get('best_within_class_share', math.nan):.2g} of a coordinate's variance "
+            "within the classes"
         )
         msg += f"; no input coordinate determines the target (the closest: {closest})"
     if notes:
@@ -216,7 +234,7 @@ def _target_text(found: list[Determining]) -> str:
     others = [f.name for f in found[1:]]
     more = f" (and {len(others)} more: {', '.join(others[:3])})" if others else ""
     return (
-        f"The input {first.name} determines the target on the training split: {first.how}"
+        f"The input {first.name} gives the target away on the training split: {first.how}"
         f"{more}. The target (or a function of it) has leaked into the inputs, so a model "
         "learns the shortcut and a test split that has it too looks too good to be true: "
         "remove that input or fix how it is computed (a feature built from the label, an ID "
