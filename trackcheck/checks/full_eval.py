@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from trackcheck import plots
 from trackcheck.checks._eval import (
@@ -40,6 +39,7 @@ from trackcheck.checks._eval import (
 from trackcheck.checks._fingerprint import row_fingerprints
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.data.spec import loader
 from trackcheck.registry import register
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ class FullEvalParams:
 def _reference_fingerprints(ctx: Context, batch_size: int) -> list[str]:
     """The test dataset's own items, each once, collated like the eval loader collates."""
     ds = ctx.data.test
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ctx.data.collate_fn)
-    return [f for batch in loader for f in row_fingerprints(batch)]
+    batches = loader(ds, batch_size, collate_fn=ctx.data.collate_fn)
+    return [f for batch in batches for f in row_fingerprints(batch)]
 
 
 def _coverage(seen: list[str], expected: list[str]) -> tuple[int, int]:
@@ -170,7 +170,8 @@ def resolution_figure(
     ax.plot([n], [half], "o", color="tab:red")
     ax.annotate(f"+-{half:.3g} (SE {se:.2g})", (n, half), textcoords="offset points", xytext=(6, 6))
     ax.set(xscale="log", yscale="log", xlabel="test examples", ylabel=what)
-    ax.set(title="what the test set resolves: interval width vs test-set size")
+    # at the default 12 pt this title is wider than the figure
+    ax.set_title("what the test set resolves: interval width vs test-set size", fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
