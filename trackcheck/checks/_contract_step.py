@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck.checks._contract_findings import Findings, map_tensors
+from trackcheck.checks._park import HOST, move
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch
 
@@ -37,16 +38,21 @@ def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -
         return
     moved_first = _moved(model, before)
     g_prev = _grads(model)
-    fresh = copy.deepcopy(model)  # the hook comes along: its forwards are recorded too
+    move(HOST, model, opt)  # the copy trains alone on the device (checks/_park.py)
+    fresh = move(ctx.device, copy.deepcopy(model))  # the hook comes along: forwards recorded
     for q in fresh.parameters():
         q.grad = None
     state = _rng_state(ctx)  # both second calls draw the same dropout masks
-    if _run_step(ctx, fresh, b2, ctx.optimizer(fresh), f, "second") is None:
+    ran = _run_step(ctx, fresh, b2, ctx.optimizer(fresh), f, "second") is not None
+    g_fresh = _grads(fresh)
+    del fresh
+    move(ctx.device, model, opt)
+    if not ran:
         return
     _set_rng_state(ctx, state)
     if _run_step(ctx, model, b2, opt, f, "second") is None:
         return
-    _judge_grads(f, p, g_prev, _grads(fresh), _grads(model), moved_first)
+    _judge_grads(f, p, g_prev, g_fresh, _grads(model), moved_first)
     if not _moved(model, before):
         f.warn(
             "two calls of the training step left every parameter unchanged: does it call "
