@@ -9,14 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    SequentialSampler,
-    TensorDataset,
-)
+from torch.utils.data import DataLoader, Dataset
 
 from trackcheck.core import ConfigError
 from trackcheck.pipeline import Pipeline
@@ -26,37 +19,6 @@ KINDS = ("image", "tabular", "tokens")
 # the fewest training examples the checklist can use: the contract compares a batch's loss
 # with its two halves', overfit_batch fits "as little as two" (Karpathy)
 MIN_TRAIN_EXAMPLES = 2
-
-
-def loader(
-    ds: Dataset[Any],
-    batch_size: int,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-    collate_fn: Callable[[list[Any]], Any] | None = None,
-) -> DataLoader[Any]:
-    """``DataLoader(ds, batch_size, shuffle, generator, collate_fn)``, the batches the same.
-
-    A plain TensorDataset with the default collate is indexed a batch at a time
-    (``tensor[indices]``) instead of an example at a time and stacked: the same indices from
-    the same sampler, the same values, without B ``__getitem__`` calls and a ``torch.stack``
-    per batch (about 5% of a small model's checklist)."""
-    if type(ds) is not TensorDataset or collate_fn is not None:
-        return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate_fn
-        )
-    sampler = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
-    # batch_size=None: each "item" the fetcher reads is ds[batch of indices], a tuple of
-    # batched tensors; ``list`` turns it into what the default collate returns. The loader
-    # gets the generator too: each iterator draws its base seed from it before the sampler
-    # draws the order, and the same draws give the same order
-    return DataLoader(
-        ds,
-        batch_size=None,
-        sampler=BatchSampler(sampler, batch_size, False),
-        generator=generator,
-        collate_fn=list,
-    )
 
 
 def _length(ds: Any) -> int | None:
@@ -121,9 +83,9 @@ class DataSpec:
             return self.train_loader_fn(
                 generator=generator, batch_size=batch_size or self.batch_size
             )
-        return loader(
+        return DataLoader(
             self.train,
-            batch_size or self.batch_size,
+            batch_size=batch_size or self.batch_size,
             shuffle=True,
             generator=generator,
             collate_fn=self.collate_fn,
@@ -133,13 +95,19 @@ class DataSpec:
         """The evaluation loader: in order, every example once (full_eval verifies that)."""
         if self.test_loader_fn is not None:
             return self.test_loader_fn(batch_size=batch_size or self.batch_size)
-        return loader(self.test, batch_size or self.batch_size, collate_fn=self.collate_fn)
+        return DataLoader(
+            self.test,
+            batch_size=batch_size or self.batch_size,
+            shuffle=False,
+            collate_fn=self.collate_fn,
+        )
 
     def head(self, split: str, n: int) -> Any:
         """The first ``n`` examples of a split, collated as one batch, in dataset order."""
         ds = self.train if split == "train" else self.test
         n = min(n, len(ds))  # type: ignore[arg-type]
-        return next(iter(loader(ds, n, collate_fn=self.collate_fn)))
+        loader = DataLoader(ds, batch_size=n, shuffle=False, collate_fn=self.collate_fn)
+        return next(iter(loader))
 
     def targets(
         self, split: str = "train", limit: int = 20000, pipeline: Pipeline | None = None
