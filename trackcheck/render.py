@@ -19,6 +19,7 @@ figures a check drew itself (a matplotlib Figure), and Deferreds the worker cann
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import pickle
 import queue
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,9 @@ def save(fig: Any, path: Path) -> str | None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=DPI)
+        # zlib level 1 instead of PIL's 6: PNG encoding 3.8 instead of 5.8 ms a figure for
+        # 4% larger files (the default checks' figures, resnet, mlp and gpt: 28 vs 29 KB)
+        fig.savefig(tmp, dpi=DPI, pil_kwargs={"compress_level": 1})
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -66,8 +71,35 @@ def save(fig: Any, path: Path) -> str | None:
     return None
 
 
+@contextmanager
+def young_garbage() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the block, then collect only its youngest
+    generation (unless the program had turned the collector off).
+
+    A drawn figure is ~8k objects in reference cycles (figure, axes and artists point at
+    each other). Left to the collector, they outlive a few collections during the drawing
+    and reach its oldest generation, and every ~100k such objects trigger a full collection
+    of the whole process: 0.4-0.5 s in a stage holding ~400k objects (torch, the model, the
+    data), spent in whichever figure was being saved at the time. Collected while still in
+    the youngest generation, they cost a few milliseconds."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect(0)
+
+
 def draw(d: Deferred, path: Path) -> str | None:
     """Draw ``d`` and save it to ``path``; None, or why it failed (one line)."""
+    with young_garbage():  # collects once _draw's frame, holding the figure, is gone
+        return _draw(d, path)
+
+
+def _draw(d: Deferred, path: Path) -> str | None:
     try:
         fig = d.draw()
     except Exception as e:  # noqa: BLE001 - a broken drawing function is reported, not raised

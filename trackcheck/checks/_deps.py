@@ -245,10 +245,17 @@ def draw_heatmap(
     pos = rel > 0
     logs = np.ma.masked_where(~pos, np.log10(np.where(pos, rel, 1.0)))
     floor = min(float(logs.min()), -1.0) if pos.any() else -1.0
-    fig, ax = plots.figure(4.6, 3.8)
+    # the axes as tall as the map's shape asks (square cells for a square map), at least as
+    # tall as the colour bar's label, at most 4 inches; top: the two-line title
+    w_in = 2.6
+    h_in = min(max(w_in * m.shape[0] / max(m.shape[1], 1), 2.6), 4.0)
+    left, bottom, right, top = 0.65, 0.55, 1.05, 0.45
+    fig, ax = plots.figure(
+        left + w_in + right, bottom + h_in + top, left=left, bottom=bottom, right=right, top=top
+    )
     cmap = colormaps["viridis"].with_extremes(bad="white")
-    im = ax.imshow(logs, cmap=cmap, vmin=floor, vmax=0.0, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="log10(grad norm / max); white = exactly 0")
+    im = ax.imshow(logs, cmap=cmap, vmin=floor, vmax=0.0, interpolation="nearest", aspect="auto")
+    plots.colorbar(fig, ax, im, "log10(grad norm / max); white = exactly 0")
     if diagonal:
         n = max(m.shape)
         ax.plot([-0.5, n - 0.5], [-0.5, n - 0.5], color="k", lw=0.6, ls="--")

@@ -159,23 +159,30 @@ def per_class_figure(
     bars show how many digits each per-class number can carry."""
     classes = sorted(int(c) for c in targets.unique())
     ests = [estimate(metric[targets == c]) for c in classes]
-    fig, ax = plots.figure(max(4.0, 0.45 * len(classes) + 2), 3.2)
+    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in classes]
+    ticks = [f"{nm}\nn={e.n}" for nm, e in zip(names, ests, strict=True)]
+    # each bar as wide as its two-line tick label (a class name, its count), so none overlap
+    slot = max(0.45, plots.text_inches([t for tick in ticks for t in tick.split("\n")], 7) + 0.1)
+    # wide enough for its bars and for its title
+    width = max(4.0, slot * len(classes) + 1.5, plots.text_inches([title], 10) + 1.0)
+    fig, ax = plots.figure(width, 3.2, bottom=0.7)
     pos = np.arange(len(classes))
     means = np.array([e.mean for e in ests])
     err = np.array([[e.mean - e.lo for e in ests], [e.hi - e.mean for e in ests]])
     ax.bar(pos, means, yerr=err, capsize=3, color="tab:blue", alpha=0.8)
-    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in classes]
-    ax.set_xticks(pos, [f"{nm}\nn={e.n}" for nm, e in zip(names, ests, strict=True)], fontsize=7)
-    ax.set(title=title, xlabel="true class", ylabel="accuracy (95% CI)", ylim=(0, 1.05))
+    ax.set_xticks(pos, ticks, fontsize=7)
+    ax.set(xlabel="true class", ylabel="accuracy (95% CI)", ylim=(0, 1.05))
+    ax.set_title(title, fontsize=10)
     return fig
 
 
 def histogram_figure(metric: Tensor, est: Estimate, xlabel: str, title: str) -> Figure:
     """Histogram of the per-example metric with its mean and 95% interval marked."""
-    fig, ax = plots.figure()
+    fig, ax = plots.figure(max(5.0, plots.text_inches([title], 10) + 1.0))  # the title fits
     ax.hist(metric.numpy(), bins=min(40, max(10, len(metric) // 10)), color="tab:blue", alpha=0.8)
     ax.axvline(est.mean, color="k", lw=1.5, label=f"mean {est.mean:.4g}")
     ax.axvspan(est.lo, est.hi, color="tab:orange", alpha=0.3, label="95% CI of the mean")
-    ax.set(title=title, xlabel=xlabel, ylabel="examples")
+    ax.set(xlabel=xlabel, ylabel="examples")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return fig

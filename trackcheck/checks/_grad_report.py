@@ -132,11 +132,16 @@ def result(
 
 def flow_figure(layers: list[str], mean: np.ndarray, mx: np.ndarray) -> Figure:
     """The classic gradient-flow plot: max and mean |grad| per layer, in forward order."""
-    fig, ax = plots.figure(max(5.0, 0.25 * len(layers) + 2), 3.6)
+    bottom = plots.text_inches(layers, 6) + 0.45  # the rotated layer names, the x label
+    fig, ax = plots.figure(max(5.0, 0.25 * len(layers) + 2), 2.4 + bottom, bottom=bottom)
     x = np.arange(len(layers))
     ax.bar(x, mx, color="tab:cyan", alpha=0.5, lw=1, label="max |grad|")
     ax.bar(x, mean, color="tab:blue", alpha=0.8, lw=1, label="mean |grad|")
     ax.set_yscale("log")
+    tallest = mx[np.isfinite(mx) & (mx > 0)]
+    if tallest.size:  # a decade of headroom above the bars, where the legend goes
+        ax.set_ylim(top=float(tallest.max()) * 10)
+        plots.sparse_log_minor_ticks(ax.yaxis)
     ax.set_xticks(x, layers, rotation=90, fontsize=6)
     ax.set(title="gradient flow (mean over steps)", xlabel="layer (forward order)", ylabel="|grad|")
     ax.legend(fontsize=8)

@@ -47,40 +47,73 @@ def decoded_table(texts: list[str], labels: list[str]) -> dict[str, list[Any]]:
     }
 
 
+TILE_IN = 1.2  # the longer side of one image in the grid, inches
+LABEL_IN = 0.2  # the band above each row of images that holds their labels, inches
+
+
 def image_grid(a: np.ndarray, labels: list[str]) -> Figure:
-    """The images [B, C, H, W] or [B, H, W] as the model gets them, on ONE shared colour
-    scale (its colour bar shows the raw values, so 0-255 or a shifted mean is visible);
-    NaN/Inf pixels in red."""
+    """The images [B, C, H, W] or [B, H, W] as the model gets them, up to 8 a row, each with
+    its label above it, on ONE shared colour scale (its colour bar shows the raw values, so
+    0-255 or a shifted mean is visible); NaN/Inf pixels in red.
+
+    The images are tiled into one mosaic shown in one Axes: an Axes per image made this the
+    slowest figure of a stage (creating and laying out 16 Axes took ~0.7 s)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     plt = plots.pyplot()
     if a.ndim == 3:  # [B, H, W] -> [B, 1, H, W]
         a = a[:, None]
-    n, c = a.shape[0], a.shape[1]
-    cols = min(n, 8)
+    n, c, h, w = a.shape
+    cols = max(1, min(n, 8))  # an empty batch draws one blank tile
     rows = max(1, math.ceil(n / cols))
     finite = a[np.isfinite(a)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(1.3 * cols + 0.8, 1.4 * rows + 0.4),
-        squeeze=False,
-        layout="constrained",
-    )
-    cmap = plt.get_cmap("gray").with_extremes(bad="red")
-    im = None
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = a[i]
-        if c == 3:  # RGB: min-max scaled for display only (imshow needs [0, 1])
-            rgb = np.nan_to_num((img.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-12), nan=0.0)
-            ax.imshow(np.clip(rgb, 0, 1))
-        else:  # grey (or the first channel of a C-channel input)
-            im = ax.imshow(np.ma.masked_invalid(img[0]), cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(labels[i], fontsize=8)
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8, label="value fed to the model")
+    cmap, norm = plt.get_cmap("gray"), Normalize(lo, hi)
+    if c == 3:  # RGB: min-max scaled for display only
+        with np.errstate(invalid="ignore"):
+            scaled = np.clip((a.transpose(0, 2, 3, 1) - lo) / max(hi - lo, 1e-12), 0, 1)
+        tiles = (np.nan_to_num(scaled) * 255).astype(np.uint8)  # [B, H, W, 3]
+    else:  # grey (or the first channel of a C-channel input), mapped to RGB here
+        tiles = cmap(norm(a[:, 0]), bytes=True)[..., :3]
+    tiles[~np.isfinite(a).all(axis=1)] = (255, 0, 0)
+
+    # the mosaic: white between the images, so the eye can tell them apart (a gap of 1 pixel
+    # for small images, wider for large ones where 1 pixel would vanish once scaled down)
+    # and a white band above each row for its labels
+    scale = TILE_IN / max(h, w)  # inches per image pixel
+    gap = max(1, round(max(h, w) / 16))
+    band = math.ceil(LABEL_IN / scale)
+    mosaic = np.full((rows * (band + h), cols * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        y, x = r * (band + h) + band, col * (w + gap)
+        mosaic[y : y + h, x : x + w] = tiles[i]
+
+    # the figure sized to the mosaic, so each image pixel stays square and nothing is cut
+    grey = c != 3  # a colour bar for the grey scale; RGB was rescaled, it has none
+    left, right, top, bottom = 0.1, 1.0 if grey else 0.1, 0.3, 0.1
+    mosaic_w, mosaic_h = mosaic.shape[1] * scale, mosaic.shape[0] * scale
+    extra = max(0.0, 4.0 - (mosaic_w + left + right)) / 2  # room for the title over few images
+    left, right = left + extra, right + extra
+    fig = plt.figure(figsize=(mosaic_w + left + right, mosaic_h + top + bottom))
+    ax = fig.subplots()
+    plots.fixed_margins(fig, left=left, bottom=bottom, right=right, top=top)
+    ax.imshow(mosaic)
+    ax.axis("off")
+    for i in range(n):
+        r, col = divmod(i, cols)
+        ax.text(
+            col * (w + gap) + w / 2,
+            r * (band + h) + band - 0.5,  # just above the image (pixel centres are integers)
+            labels[i][:16],  # about what fits over one image at this size
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    if grey:
+        # 8 pt: the label fits beside a single row of images
+        plots.colorbar(fig, ax, ScalarMappable(norm, cmap), "value fed to the model", fontsize=8)
     title = "inputs as the model receives them (labels above)"
     fig.suptitle(title if c in (1, 3) else title + f": channel 0 of {c}", fontsize=9)
     return fig
@@ -90,24 +123,35 @@ def value_heatmap(rows: np.ndarray, names: list[str], labels: list[str]) -> Figu
     """Tabular rows [N, F] as a heatmap, one row per example: an unscaled feature stands out."""
     plt = plots.pyplot()
     a = np.ma.masked_invalid(rows)
-    fig, ax = plots.figure(max(5.0, 0.22 * len(names) + 2), 0.25 * len(labels) + 1.8)
+    xticks = [n[:18] for n in names]
+    yticks = [f"#{i}: {s[:12]}" for i, s in enumerate(labels)]
+    # the margins hold the rotated feature names below, the row labels on the left and the
+    # colour bar on the right
+    bottom, left = plots.text_inches(xticks, 6) + 0.15, plots.text_inches(yticks, 6) + 0.15
+    fig, ax = plots.figure(
+        max(5.0, 0.22 * len(names) + 1.0 + left),
+        0.25 * len(labels) + 0.5 + bottom,
+        left=left,
+        bottom=bottom,
+        right=1.0,
+        top=0.3,
+    )
     cmap = plt.get_cmap("coolwarm").with_extremes(bad="black")
     lim = float(np.abs(a).max()) if a.count() else 1.0  # symmetric: 0 is white
     im = ax.imshow(a, aspect="auto", cmap=cmap, interpolation="nearest", vmin=-lim, vmax=lim)
-    ax.set_xticks(np.arange(len(names)), [n[:18] for n in names], rotation=90, fontsize=6)
-    ax.set_yticks(
-        np.arange(len(labels)), [f"#{i}: {s[:12]}" for i, s in enumerate(labels)], fontsize=6
-    )
+    ax.set_xticks(np.arange(len(names)), xticks, rotation=90, fontsize=6)
+    ax.set_yticks(np.arange(len(labels)), yticks, fontsize=6)
     ax.set_title(
         "inputs as the model receives them (row: example: label; NaN in black)", fontsize=9
     )
-    fig.colorbar(im, ax=ax, label="value")
+    plots.colorbar(fig, ax, im, "value")
     return fig
 
 
 def text_panel(texts: list[str], labels: list[str]) -> Figure:
     """Decoded token inputs, each with its label (the next tokens for a language model)."""
-    fig, ax = plots.figure(8, 0.55 * len(texts) + 0.8)
+    # axis off: the text needs no room for ticks, only the title above it
+    fig, ax = plots.figure(8, 0.55 * len(texts) + 0.8, left=0.1, bottom=0.1, right=0.1, top=0.3)
     ax.axis("off")
     ax.set_title("token inputs as the model receives them, decoded", fontsize=10)
     n = max(len(texts), 1)

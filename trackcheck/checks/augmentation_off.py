@@ -165,7 +165,9 @@ def _image_figure(m: Mismatch) -> plots.Deferred | None:
 
 def _draw_twice(a: np.ndarray, b: np.ndarray, title: str) -> Figure:
     """Two fetches [H, W] of one image and their difference, side by side."""
-    fig, axes = plots.pyplot().subplots(1, 3, figsize=(7, 2.6), layout="constrained")
+    fig, axes = plots.pyplot().subplots(1, 3, figsize=(7, 2.6))
+    # axes off: room only for the suptitle and the panel titles above
+    plots.fixed_margins(fig, left=0.1, bottom=0.1, right=0.1, top=0.6, wgap=0.2)
     for ax, img, name in zip(
         axes, (a, b, b - a), ("fetch 1", "fetch 2", "difference"), strict=True
     ):

@@ -292,8 +292,9 @@ def distinct_figure(
     """Rows and distinct examples per batch, train and eval: the bars should match."""
     from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
 
-    fig = Figure(figsize=(7, 3), layout="constrained")
+    fig = Figure(figsize=(7, 3))
     axes = fig.subplots(1, 2)
+    plots.fixed_margins(fig, left=0.6, wgap=0.7)  # wgap: the right panel's y label
     for ax, rows, distinct, name in (
         (axes[0], train_rows, train_distinct, "training batches"),
         (axes[1], eval_rows, eval_distinct, "eval batches"),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from trackcheck import plots
 from trackcheck.checks._eval import (
@@ -39,7 +40,6 @@ from trackcheck.checks._eval import (
 from trackcheck.checks._fingerprint import row_fingerprints
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
-from trackcheck.data.spec import loader
 from trackcheck.registry import register
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ class FullEvalParams:
 def _reference_fingerprints(ctx: Context, batch_size: int) -> list[str]:
     """The test dataset's own items, each once, collated like the eval loader collates."""
     ds = ctx.data.test
-    batches = loader(ds, batch_size, collate_fn=ctx.data.collate_fn)
-    return [f for batch in batches for f in row_fingerprints(batch)]
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ctx.data.collate_fn)
+    return [f for batch in loader for f in row_fingerprints(batch)]
 
 
 def _coverage(seen: list[str], expected: list[str]) -> tuple[int, int]:
@@ -168,8 +168,18 @@ def resolution_figure(
     ax.axhline(limit, color="k", ls="--", lw=1, label=f"{'asked' if asked else 'floor'} {limit:g}")
     ax.axvline(n, color="tab:red", lw=1.5, label=f"this test set: n={n}")
     ax.plot([n], [half], "o", color="tab:red")
-    ax.annotate(f"+-{half:.3g} (SE {se:.2g})", (n, half), textcoords="offset points", xytext=(6, 6))
+    # the note to the right of the point, or to its left in the right half of the plot
+    # (where it would run off the figure)
+    left = math.log10(n) > (1 + math.log10(ns[-1])) / 2
+    ax.annotate(
+        f"+-{half:.3g} (SE {se:.2g})",
+        (n, half),
+        textcoords="offset points",
+        xytext=(-6 if left else 6, 6),
+        ha="right" if left else "left",
+    )
     ax.set(xscale="log", yscale="log", xlabel="test examples", ylabel=what)
+    plots.sparse_log_minor_ticks(ax.xaxis, ax.yaxis)
     # at the default 12 pt this title is wider than the figure
     ax.set_title("what the test set resolves: interval width vs test-set size", fontsize=10)
     ax.legend(fontsize=8)

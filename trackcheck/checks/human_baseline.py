@@ -158,12 +158,17 @@ def _rows(
 
 def _figure(metric: str, rows: list[tuple[str, float, tuple[float, float] | None]]) -> Figure:
     """Model and human side by side, each with its 95% interval where it has one."""
-    fig, ax = plots.figure(5.5, 1.2 + 0.5 * len(rows))
+    labels = [r[0] for r in rows]
+    title = f"{metric}: model beside the human baseline (95% CI)"
+    left = plots.text_inches(labels, 8) + 0.2  # the labels (up to 50 characters) as y ticks
+    width = left + max(4.0, plots.text_inches([title], 10) + 0.4)  # the title over the axes
+    fig, ax = plots.figure(width, 1.2 + 0.5 * len(rows), left=left, bottom=0.5, top=0.3)
     for i, (_, value, ci) in enumerate(rows):
         xerr = None if ci is None else [[value - ci[0]], [ci[1] - value]]
         ax.errorbar(value, i, xerr=xerr, fmt="o", capsize=4, color=f"C{i}")
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
-    ax.set(title=f"{metric}: model beside the human baseline (95% CI)", xlabel=metric)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set(xlabel=metric)
+    ax.set_title(title, fontsize=10)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     return fig
 

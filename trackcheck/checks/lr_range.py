@@ -187,6 +187,7 @@ def range_figure(
     if top:
         ax.set_ylim(min(top) - 0.05 * abs(min(top)), 1.5 * max(top[0], min(top)) + 1e-12)
     ax.set(xscale="log", title="learning-rate range test", xlabel="learning rate", ylabel="loss")
+    plots.sparse_log_minor_ticks(ax.xaxis)
     ax.legend(fontsize=8)
     return fig
 

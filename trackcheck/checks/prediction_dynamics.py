@@ -296,8 +296,10 @@ def _figure(
     targets [N] as ticks at the right edge). Middle: the per-step jitter against the warning
     line. Right: the batch's mean held-out loss [K]."""
     fig, (ax0, ax1, ax2) = plots.pyplot().subplots(
-        1, 3, figsize=(12, 3.4), layout="constrained", gridspec_kw={"width_ratios": [3, 2, 2]}
+        1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [3, 2, 2]}
     )
+    # wgap: the tick labels of the next panel, and the right one's log-scale y label
+    plots.fixed_margins(fig, left=0.7, wgap=0.95)
     steps = np.asarray(steps_at)
     ax0.plot(steps, shown, lw=0.8, alpha=0.7)
     if targets is None:
