@@ -67,6 +67,7 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
+from trackcheck.checks._park import HOST, move, on_device
 from trackcheck.checks._stats import (
     below_effect_test,
     below_other_test,
@@ -286,7 +287,9 @@ def weigh(sets: dict[str, Judged], level: float, p: InputIndependentParams) -> l
 @register("input_independent", InputIndependentParams, order=50)
 def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     """A model trained on real inputs beats one trained on blanked inputs on held-out data."""
-    real, base = ctx.new_model(), ctx.new_model()  # the same seed: the same init
+    # the same seed: the same init; each trains on the device in its turn and waits in host
+    # memory otherwise (checks/_park.py says why)
+    real, base = [move(HOST, ctx.new_model()) for _ in range(2)]
     opt_real, opt_base = ctx.optimizer(real), ctx.optimizer(base)
     pl = plan(ctx, p)
     n_looks = max(1, math.ceil(p.max_steps / p.look_every))
@@ -297,24 +300,38 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     for _look in range(n_looks):
         n = min(p.look_every, p.max_steps - steps)
         chunk = [next(pl.batches) for _ in range(n)]  # the same batches for both models
-        curves["real inputs"] += train_steps(ctx, real, chunk, n, opt_real)
         blanked = [ctx.pipeline.with_inputs(b, blank(b.x, p.token_id)) for b in chunk]
-        curves["blanked inputs"] += train_steps(ctx, base, blanked, n, opt_base)
+        with on_device(ctx.device, real, opt_real):
+            curves["real inputs"] += train_steps(ctx, real, chunk, n, opt_real)
+            real_losses = _look_at(ctx, real, chunk, pl, p)
+        with on_device(ctx.device, base, opt_base):
+            curves["blanked inputs"] += train_steps(ctx, base, blanked, n, opt_base)
+            base_losses = _look_at(ctx, base, blanked, pl, p, p.token_id)
         steps += n
         if not all(math.isfinite(v) for c in curves.values() for v in c):
             break
-        recalibrate(ctx, real, chunk[-p.bn_batches :], p.bn_batches)
-        recalibrate(ctx, base, blanked[-p.bn_batches :], p.bn_batches)
-        sets = {
-            name: Judged(
-                heldout_losses(ctx, real, loader(), p.max_eval).numpy(),
-                heldout_losses(ctx, base, loader(), p.max_eval, p.token_id).numpy(),
-            )
-            for name, loader in pl.judged.items()
-        }
+        sets = {k: Judged(real_losses[k], base_losses[k]) for k in pl.judged}
         if all(j.p_value < level for j in sets.values()):
             break
     return _judge(p, curves, sets, level, steps, pl.note)
+
+
+def _look_at(
+    ctx: Context,
+    model: nn.Module,
+    recent: list[Any],
+    pl: Plan,
+    p: InputIndependentParams,
+    token_id: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Per held-out set, the [N] per-example losses of ``model`` (on blanked inputs with
+    ``token_id`` set), after its BatchNorm statistics are recomputed on the ``recent``
+    batches it trained on."""
+    recalibrate(ctx, model, recent[-p.bn_batches :], p.bn_batches)
+    return {
+        name: heldout_losses(ctx, model, loader(), p.max_eval, token_id).numpy()
+        for name, loader in pl.judged.items()
+    }
 
 
 def _set_metrics(name: str, j: Judged) -> tuple[dict[str, float], str]:
@@ -453,7 +470,8 @@ def _scatter(sets: dict[str, Judged]) -> Scatter:
 def _figure(curves: dict[str, list[float]], sets: Scatter) -> Figure:
     """Left: both training curves. Right: held-out loss per example, blanked (x) vs real (y),
     one colour per held-out set; points below the diagonal are examples the input helped."""
-    fig, (ax0, ax1) = plots.pyplot().subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    fig, (ax0, ax1) = plots.pyplot().subplots(1, 2, figsize=(9, 3.4))
+    plots.fixed_margins(fig, wgap=0.8)  # wgap: the right panel's y label
     for name, ys in curves.items():
         ax0.plot(np.arange(len(ys)), ys, label=name)
     ax0.set(title="training loss (same init, same batches)", xlabel="step", ylabel="loss")
