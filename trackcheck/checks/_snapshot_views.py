@@ -70,25 +70,10 @@ def image_grid(a: np.ndarray, labels: list[str]) -> Figure:
     finite = a[np.isfinite(a)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     cmap, norm = plt.get_cmap("gray"), Normalize(lo, hi)
-    if c == 3:  # RGB: min-max scaled for display only
-        with np.errstate(invalid="ignore"):
-            scaled = np.clip((a.transpose(0, 2, 3, 1) - lo) / max(hi - lo, 1e-12), 0, 1)
-        tiles = (np.nan_to_num(scaled) * 255).astype(np.uint8)  # [B, H, W, 3]
-    else:  # grey (or the first channel of a C-channel input), mapped to RGB here
-        tiles = cmap(norm(a[:, 0]), bytes=True)[..., :3]
-    tiles[~np.isfinite(a).all(axis=1)] = (255, 0, 0)
-
-    # the mosaic: white between the images, so the eye can tell them apart (a gap of 1 pixel
-    # for small images, wider for large ones where 1 pixel would vanish once scaled down)
-    # and a white band above each row for its labels
     scale = TILE_IN / max(h, w)  # inches per image pixel
-    gap = max(1, round(max(h, w) / 16))
+    gap = max(1, round(max(h, w) / 16))  # 1 pixel would vanish in a scaled-down large image
     band = math.ceil(LABEL_IN / scale)
-    mosaic = np.full((rows * (band + h), cols * (w + gap) - gap, 3), 255, dtype=np.uint8)
-    for i in range(n):
-        r, col = divmod(i, cols)
-        y, x = r * (band + h) + band, col * (w + gap)
-        mosaic[y : y + h, x : x + w] = tiles[i]
+    mosaic = _mosaic(_tiles(a, lo, hi, cmap, norm), cols, rows, gap, band)
 
     # the figure sized to the mosaic, so each image pixel stays square and nothing is cut
     grey = c != 3  # a colour bar for the grey scale; RGB was rescaled, it has none
@@ -117,6 +102,31 @@ def image_grid(a: np.ndarray, labels: list[str]) -> Figure:
     title = "inputs as the model receives them (labels above)"
     fig.suptitle(title if c in (1, 3) else title + f": channel 0 of {c}", fontsize=9)
     return fig
+
+
+def _tiles(a: np.ndarray, lo: float, hi: float, cmap: Any, norm: Any) -> np.ndarray:
+    """[B, H, W, 3] uint8 RGB images: grey ones (or channel 0 of C) through ``cmap``, RGB
+    min-max scaled for display only; NaN/Inf pixels red."""
+    if a.shape[1] == 3:
+        with np.errstate(invalid="ignore"):
+            scaled = np.clip((a.transpose(0, 2, 3, 1) - lo) / max(hi - lo, 1e-12), 0, 1)
+        tiles = (np.nan_to_num(scaled) * 255).astype(np.uint8)
+    else:
+        tiles = cmap(norm(a[:, 0]), bytes=True)[..., :3]
+    tiles[~np.isfinite(a).all(axis=1)] = (255, 0, 0)
+    return np.asarray(tiles)
+
+
+def _mosaic(tiles: np.ndarray, cols: int, rows: int, gap: int, band: int) -> np.ndarray:
+    """The tiles [B, H, W, 3] in a grid: white between the images, so the eye can tell them
+    apart (``gap`` pixels), and a white band of ``band`` pixels above each row for labels."""
+    n, h, w, _ = tiles.shape
+    mosaic = np.full((rows * (band + h), cols * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        y, x = r * (band + h) + band, col * (w + gap)
+        mosaic[y : y + h, x : x + w] = tiles[i]
+    return mosaic
 
 
 def value_heatmap(rows: np.ndarray, names: list[str], labels: list[str]) -> Figure:
