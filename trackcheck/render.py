@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from trackcheck.plots import Deferred
+from trackcheck.threads import cores
 
 ENV = "TRACKCHECK_FIGURE_WORKER"  # "0": always in-process, "1": always the worker
 # A stage of 1-3 checks draws 0-3 figures (~0.1 s each): the worker's start-up (~2 s of CPU
@@ -181,14 +182,6 @@ def shared_worker() -> Worker | None:
                 return None
             atexit.register(_worker.close)
         return _worker
-
-
-def cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def use_worker(n_checks: int) -> bool:
