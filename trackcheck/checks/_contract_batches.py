@@ -14,6 +14,7 @@ from torch.utils.data import default_collate
 from trackcheck.checks._contract_findings import Findings, map_tensors
 from trackcheck.checks._fingerprint import fingerprint, row_fingerprints
 from trackcheck.context import Context
+from trackcheck.data.spec import length_of
 from trackcheck.pipeline import Batch, primary
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _check_batch_size(ctx: Context, n: int, f: Findings) -> None:
     """The first batch has data.batch_size rows (the dataset has that many items): fail when
     the collate returns fewer or more rows each of which is an item unchanged (it lost or
     repeated items); warn when its rows are not items (packing or splitting on purpose?)."""
-    want, size = ctx.data.batch_size, _len(ctx.data.train)
+    want, size = ctx.data.batch_size, length_of(ctx.data.train)
     if size is None or size < want or n == want:
         return
     msg = f"the first training batch holds {n} examples, data.batch_size is {want}: "
@@ -114,13 +115,6 @@ def _check_duplicates(ctx: Context, b: Batch, f: Findings, p: ContractParams) ->
 
 def _cpu(t: Tensor) -> Tensor:
     return t.detach().cpu()
-
-
-def _len(ds: Any) -> int | None:
-    try:
-        return len(ds)
-    except TypeError:  # an IterableDataset without __len__
-        return None
 
 
 def _dataset_duplicates(ctx: Context, m: int) -> tuple[float, float] | None:

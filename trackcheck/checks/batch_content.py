@@ -43,6 +43,7 @@ from trackcheck.checks._batch_rows import (
 )
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.data.spec import length_of
 from trackcheck.registry import register
 
 if TYPE_CHECKING:
@@ -73,13 +74,6 @@ class Findings:
     summary: list[str] = field(default_factory=list)  # the values, said first
 
 
-def _len(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except TypeError:
-        return None
-
-
 def _collate(loader: Any, ctx: Context) -> Any:
     return getattr(loader, "collate_fn", None) or ctx.data.collate_fn or default_collate
 
@@ -88,7 +82,7 @@ def _train(ctx: Context, p: BatchContentParams, f: Findings) -> Pass:
     loader = ctx.data.train_loader(generator=ctx.generator(_streams.BATCH_CONTENT))
     seen = loader_pass(ctx, loader, p.train_examples)
     rows = seen.rows
-    n_items = _len(getattr(loader, "dataset", ctx.data.train))
+    n_items = length_of(getattr(loader, "dataset", ctx.data.train))
     f.metrics.update(
         train_rows=float(len(rows)),
         train_batches=float(len(seen.batches)),
@@ -148,7 +142,7 @@ class _Items:
 def _uniform_groups(ctx: Context, sizes: list[int]) -> list[list[int]] | None:
     """Batches of these sizes of indices drawn uniformly with replacement (seeded); None
     for a training set without a length (an IterableDataset)."""
-    n = _len(ctx.data.train)
+    n = length_of(ctx.data.train)
     if not n or isinstance(ctx.data.train, IterableDataset):
         return None
     g = ctx.generator(_streams.BATCH_CONTENT + 1)
@@ -216,7 +210,7 @@ def _compare(
 def _row_counts(loader: Any, seen: Pass, f: Findings) -> None:
     """Rows per batch against the loader's batch_size (the epoch's last batch may be short)."""
     bsz = getattr(loader, "batch_size", None)
-    n_batches = _len(loader)
+    n_batches = length_of(loader)
     if not isinstance(bsz, int):
         return
     odd = [
@@ -238,7 +232,7 @@ def _eval(ctx: Context, p: BatchContentParams, f: Findings) -> Pass:
     seen = loader_pass(ctx, loader, p.eval_examples)
     rows = seen.rows
     ds = getattr(loader, "dataset", ctx.data.test)
-    n_test = _len(ds)
+    n_test = length_of(ds)
     f.metrics.update(
         eval_rows=float(len(rows)),
         eval_distinct=float(len(set(rows))),

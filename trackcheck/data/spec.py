@@ -21,10 +21,10 @@ KINDS = ("image", "tabular", "tokens")
 MIN_TRAIN_EXAMPLES = 2
 
 
-def _length(ds: Any) -> int | None:
-    """``len(ds)``, or None for a dataset without one (an IterableDataset)."""
+def length_of(obj: Any) -> int | None:
+    """``len(obj)``, or None for a dataset (an IterableDataset) or loader without one."""
     try:
-        return len(ds)
+        return len(obj)
     except TypeError:
         return None
 
@@ -63,12 +63,12 @@ class DataSpec:
         """ConfigError for data no check can use: an empty split or a single training
         example (said here, not as a ZeroDivisionError deep inside a check)."""
         for split, ds in (("train", self.train), ("test", self.test)):
-            if _length(ds) == 0:
+            if length_of(ds) == 0:
                 raise ConfigError(
                     f"data: the {split} set is empty (0 examples): check the dataset's path, "
                     "split and filters"
                 )
-        n = _length(self.train)
+        n = length_of(self.train)
         if n is not None and n < MIN_TRAIN_EXAMPLES:
             raise ConfigError(
                 f"data: the training set has {n} example; the checklist needs at least "
