@@ -192,7 +192,7 @@ def _judge(
             f"1 - |rank correlation| {best:.2g}"
             if not classification
             else f"{best:.2g} of the label changes of an independent one, and "
-            f"{margins.get('best_within_class_share', math.nan):.2g} of a coordinate's variance "
+            f"{margins['best_within_class_share']:.2g} of a coordinate's variance "
             "within the classes"
         )
         msg += f"; no input coordinate determines the target (the closest: {closest})"
