@@ -119,3 +119,17 @@ def test_short_stages_draw_in_process_and_longer_ones_in_the_worker(monkeypatch)
     assert render.use_worker(render.WORKER_MIN_CHECKS)
     monkeypatch.setenv(render.ENV, "0")
     assert not render.use_worker(100)
+
+
+def titley_of_a_new_figure() -> float | None:
+    import matplotlib
+
+    return matplotlib.rcParams["axes.titley"]
+
+
+def test_deferred_figures_get_trackcheck_style_and_the_process_keeps_its_own():
+    import matplotlib
+
+    before = matplotlib.rcParams["axes.titley"]
+    assert plots.deferred(titley_of_a_new_figure).draw() == plots.STYLE["axes.titley"]
+    assert matplotlib.rcParams["axes.titley"] == before  # a notebook's style is untouched
