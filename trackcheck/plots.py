@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # rcParams the Deferred figures are built under (never set on the process: a notebook or a
 # user's own figures keep their style)
-STYLE = {
+STYLE: dict[Any, Any] = {
     # each title 1.0 above its Axes instead of placed by matplotlib, which measures the tick
     # labels of every Axes on each save in case some sit on top: ~15% of the drawing time of
     # the default checks' figures, and the same pixels (no trackcheck figure has top labels)
