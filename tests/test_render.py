@@ -133,3 +133,21 @@ def test_deferred_figures_get_trackcheck_style_and_the_process_keeps_its_own():
     before = matplotlib.rcParams["axes.titley"]
     assert plots.deferred(titley_of_a_new_figure).draw() == plots.STYLE["axes.titley"]
     assert matplotlib.rcParams["axes.titley"] == before  # a notebook's style is untouched
+
+
+def test_prestart_starts_the_worker_a_stage_will_use(monkeypatch):
+    monkeypatch.setattr(render, "_worker", None)  # this test's own, closed below
+    monkeypatch.setattr(render, "cores", lambda: 2)
+    monkeypatch.delenv(render.ENV, raising=False)
+    render.prestart()
+    started = render._worker
+    assert started is not None and started.usable()
+    assert render.shared_worker() is started  # the stage's Figures get this one
+    started.close()
+
+
+def test_prestart_starts_nothing_when_the_worker_is_off(monkeypatch):
+    monkeypatch.setattr(render, "_worker", None)
+    monkeypatch.setenv(render.ENV, "0")
+    render.prestart()
+    assert render._worker is None

@@ -106,6 +106,20 @@ def test_selects_no_model_only_when_nothing_can_select_one(argv, no_model):
     assert startup.selects_no_model(argv) is no_model
 
 
+@pytest.mark.parametrize(
+    "argv,prestart",
+    [
+        (["+model=resnet"], True),
+        (["+model=resnet", "checks.run=[all]"], True),
+        (["+model=resnet", "checks.run=[contract,determinism,loss_at_init,full_eval]"], True),
+        (["+model=resnet", "checks.run=[loss_at_init]"], False),  # drawn in-process
+        (["-m", "+model=resnet", "hydra/launcher=joblib"], False),  # jobs start their own
+    ],
+)
+def test_the_cli_starts_the_figure_worker_first_only_for_stages_that_use_it(argv, prestart):
+    assert startup.figures_in_worker(argv, min_checks=4) is prestart
+
+
 @pytest.mark.parametrize("args", [["checks.run=[nope]"], ["model._target_=nope.Missing"]])
 def test_a_refused_config_leaves_no_output_dir(args, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)

@@ -487,6 +487,11 @@ def main() -> None:
     if not help_only and startup.selects_no_model(argv):  # before Hydra: no output dir
         print(f"trackcheck: error: {no_model_message()}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    if not help_only:
+        from trackcheck import render
+
+        if startup.figures_in_worker(argv, render.WORKER_MIN_CHECKS):
+            render.prestart()  # the figure worker starts up beside this process, not after
     register_configs(for_help=help_only)  # help prints the cached checks node: no torch
     # the console script imports the user's package from the cwd, like python -m
     with startup.cwd_on_path(), _cli_process() as keep_traces:

@@ -133,6 +133,24 @@ def print_help(argv: Sequence[str], config_module: str, config_name: str) -> Non
         )
 
 
+def figures_in_worker(argv: Sequence[str], min_checks: int) -> bool:
+    """Whether this command line's stage will likely draw in the figure worker, so the CLI
+    starts it first thing (:func:`trackcheck.render.prestart`). No when the jobs may run in
+    other processes (a ``hydra/launcher`` override: each starts its own) or when
+    ``checks.run=[...]`` names fewer than ``min_checks`` checks (such stages draw
+    in-process: :data:`trackcheck.render.WORKER_MIN_CHECKS`)."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key == "hydra/launcher":
+            return False
+        if key == "checks.run" and value.startswith("[") and "all" not in value:
+            names = [n for n in value.strip("[]").split(",") if n.strip()]
+            if len(names) < min_checks:
+                return False
+    return True
+
+
 def selects_no_model(argv: Sequence[str]) -> bool:
     """True only when no model can be in the composed config: the command line is plain
     overrides (and ``-m``), none of which names ``model``, and the primary config is ours
