@@ -143,7 +143,9 @@ def measure(model: str, checks: str, repeats: int, trackers: list[str], extra: l
         )
         return time.perf_counter() - t0, report
 
-    stage(None)  # warm-up: thread pools, allocator, kernel selection, the figure worker
+    # warm-up: thread pools, allocator, kernel selection, lazy imports (scipy.stats), the
+    # figure worker; its time is what a one-off `python -m trackcheck` stage costs
+    first_s = stage(None)[0]
     totals: dict[str, list[float]] = {}
     rows: dict[str, list[Any]] = {}
     model_s: list[float] = []
@@ -177,6 +179,7 @@ def measure(model: str, checks: str, repeats: int, trackers: list[str], extra: l
         "device": "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu",
         "threads": torch.get_num_threads(),
         "checks": checks_out,
+        "first_stage_s": first_s,
         "stage_s": {k: statistics.median(v) for k, v in totals.items()},
         "model_s": statistics.median(model_s),
         "outside_share": statistics.median(shares),
@@ -211,6 +214,10 @@ def print_model(r: dict) -> None:
     base = next(iter(r["stage_s"]))
     for name, s in r["stage_s"].items():
         print(f"stage with tracker={name:<8}{s:7.2f}s ({s / r['stage_s'][base] - 1:+.1%})")
+    print(
+        f"first stage in this process: {r['first_stage_s']:.2f}s (lazy imports and the figure "
+        "worker's start-up: what a one-off `python -m trackcheck` stage pays)"
+    )
     cuda = f", CUDA peak {r['cuda_peak_mb']:.0f} MB" if r["cuda_peak_mb"] is not None else ""
     print(
         f"outside the model: {r['outside_share']:.1%} of the stage (tracker={base}); peak RSS "
@@ -222,7 +229,7 @@ def print_model(r: dict) -> None:
 def print_summary(results: list[dict]) -> None:
     print(
         f"\n{'model':<22}{'params':>8}{'stage s':>9}{'model s':>9}{'outside':>9}"
-        f"{'passes':>8}{'ms/pass':>9}{'RSS MB':>8}"
+        f"{'passes':>8}{'ms/pass':>9}{'RSS MB':>8}{'1st s':>7}"
     )
     for r in results:
         n = sum(c["fwd"] + c["bwd"] for c in r["checks"])
@@ -231,30 +238,51 @@ def print_summary(results: list[dict]) -> None:
             f"{r['model'] + '/' + r['data']:<22}{r['params'] / 1e6:7.2f}M{s:9.2f}"
             f"{r['model_s']:9.2f}{r['outside_share']:9.1%}{n:8d}"
             f"{1000 * r['model_s'] / max(n, 1):9.2f}{r['rss_peak_mb']:8.0f}"
+            f"{r['first_stage_s']:7.2f}"
         )
 
 
-def startup_seconds(model: str) -> tuple[float, float]:
-    """(wall time of `python -m trackcheck`, of which the stage itself) for one checks run."""
+def cli_phases(model: str, *overrides: str) -> dict[str, float]:
+    """One `python -m trackcheck` run, split by its trackcheck.log's timestamps into
+    start-up (process start to the first check), checks, figures and reports (the verdict
+    to the report written: what the figures still being drawn hold up), and exit."""
+    import datetime
+    import re
+
+    def stamp(line: str) -> float:
+        when = line[1 : line.index("]")]
+        return datetime.datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
     with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "trackcheck", f"+model={model}", "tracker=none"]
+        t0 = time.time()
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "trackcheck",
-                f"+model={model}",
-                "tracker=none",
-                "checks.run=[loss_at_init]",
-                "progress=false",
-            ],
+            [*cmd, "progress=false", f"hydra.run.dir={d}", *overrides],
             cwd=d,
             check=True,
             capture_output=True,
         )
-        wall = time.perf_counter() - t0
-        (report,) = Path(d).glob("outputs/*/*/report.json")
-        return wall, json.loads(report.read_text())["duration_s"]
+        t1 = time.time()
+        lines = Path(d, "trackcheck.log").read_text().splitlines()
+    at = {
+        key: stamp(next(ln for ln in lines if re.search(rf"\] - {key}", ln)))
+        for key in ("tracker:", "stage (passed|failed)", "report:")
+    }
+    first, verdict, written = at["tracker:"], at["stage (passed|failed)"], at["report:"]
+    return {
+        "start-up": first - t0,
+        "checks": verdict - first,
+        "figures+reports": written - verdict,
+        "exit": t1 - written,
+        "wall": t1 - t0,
+    }
+
+
+def print_startup(model: str) -> None:
+    for what, overrides in (("one check", ["checks.run=[loss_at_init]"]), ("default", [])):
+        ph = cli_phases(model, *overrides)
+        parts = ", ".join(f"{k} {v:.2f}s" for k, v in ph.items())
+        print(f"`python -m trackcheck +model={model}`, {what}: {parts}")
 
 
 def main() -> None:
@@ -281,11 +309,7 @@ def main() -> None:
         f", checks={args.checks}, {args.repeats} repeats"
     )
     if args.startup:
-        wall, stage_s = startup_seconds("resnet")
-        print(
-            f"process start-up: `python -m trackcheck` with one check took {wall:.2f}s, "
-            f"of which the stage {stage_s:.2f}s -> start-up and exit {wall - stage_s:.2f}s"
-        )
+        print_startup("resnet")
     results = []
     for model in args.models.split(","):
         if model not in MODELS:
