@@ -10,7 +10,12 @@ Models: ``resnet`` (digits), ``mlp`` (breast_cancer), ``gpt`` (the text corpus),
 heads; random init from a config, nothing downloaded) on the same text, so a reader sees how
 the cost grows with the model. Each model runs in its own process (its peak memory is its
 own), one warm-up stage first (thread pools, kernel caches, the figure worker), then
-``--repeats`` stages; times are medians, and every ratio is taken within one run.
+``--repeats`` stages; times are medians, and every ratio is taken within one run. "1st s"
+is the warm-up stage: what the first stage in a process pays on top (torch's first
+optimizer, lazy imports, the figure worker's start-up). ``--startup`` splits one-off
+``python -m trackcheck`` runs (one check, then the default checks) by their trackcheck.log
+into start-up to the first check, the checks, the figures and reports after the verdict,
+and the exit.
 
 "stage" is the wall time of ``trackcheck.run`` (validation, the checks, the figures, the
 reports; the data and the model config are built before). "model" is the time inside the
@@ -215,8 +220,8 @@ def print_model(r: dict) -> None:
     for name, s in r["stage_s"].items():
         print(f"stage with tracker={name:<8}{s:7.2f}s ({s / r['stage_s'][base] - 1:+.1%})")
     print(
-        f"first stage in this process: {r['first_stage_s']:.2f}s (lazy imports and the figure "
-        "worker's start-up: what a one-off `python -m trackcheck` stage pays)"
+        f"first stage in this process: {r['first_stage_s']:.2f}s (torch's first optimizer, "
+        "lazy imports, the figure worker starting beside it; --startup times the CLI)"
     )
     cuda = f", CUDA peak {r['cuda_peak_mb']:.0f} MB" if r["cuda_peak_mb"] is not None else ""
     print(
