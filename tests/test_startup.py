@@ -114,6 +114,7 @@ def test_selects_no_model_only_when_nothing_can_select_one(argv, no_model):
         (["+model=resnet", "checks.run=[contract,determinism,loss_at_init,full_eval]"], True),
         (["+model=resnet", "checks.run=[loss_at_init]"], False),  # drawn in-process
         (["-m", "+model=resnet", "hydra/launcher=joblib"], False),  # jobs start their own
+        (["+model=resnet", "--cfg", "job"], False),  # prints the config, runs nothing
     ],
 )
 def test_the_cli_starts_the_figure_worker_first_only_for_stages_that_use_it(argv, prestart):

@@ -21,6 +21,8 @@ from typing import Any
 
 HELP_FLAGS = frozenset({"--help", "-h", "--hydra-help"})
 MULTIRUN_FLAGS = frozenset({"-m", "--multirun"})
+# Hydra flags that print something and run no task
+NO_TASK_FLAGS = frozenset({"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version"})
 # what Hydra writes into a job's dir before the task function runs: nothing of the stage's
 HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
 
@@ -138,7 +140,10 @@ def figures_in_worker(argv: Sequence[str], min_checks: int) -> bool:
     starts it first thing (:func:`trackcheck.render.prestart`). No when the jobs may run in
     other processes (a ``hydra/launcher`` override: each starts its own) or when
     ``checks.run=[...]`` names fewer than ``min_checks`` checks (such stages draw
-    in-process: :data:`trackcheck.render.WORKER_MIN_CHECKS`)."""
+    in-process: :data:`trackcheck.render.WORKER_MIN_CHECKS`), nor for a flag that runs no
+    task (``--cfg job``, ``--info``)."""
+    if any(a in NO_TASK_FLAGS for a in argv):
+        return False
     for arg in argv:
         key, _, value = arg.partition("=")
         key = key.lstrip("+~")
