@@ -185,12 +185,12 @@ def shared_worker() -> Worker | None:
 
 
 def prestart() -> None:
-    """Start this process's worker now, unless it would never be used (one core, or
-    ``TRACKCHECK_FIGURE_WORKER=0``). The CLI calls it first thing: the worker's own start-up
-    (~3 s of CPU importing torch, matplotlib and the checks) then runs beside the CLI's,
-    which is single-threaded and leaves the other core idle, instead of during the checks,
-    where it gets only the CPU they leave and the first figures queue behind it."""
-    if os.environ.get(ENV, "") != "0" and cores() >= 2:
+    """Start this process's worker now, when a stage of the default length would draw in it
+    (:func:`use_worker`). The CLI calls it first thing: the worker's own start-up (~3 s of
+    CPU importing torch, matplotlib and the checks) then runs beside the CLI's, which is
+    single-threaded and leaves the other core idle, instead of during the checks, where it
+    gets only the CPU they leave and the first figures queue behind it."""
+    if use_worker(WORKER_MIN_CHECKS):
         shared_worker()
 
 
