@@ -51,6 +51,9 @@ def main() -> int:
     args = ap.parse_args()
     _path_after_pythonpath()
     os.environ.setdefault("MPLBACKEND", "Agg")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="enable_nested_tensor")  # the originals' choice
     import torch
 
     torch.set_num_threads(args.threads)
@@ -75,7 +78,9 @@ def main() -> int:
             o = run_program(name, seed, checks)
             outcomes.append(o)
             flag = "FAIL" if o.failed else "ok"
-            print(f"  {name} seed {seed}: {flag} ({o.seconds:.1f} s)", flush=True)
+            slowest = sorted(o.durations.items(), key=lambda kv: -kv[1])[:3]
+            where = ", ".join(f"{c} {t:.1f}" for c, t in slowest)
+            print(f"  {name} seed {seed}: {flag} ({o.seconds:.1f} s; slowest: {where})", flush=True)
             if o.failed and not args.quiet:
                 print("    " + o.explain().replace("\n", "\n    "), flush=True)
     total = time.perf_counter() - t0

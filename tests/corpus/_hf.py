@@ -65,3 +65,32 @@ def bert_config(**kw: Any) -> Any:
         "pad_token_id": PAD,
     }
     return BertConfig(**{**base, **kw})
+
+
+def word_blocks(block: int = 32, max_words: int = 24_000) -> tuple[Any, Any]:
+    """run_clm's group_texts: the token stream cut into blocks; labels = input_ids (the
+    model shifts them), attention_mask all ones."""
+    from ._data import words
+
+    _, ids = words()
+    ids = ids[:max_words]
+    n = len(ids) // block
+    blocks = ids[: n * block].view(n, block)
+    cut = int(0.9 * n)
+
+    def items(b: torch.Tensor) -> DictItems:
+        return DictItems(input_ids=b, attention_mask=torch.ones_like(b), labels=b.clone())
+
+    return items(blocks[:cut]), items(blocks[cut:])
+
+
+def gpt2_config(**kw: Any) -> Any:
+    from transformers import GPT2Config
+
+    from ._data import words
+
+    base: dict[str, Any] = {
+        "vocab_size": len(words()[0]), "n_positions": 32, "n_embd": 32, "n_layer": 2,
+        "n_head": 2, "bos_token_id": 0, "eos_token_id": 0,
+    }
+    return GPT2Config(**{**base, **kw})

@@ -22,6 +22,7 @@ class Outcome:
     seed: int
     statuses: dict[str, str] = field(default_factory=dict)  # check -> pass/fail/...
     messages: dict[str, str] = field(default_factory=dict)  # check -> message (fail/error/warn)
+    durations: dict[str, float] = field(default_factory=dict)  # check -> seconds
     crash: str = ""  # the run itself raised (wiring refused, a stage that broke)
     seconds: float = 0.0
 
@@ -53,7 +54,8 @@ def run_program(name: str, seed: int = 0, checks: Any = "all") -> Outcome:
             output_dir=out,
         )
         for c in report.checks:
-            o.statuses[c.name] = str(c.status.value if hasattr(c.status, "value") else c.status)
+            o.statuses[c.name] = str(c.status)
+            o.durations[c.name] = c.duration_s
             if c.status in (*BAD, Status.WARN):
                 o.messages[c.name] = c.message
     except Exception as e:  # noqa: BLE001 - a program trackcheck refuses is a result too
