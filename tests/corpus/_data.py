@@ -131,7 +131,7 @@ class Windows(Dataset[tuple[Tensor, Tensor]]):
         return chunk[:-1], chunk[1:]
 
 
-def word_lm(seq_len: int, batch: int, max_words: int = 30_000) -> DataSpec:
+def word_lm(seq_len: int, batch: int, max_words: int = 12_000) -> DataSpec:
     """Word-level next-token windows ([T] each; the loader stacks them batch-first)."""
     itos, ids = words()
     ids = ids[:max_words]

@@ -19,7 +19,7 @@ FILLER = 13  # ids 13..VOCAB-1
 
 
 @functools.cache
-def sentiment(n: int = 800, seq_len: int = 24, seed: int = 3, pairs: bool = False) -> tuple[Any, Any]:
+def sentiment(n: int = 480, seq_len: int = 24, seed: int = 3, pairs: bool = False) -> tuple[Any, Any]:
     """SST-2-like items: [CLS] words [SEP], right-padded, 1-3 sentiment words of one polarity
     among fillers; label 1 for positive. ``pairs``: a second segment (token_type_ids 1) of
     fillers, as GLUE's sentence-pair tasks have."""
@@ -67,7 +67,7 @@ def bert_config(**kw: Any) -> Any:
     return BertConfig(**{**base, **kw})
 
 
-def word_blocks(block: int = 32, max_words: int = 24_000) -> tuple[Any, Any]:
+def word_blocks(block: int = 32, max_words: int = 9_000) -> tuple[Any, Any]:
     """run_clm's group_texts: the token stream cut into blocks; labels = input_ids (the
     model shifts them), attention_mask all ones."""
     from ._data import words

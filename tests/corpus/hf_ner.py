@@ -25,7 +25,7 @@ GLUE = (
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
-def sentences(n: int = 800, seq_len: int = 24, seed: int = 5) -> tuple[DictItems, DictItems]:
+def sentences(n: int = 480, seq_len: int = 24, seed: int = 5) -> tuple[DictItems, DictItems]:
     g = torch.Generator().manual_seed(seed)
     ids = torch.full((n, seq_len), PAD)
     labels = torch.full((n, seq_len), -100)

@@ -44,6 +44,10 @@ def pretrained_dir() -> str:
 
 
 def model() -> torch.nn.Module:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # "Some weights ... newly initialized": expected here
+    logging.disable_progress_bar()  # a "Loading weights" bar per model built
     from transformers import GPT2LMHeadModel
 
     return GPT2LMHeadModel.from_pretrained(pretrained_dir())

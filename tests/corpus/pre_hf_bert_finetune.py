@@ -48,10 +48,11 @@ def pretrained_dir() -> str:
 
 
 def model() -> torch.nn.Module:
-    from transformers import BertForSequenceClassification
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # "Some weights ... newly initialized": expected here
+    logging.disable_progress_bar()  # a "Loading weights" bar per model built
+    from transformers import BertForSequenceClassification
     return BertForSequenceClassification.from_pretrained(pretrained_dir(), num_labels=2)
 
 

@@ -106,7 +106,7 @@ def loss(decoder_outputs: torch.Tensor, target_tensor: torch.Tensor) -> torch.Te
     return criterion(decoder_outputs.view(-1, decoder_outputs.size(-1)), target_tensor.view(-1))
 
 
-def pairs(n: int = 1200, seed: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def pairs(n: int = 720, seed: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     mapping = torch.randperm(V_OUT - 2, generator=g) + 2
     src = torch.zeros(n, MAX_LENGTH, dtype=torch.long)
@@ -121,7 +121,7 @@ def pairs(n: int = 1200, seed: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 def program() -> dict[str, Any]:
     src, tgt = pairs()
-    cut = 1000
+    cut = 600
     return {
         "model": Seq2Seq,
         "data": tensor_spec((src[:cut], tgt[:cut]), tgt[:cut], (src[cut:], tgt[cut:]), tgt[cut:],
