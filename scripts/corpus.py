@@ -58,8 +58,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     import corpus
-    import trackcheck
     from corpus._run import run_program
+
+    import trackcheck
 
     print(f"trackcheck from {Path(trackcheck.__file__).parent}", flush=True)
     names = corpus.names()
@@ -93,16 +94,23 @@ def main() -> int:
         print(f"  {i:2d} {c}")
     print(" " * width + " ".join(f"{i:2d}" for i in range(len(cols))))
     for o in outcomes:
-        row = " ".join(f"{'X' if o.crash else ABBREV.get(o.statuses.get(c, ''), '?'):>2}" for c in cols)
+        row = " ".join(
+            f"{'X' if o.crash else ABBREV.get(o.statuses.get(c, ''), '?'):>2}" for c in cols
+        )
         print(f"{o.program + ' s' + str(o.seed):<{width}}{row}")
     bad = [o for o in outcomes if o.failed]
     per_check = {c: sum(o.statuses.get(c) in ("fail", "error") for o in outcomes) for c in cols}
     counts = ", ".join(f"{c} {n}" for c, n in sorted(per_check.items(), key=lambda kv: -kv[1]) if n)
     crashed = sum(bool(o.crash) for o in outcomes)
-    print(f"\nfail/error by check: {counts or 'none'}" + (f"; runs that raised: {crashed}" if crashed else ""))
+    print(
+        f"\nfail/error by check: {counts or 'none'}"
+        + (f"; runs that raised: {crashed}" if crashed else "")
+    )
     rate = len(bad) / len(outcomes) if outcomes else 0.0
-    print(f"runs {len(outcomes)}, runs with any fail/error {len(bad)}, rate {rate:.1%} "
-          f"({total:.0f} s)")
+    print(
+        f"runs {len(outcomes)}, runs with any fail/error {len(bad)}, rate {rate:.1%} "
+        f"({total:.0f} s)"
+    )
     return 0
 
 

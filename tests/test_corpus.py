@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import corpus
+import pytest
 from corpus._run import run_program
 
 SEEDS = [0, 1, 2]

@@ -84,7 +84,11 @@ def tensor_spec(
     xs_tr = xtr if isinstance(xtr, tuple) else (xtr,)
     xs_te = xte if isinstance(xte, tuple) else (xte,)
     return from_datasets(
-        TensorDataset(*xs_tr, ytr), TensorDataset(*xs_te, yte), task, n_out, kind=kind,
+        TensorDataset(*xs_tr, ytr),
+        TensorDataset(*xs_te, yte),
+        task,
+        n_out,
+        kind=kind,
         batch_size=batch,
     )
 
@@ -137,8 +141,12 @@ def word_lm(seq_len: int, batch: int, max_words: int = 12_000) -> DataSpec:
     ids = ids[:max_words]
     cut = int(0.9 * len(ids))
     spec = from_datasets(
-        Windows(ids[:cut], seq_len), Windows(ids[cut:], seq_len), "lm", len(itos),
-        kind="tokens", batch_size=batch,
+        Windows(ids[:cut], seq_len),
+        Windows(ids[cut:], seq_len),
+        "lm",
+        len(itos),
+        kind="tokens",
+        batch_size=batch,
     )
     spec.itos = itos
     return spec

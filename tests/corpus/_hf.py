@@ -19,7 +19,9 @@ FILLER = 13  # ids 13..VOCAB-1
 
 
 @functools.cache
-def sentiment(n: int = 480, seq_len: int = 24, seed: int = 3, pairs: bool = False) -> tuple[Any, Any]:
+def sentiment(
+    n: int = 480, seq_len: int = 24, seed: int = 3, pairs: bool = False
+) -> tuple[Any, Any]:
     """SST-2-like items: [CLS] words [SEP], right-padded, 1-3 sentiment words of one polarity
     among fillers; label 1 for positive. ``pairs``: a second segment (token_type_ids 1) of
     fillers, as GLUE's sentence-pair tasks have."""
@@ -36,8 +38,9 @@ def sentiment(n: int = 480, seq_len: int = 24, seed: int = 3, pairs: bool = Fals
         words[where] = torch.randint(lo, lo + 5, (k,), generator=g)
         row = [CLS, *words.tolist(), SEP]
         if pairs:
-            second = torch.randint(FILLER, VOCAB, (int(torch.randint(2, 7, (1,), generator=g)),),
-                                   generator=g).tolist()
+            second = torch.randint(
+                FILLER, VOCAB, (int(torch.randint(2, 7, (1,), generator=g)),), generator=g
+            ).tolist()
             types[i, len(row) : len(row) + len(second) + 1] = 1
             row += [*second, SEP]
         ids[i, : len(row)] = torch.tensor(row)
@@ -60,8 +63,12 @@ def bert_config(**kw: Any) -> Any:
     from transformers import BertConfig
 
     base: dict[str, Any] = {
-        "vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 32,
+        "vocab_size": VOCAB,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 32,
         "pad_token_id": PAD,
     }
     return BertConfig(**{**base, **kw})
@@ -90,7 +97,12 @@ def gpt2_config(**kw: Any) -> Any:
     from ._data import words
 
     base: dict[str, Any] = {
-        "vocab_size": len(words()[0]), "n_positions": 32, "n_embd": 32, "n_layer": 2,
-        "n_head": 2, "bos_token_id": 0, "eos_token_id": 0,
+        "vocab_size": len(words()[0]),
+        "n_positions": 32,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
     }
     return GPT2Config(**{**base, **kw})

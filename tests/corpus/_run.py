@@ -50,7 +50,11 @@ def run_program(name: str, seed: int = 0, checks: Any = "all") -> Outcome:
     o = Outcome(name, seed)
     try:
         report: Report = trackcheck.run(
-            **kwargs(name), checks=checks, seed=seed, tracker=None, progress=False,
+            **kwargs(name),
+            checks=checks,
+            seed=seed,
+            tracker=None,
+            progress=False,
             output_dir=out,
         )
         for c in report.checks:

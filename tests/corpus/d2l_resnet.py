@@ -21,12 +21,15 @@ GLUE = ""
 
 
 class Residual(nn.Module):
-    def __init__(self, in_c: int, num_channels: int, use_1x1conv: bool = False,
-                 strides: int = 1) -> None:
+    def __init__(
+        self, in_c: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_c, num_channels, kernel_size=3, padding=1, stride=strides)
         self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
-        self.conv3 = nn.Conv2d(in_c, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+        self.conv3 = (
+            nn.Conv2d(in_c, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+        )
         self.bn1 = nn.BatchNorm2d(num_channels)
         self.bn2 = nn.BatchNorm2d(num_channels)
 
@@ -40,11 +43,15 @@ class Residual(nn.Module):
 
 def resnet() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 8, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(1, 8, kernel_size=7, stride=2, padding=3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         Residual(8, 8),
         Residual(8, 16, use_1x1conv=True, strides=2),
-        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(16, 10),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+        nn.Linear(16, 10),
     )
 
 

@@ -20,8 +20,16 @@ GLUE = ""
 def model() -> torch.nn.Module:
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    cfg = DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                           max_position_embeddings=32, pad_token_id=PAD, num_labels=2)
+    cfg = DistilBertConfig(
+        vocab_size=VOCAB,
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=32,
+        pad_token_id=PAD,
+        num_labels=2,
+    )
     return DistilBertForSequenceClassification(cfg)
 
 

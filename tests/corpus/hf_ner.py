@@ -50,8 +50,10 @@ def sentences(n: int = 480, seq_len: int = 24, seed: int = 5) -> tuple[DictItems
     mask = (ids != PAD).long()
     cut = n * 3 // 4
     cols = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    return (DictItems(**{k: v[:cut] for k, v in cols.items()}),
-            DictItems(**{k: v[cut:] for k, v in cols.items()}))
+    return (
+        DictItems(**{k: v[:cut] for k, v in cols.items()}),
+        DictItems(**{k: v[cut:] for k, v in cols.items()}),
+    )
 
 
 def model() -> torch.nn.Module:

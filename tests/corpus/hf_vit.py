@@ -24,9 +24,16 @@ GLUE = ""
 def model() -> torch.nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
-    cfg = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
-                    num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                    num_labels=10)
+    cfg = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+    )
     return ViTForImageClassification(cfg)
 
 

@@ -36,7 +36,8 @@ def program() -> dict[str, Any]:
     return {
         "model": frozen_model,
         "data": tensor_spec(xtr, ytr, xte, yte, "multiclass", 4, "image", 4),
-        "optimizer": lambda p: torch.optim.SGD([q for q in p if q.requires_grad], lr=0.001,
-                                               momentum=0.9),
+        "optimizer": lambda p: torch.optim.SGD(
+            [q for q in p if q.requires_grad], lr=0.001, momentum=0.9
+        ),
         "loss": nn.CrossEntropyLoss(),
     }

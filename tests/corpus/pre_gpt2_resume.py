@@ -58,8 +58,9 @@ def program() -> dict[str, Any]:
     train, test = word_blocks()
     return {
         "model": model,
-        "data": from_datasets(train, test, "lm", gpt2_config().vocab_size, kind="tokens",
-                              batch_size=8),
+        "data": from_datasets(
+            train, test, "lm", gpt2_config().vocab_size, kind="tokens", batch_size=8
+        ),
         "optimizer": lambda p: torch.optim.AdamW(p, lr=5e-5, weight_decay=0.0),
         "loss": "model",
     }

@@ -53,6 +53,7 @@ def model() -> torch.nn.Module:
     logging.set_verbosity_error()  # "Some weights ... newly initialized": expected here
     logging.disable_progress_bar()  # a "Loading weights" bar per model built
     from transformers import BertForSequenceClassification
+
     return BertForSequenceClassification.from_pretrained(pretrained_dir(), num_labels=2)
 
 

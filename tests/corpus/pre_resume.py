@@ -22,8 +22,15 @@ SOURCE = "https://pytorch.org/tutorials/beginner/saving_loading_models.html"
 GLUE = ""
 
 
-def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 0.001,
-          batch: int = 4, seed: int = 0) -> nn.Module:
+def train(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    lr: float = 0.001,
+    batch: int = 4,
+    seed: int = 0,
+) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     crit = nn.CrossEntropyLoss()
@@ -62,8 +69,9 @@ def program() -> dict[str, Any]:
     xtr, ytr, xte, yte = colour_digits(32)
     return {
         "model": reloaded,
-        "data": tensor_spec((xtr - 0.5) / 0.5, ytr, (xte - 0.5) / 0.5, yte, "multiclass", 10,
-                            "image", 4),
+        "data": tensor_spec(
+            (xtr - 0.5) / 0.5, ytr, (xte - 0.5) / 0.5, yte, "multiclass", 10, "image", 4
+        ),
         "optimizer": lambda p: torch.optim.SGD(p, lr=0.001, momentum=0.9),
         "loss": nn.CrossEntropyLoss(),
     }

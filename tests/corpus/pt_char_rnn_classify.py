@@ -22,8 +22,9 @@ GLUE = ""
 
 
 class CharRNN(nn.Module):
-    def __init__(self, input_size: int = len(ALL_LETTERS), hidden_size: int = 32,
-                 output_size: int = 4) -> None:
+    def __init__(
+        self, input_size: int = len(ALL_LETTERS), hidden_size: int = 32, output_size: int = 4
+    ) -> None:
         super().__init__()
         self.rnn = nn.RNN(input_size, hidden_size)
         self.h2o = nn.Linear(hidden_size, output_size)
@@ -31,8 +32,9 @@ class CharRNN(nn.Module):
 
     def forward(self, line_tensor: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # line_tensor [B, L, 57] padded one-hot names; lengths [B]
-        packed = pack_padded_sequence(line_tensor.transpose(0, 1), lengths.cpu(),
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            line_tensor.transpose(0, 1), lengths.cpu(), enforce_sorted=False
+        )
         _, hidden = self.rnn(packed)  # [1, B, H]: each name's state after its last letter
         return self.softmax(self.h2o(hidden[0]))
 
@@ -59,8 +61,16 @@ def program() -> dict[str, Any]:
     cut = int(0.85 * len(ns))  # the tutorial's 85/15 split
     return {
         "model": CharRNN,
-        "data": tensor_spec((x[:cut], lengths[:cut]), y[:cut], (x[cut:], lengths[cut:]), y[cut:],
-                            "multiclass", 4, "tokens", 64),
+        "data": tensor_spec(
+            (x[:cut], lengths[:cut]),
+            y[:cut],
+            (x[cut:], lengths[cut:]),
+            y[cut:],
+            "multiclass",
+            4,
+            "tokens",
+            64,
+        ),
         "optimizer": lambda p: torch.optim.SGD(p, lr=0.15),
         "loss": criterion,
         "step": train_step,

@@ -26,8 +26,9 @@ N_CATEGORIES = 4
 
 
 class RNN(nn.Module):
-    def __init__(self, input_size: int = N_LETTERS, hidden_size: int = 32,
-                 output_size: int = N_LETTERS) -> None:
+    def __init__(
+        self, input_size: int = N_LETTERS, hidden_size: int = 32, output_size: int = N_LETTERS
+    ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.i2h = nn.Linear(N_CATEGORIES + input_size + hidden_size, hidden_size)
@@ -36,7 +37,9 @@ class RNN(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.softmax = nn.LogSoftmax(dim=1)
 
-    def step(self, category: torch.Tensor, input: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, category: torch.Tensor, input: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         input_combined = torch.cat((category, input, hidden), 1)
         hidden = self.i2h(input_combined)
         output = self.i2o(input_combined)
@@ -72,8 +75,16 @@ def program() -> dict[str, Any]:
     cut = int(0.85 * len(ns))
     return {
         "model": RNN,
-        "data": tensor_spec((cat[:cut], lines[:cut]), target[:cut], (cat[cut:], lines[cut:]),
-                            target[cut:], "lm", N_LETTERS, "tokens", 1),
+        "data": tensor_spec(
+            (cat[:cut], lines[:cut]),
+            target[:cut],
+            (cat[cut:], lines[cut:]),
+            target[cut:],
+            "lm",
+            N_LETTERS,
+            "tokens",
+            1,
+        ),
         "optimizer": lambda p: torch.optim.SGD(p, lr=0.0005),
         "loss": name_loss,
     }

@@ -70,8 +70,9 @@ def program() -> dict[str, Any]:
     mean, std = xtr.mean((0, 2, 3), keepdim=True), xtr.std((0, 2, 3), keepdim=True)
     return {
         "model": ResNet,
-        "data": tensor_spec((xtr - mean) / std, ytr, (xte - mean) / std, yte, "multiclass", 10,
-                            "image", 128),
+        "data": tensor_spec(
+            (xtr - mean) / std, ytr, (xte - mean) / std, yte, "multiclass", 10, "image", 128
+        ),
         "optimizer": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
         "loss": nn.CrossEntropyLoss(),
     }

@@ -41,8 +41,9 @@ class Net(nn.Module):
 
 def program() -> dict[str, Any]:
     xtr, ytr, xte, yte = digits(16)
-    data = tensor_spec(mnist_normalize(xtr), ytr, mnist_normalize(xte), yte, "multiclass", 10,
-                       "image", 64)
+    data = tensor_spec(
+        mnist_normalize(xtr), ytr, mnist_normalize(xte), yte, "multiclass", 10, "image", 64
+    )
     return {
         "model": Net,
         "data": data,

@@ -72,7 +72,9 @@ def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return criterion(outputs.squeeze(), targets)
 
 
-def pairs(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+def pairs(
+    x: torch.Tensor, y: torch.Tensor, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Each image with a partner: half the time one of its class, else one of another."""
     g = torch.Generator().manual_seed(seed)
     same = torch.rand(len(x), generator=g) < 0.5

@@ -52,8 +52,9 @@ class VAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
-def loss_function(recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tensor,
-                  logvar: torch.Tensor) -> torch.Tensor:
+def loss_function(
+    recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+) -> torch.Tensor:
     bce = F.binary_cross_entropy(recon_x, x.view(-1, D), reduction="sum")
     kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return bce + kld

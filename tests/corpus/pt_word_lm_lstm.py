@@ -26,8 +26,15 @@ GLUE = (
 
 
 class RNNModel(nn.Module):
-    def __init__(self, ntoken: int, ninp: int = 32, nhid: int = 32, nlayers: int = 2,
-                 dropout: float = 0.2, rnn_type: str = "LSTM") -> None:
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int = 32,
+        nhid: int = 32,
+        nlayers: int = 2,
+        dropout: float = 0.2,
+        rnn_type: str = "LSTM",
+    ) -> None:
         super().__init__()
         self.ntoken = ntoken
         self.drop = nn.Dropout(dropout)
@@ -50,7 +57,10 @@ class RNNModel(nn.Module):
     def init_hidden(self, bsz: int) -> Any:
         w = next(self.parameters())
         if self.rnn_type == "LSTM":
-            return (w.new_zeros(self.nlayers, bsz, self.nhid), w.new_zeros(self.nlayers, bsz, self.nhid))
+            return (
+                w.new_zeros(self.nlayers, bsz, self.nhid),
+                w.new_zeros(self.nlayers, bsz, self.nhid),
+            )
         return w.new_zeros(self.nlayers, bsz, self.nhid)
 
 

@@ -42,10 +42,18 @@ class PositionalEncoding(nn.Module):
 
 
 class TransformerModel(nn.Transformer):
-    def __init__(self, ntoken: int, ninp: int = 32, nhead: int = 2, nhid: int = 64,
-                 nlayers: int = 2, dropout: float = 0.2) -> None:
-        super().__init__(d_model=ninp, nhead=nhead, dim_feedforward=nhid,
-                         num_encoder_layers=nlayers)
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int = 32,
+        nhead: int = 2,
+        nhid: int = 64,
+        nlayers: int = 2,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(
+            d_model=ninp, nhead=nhead, dim_feedforward=nhid, num_encoder_layers=nlayers
+        )
         self.src_mask: torch.Tensor | None = None
         self.pos_encoder = PositionalEncoding(ninp, dropout)
         self.input_emb = nn.Embedding(ntoken, ninp)
@@ -59,7 +67,9 @@ class TransformerModel(nn.Transformer):
     def forward(self, src: torch.Tensor, has_mask: bool = True) -> torch.Tensor:  # type: ignore[override]
         if has_mask:
             if self.src_mask is None or self.src_mask.size(0) != len(src):
-                self.src_mask = nn.Transformer.generate_square_subsequent_mask(len(src)).to(src.device)
+                self.src_mask = nn.Transformer.generate_square_subsequent_mask(len(src)).to(
+                    src.device
+                )
         else:
             self.src_mask = None
         src = self.input_emb(src) * math.sqrt(self.ninp)

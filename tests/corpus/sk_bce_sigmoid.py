@@ -29,7 +29,9 @@ def program() -> dict[str, Any]:
     mean, std = x[:cut].mean(0), x[:cut].std(0)
     x = (x - mean) / std
     return {
-        "model": lambda: nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid()),
+        "model": lambda: nn.Sequential(
+            nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid()
+        ),
         "data": tensor_spec(x[:cut], t[:cut], x[cut:], t[cut:], "binary", 1, "tabular", 32),
         "optimizer": lambda p: torch.optim.Adam(p, lr=1e-3),
         "loss": nn.BCELoss(),

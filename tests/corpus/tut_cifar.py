@@ -42,8 +42,9 @@ def program() -> dict[str, Any]:
     xtr, ytr, xte, yte = colour_digits(32)
     return {
         "model": Net,
-        "data": tensor_spec((xtr - 0.5) / 0.5, ytr, (xte - 0.5) / 0.5, yte, "multiclass", 10,
-                            "image", 4),
+        "data": tensor_spec(
+            (xtr - 0.5) / 0.5, ytr, (xte - 0.5) / 0.5, yte, "multiclass", 10, "image", 4
+        ),
         "optimizer": lambda p: torch.optim.SGD(p, lr=0.001, momentum=0.9),
         "loss": nn.CrossEntropyLoss(),
     }

@@ -64,23 +64,30 @@ class AttnDecoderRNN(nn.Module):
         self.out = nn.Linear(hidden_size, output_size)
         self.dropout = nn.Dropout(dropout_p)
 
-    def forward(self, encoder_outputs: torch.Tensor, encoder_hidden: torch.Tensor,
-                target_tensor: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        encoder_outputs: torch.Tensor,
+        encoder_hidden: torch.Tensor,
+        target_tensor: torch.Tensor,
+    ) -> torch.Tensor:
         batch_size = encoder_outputs.size(0)
-        decoder_input = torch.full((batch_size, 1), SOS_token, dtype=torch.long,
-                                   device=encoder_outputs.device)
+        decoder_input = torch.full(
+            (batch_size, 1), SOS_token, dtype=torch.long, device=encoder_outputs.device
+        )
         decoder_hidden = encoder_hidden
         decoder_outputs = []
         for i in range(MAX_LENGTH):
-            decoder_output, decoder_hidden = self.forward_step(decoder_input, decoder_hidden,
-                                                               encoder_outputs)
+            decoder_output, decoder_hidden = self.forward_step(
+                decoder_input, decoder_hidden, encoder_outputs
+            )
             decoder_outputs.append(decoder_output)
             decoder_input = target_tensor[:, i].unsqueeze(1)  # teacher forcing
         decoder_outputs = torch.cat(decoder_outputs, dim=1)
         return F.log_softmax(decoder_outputs, dim=-1)
 
-    def forward_step(self, input: torch.Tensor, hidden: torch.Tensor,
-                     encoder_outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_step(
+        self, input: torch.Tensor, hidden: torch.Tensor, encoder_outputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         embedded = self.dropout(self.embedding(input))
         query = hidden.permute(1, 0, 2)
         context, _ = self.attention(query, encoder_outputs)
@@ -124,8 +131,16 @@ def program() -> dict[str, Any]:
     cut = 600
     return {
         "model": Seq2Seq,
-        "data": tensor_spec((src[:cut], tgt[:cut]), tgt[:cut], (src[cut:], tgt[cut:]), tgt[cut:],
-                            "lm", V_OUT, "tokens", 32),
+        "data": tensor_spec(
+            (src[:cut], tgt[:cut]),
+            tgt[:cut],
+            (src[cut:], tgt[cut:]),
+            tgt[cut:],
+            "lm",
+            V_OUT,
+            "tokens",
+            32,
+        ),
         "optimizer": lambda p: torch.optim.Adam(p, lr=0.001),
         "loss": loss,
     }

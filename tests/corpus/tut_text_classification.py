@@ -24,7 +24,9 @@ VOCAB = sorted({w for v in TOPICS.values() for w in v.split()} | set(COMMON))
 
 
 class TextClassificationModel(nn.Module):
-    def __init__(self, vocab_size: int = len(VOCAB), embed_dim: int = 16, num_class: int = 4) -> None:
+    def __init__(
+        self, vocab_size: int = len(VOCAB), embed_dim: int = 16, num_class: int = 4
+    ) -> None:
         super().__init__()
         self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, sparse=False)
         self.fc = nn.Linear(embed_dim, num_class)
@@ -49,7 +51,9 @@ class Headlines(Dataset[tuple[int, list[int]]]):
         return self.items[i]
 
 
-def collate_batch(batch: list[tuple[int, list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_batch(
+    batch: list[tuple[int, list[int]]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     label_list, text_list, offsets = [], [], [0]
     for label, ids in batch:
         label_list.append(label)
@@ -79,9 +83,15 @@ def program() -> dict[str, Any]:
     cut = int(0.8 * len(docs))
     return {
         "model": TextClassificationModel,
-        "data": from_datasets(Headlines(docs[:cut], ys[:cut]), Headlines(docs[cut:], ys[cut:]),
-                              "multiclass", 4, kind="tokens", batch_size=64,
-                              collate_fn=collate_batch),
+        "data": from_datasets(
+            Headlines(docs[:cut], ys[:cut]),
+            Headlines(docs[cut:], ys[cut:]),
+            "multiclass",
+            4,
+            kind="tokens",
+            batch_size=64,
+            collate_fn=collate_batch,
+        ),
         "optimizer": lambda p: torch.optim.SGD(p, lr=5),
         "loss": criterion,
         "step": train_step,

@@ -26,8 +26,15 @@ GLUE = (
 
 
 class TransformerModel(nn.Module):
-    def __init__(self, ntoken: int, d_model: int = 32, nhead: int = 2, d_hid: int = 64,
-                 nlayers: int = 2, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        ntoken: int,
+        d_model: int = 32,
+        nhead: int = 2,
+        d_hid: int = 64,
+        nlayers: int = 2,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.pos_encoder = PositionalEncoding(d_model, dropout)
         layer = nn.TransformerEncoderLayer(d_model, nhead, d_hid, dropout)
