@@ -26,8 +26,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._fingerprint import fingerprint, max_abs_diff
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._fingerprint import fingerprint, max_abs_diff
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import PipelineError, primary

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from trackcheck.checks import _deps
+from trackcheck.checks._shared import _deps
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck
 from trackcheck.registry import register

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trackcheck.checks import _deps
+from trackcheck.checks._shared import _deps
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck
 from trackcheck.pipeline import primary

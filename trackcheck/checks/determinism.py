@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._fingerprint import fingerprint
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._fingerprint import fingerprint
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register

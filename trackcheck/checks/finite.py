@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackcheck.checks._nonfinite import Origin, data_origin, locate
+from trackcheck.checks._shared._nonfinite import Origin, data_origin, locate
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
-from trackcheck.checks._eval import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
+from trackcheck.checks._shared._eval import (
     Estimate,
     estimate,
     evaluate,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackcheck.checks._common import (
+from trackcheck.checks._shared._common import (
     fmt_values,
     init_outputs,
     output_layer,

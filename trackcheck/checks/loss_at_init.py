@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trackcheck.checks import _streams
-from trackcheck.checks._common import init_outputs
-from trackcheck.checks._floor import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import init_outputs
+from trackcheck.checks._shared._floor import (
     aligned_spread,
     constant_output,
     mean_loss,

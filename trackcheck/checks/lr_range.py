@@ -30,8 +30,8 @@ import numpy as np
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, ConfigError, SkipCheck, Status
 from trackcheck.registry import register

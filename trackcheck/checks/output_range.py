@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
-from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
+from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch

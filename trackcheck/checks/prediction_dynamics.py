@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._bn import has_batchnorm, recalibrate
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._bn import has_batchnorm, recalibrate
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackcheck.checks import _streams
-from trackcheck.checks._contract_batches import check_batches
-from trackcheck.checks._contract_findings import Findings
-from trackcheck.checks._contract_loss import check_loss, check_output_kind
-from trackcheck.checks._contract_model import check_parameters, final_op
-from trackcheck.checks._contract_step import check_step
-from trackcheck.checks._contract_targets import check_shapes, check_shift, check_targets
+from trackcheck.checks._shared import _streams
+from trackcheck.checks.contract._contract_batches import check_batches
+from trackcheck.checks.contract._contract_findings import Findings
+from trackcheck.checks.contract._contract_loss import check_loss, check_output_kind
+from trackcheck.checks.contract._contract_model import check_parameters, final_op
+from trackcheck.checks.contract._contract_step import check_step
+from trackcheck.checks.contract._contract_targets import check_shapes, check_shift, check_targets
 from trackcheck.context import Context
 from trackcheck.core import CheckResult
 from trackcheck.registry import register

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _snapshot_views as views
-from trackcheck.checks import _streams
+from trackcheck.checks._shared import _streams
+from trackcheck.checks.input_snapshot import _snapshot_views as views
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch, primary_key

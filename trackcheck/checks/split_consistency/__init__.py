@@ -35,8 +35,8 @@ import numpy as np
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._data_read import SplitData, read_splits
-from trackcheck.checks._data_stats import (
+from trackcheck.checks._shared._data_read import SplitData, read_splits
+from trackcheck.checks.split_consistency._data_stats import (
     InputShift,
     LabelShift,
     class_shift,

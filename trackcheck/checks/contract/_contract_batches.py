@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from trackcheck.checks._contract_findings import Findings, map_tensors
-from trackcheck.checks._fingerprint import fingerprint, row_fingerprints
+from trackcheck.checks._shared._fingerprint import fingerprint, row_fingerprints
+from trackcheck.checks.contract._contract_findings import Findings, map_tensors
 from trackcheck.context import Context
 from trackcheck.data.spec import length_of
 from trackcheck.pipeline import Batch, primary

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from trackcheck.checks._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch, primary
 from trackcheck.tasks import Task

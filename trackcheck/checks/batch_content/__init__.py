@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import IterableDataset, default_collate
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._batch_rows import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks.batch_content._batch_rows import (
     Pass,
     excess_p,
     index_batches,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._data_read import SplitData
+from trackcheck.checks._shared._data_read import SplitData
 
 if TYPE_CHECKING:
     from scipy import stats

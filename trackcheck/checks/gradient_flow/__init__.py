@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from trackcheck.checks import _streams
-from trackcheck.checks._common import output_layer, tied_to_embedding
-from trackcheck.checks._grad_probe import Trace, run_probe
-from trackcheck.checks._grad_report import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import output_layer, tied_to_embedding
+from trackcheck.checks.gradient_flow._grad_probe import Trace, run_probe
+from trackcheck.checks.gradient_flow._grad_report import (
     NAME,
     Finding,
     finding_note,

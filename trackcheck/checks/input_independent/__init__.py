@@ -62,10 +62,10 @@ import numpy as np
 from torch import nn
 
 from trackcheck import plots
-from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
-from trackcheck.checks._heldout import Plan, blank, heldout_losses, plan
-from trackcheck.checks._park import HOST, move, on_device
-from trackcheck.checks._stats import (
+from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
+from trackcheck.checks._shared._park import HOST, move, on_device
+from trackcheck.checks.input_independent._heldout import Plan, blank, heldout_losses, plan
+from trackcheck.checks.input_independent._stats import (
     below_effect_test,
     below_other_test,
     mean_ci,

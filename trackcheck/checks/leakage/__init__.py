@@ -39,15 +39,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trackcheck.checks import _streams
-from trackcheck.checks._data_leaks import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._data_read import SplitData, read_splits
+from trackcheck.checks.leakage._data_leaks import (
     Determining,
     Overlap,
     determining_coords,
     exact_overlap,
     near_overlap,
 )
-from trackcheck.checks._data_read import SplitData, read_splits
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.registry import register

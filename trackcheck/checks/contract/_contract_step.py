@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trackcheck.checks._contract_findings import Findings, map_tensors
-from trackcheck.checks._park import HOST, move
+from trackcheck.checks._shared._park import HOST, move
+from trackcheck.checks.contract._contract_findings import Findings, map_tensors
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trackcheck.checks._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch, slice_inputs
 
