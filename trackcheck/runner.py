@@ -73,7 +73,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    from trackcheck import __version__, threads
+    from trackcheck import threads
+    from trackcheck._version import __version__
 
     env: dict[str, Any] = {
         "trackcheck": __version__,

@@ -18,7 +18,7 @@ from trackcheck.data.spec import length_of
 from trackcheck.pipeline import Batch, primary
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_batches(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -> None:

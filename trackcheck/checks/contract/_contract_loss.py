@@ -17,7 +17,7 @@ from trackcheck.context import Context
 from trackcheck.pipeline import Batch, slice_inputs
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def _output_kind(out: Tensor, final_op: str, binary: bool, atol: float) -> str:

@@ -19,7 +19,7 @@ from trackcheck.context import Context
 from trackcheck.pipeline import Batch
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -> None:

@@ -17,7 +17,7 @@ from trackcheck.pipeline import Batch, primary
 from trackcheck.tasks import Task
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_targets(ctx: Context, y: Tensor, f: Findings) -> bool:
