@@ -178,7 +178,7 @@ def _draw_twice(a: np.ndarray, b: np.ndarray, title: str) -> Figure:
     return fig
 
 
-@register("augmentation_off", AugmentationOffParams, fast=True, order=15)
+@register("augmentation_off", AugmentationOffParams, fast=True)
 def augmentation_off(ctx: Context, p: AugmentationOffParams) -> CheckResult:
     """The same samples fetched twice are bit-identical; no random transform is attached."""
     data = ctx.data

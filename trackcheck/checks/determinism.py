@@ -259,7 +259,7 @@ def _same_seed_verdict(
     )
 
 
-@register("determinism", DeterminismParams, fast=True, order=5)
+@register("determinism", DeterminismParams, fast=True)
 def determinism(ctx: Context, p: DeterminismParams) -> CheckResult:
     """Same seed twice gives identical batches, losses and weights; another seed differs."""
     r1 = _train(ctx, ctx.seed, p.seed_offset, p.steps)

@@ -27,7 +27,7 @@ class FiniteParams:
     scan_examples: int = 256
 
 
-@register("finite", FiniteParams, fast=True, order=3)
+@register("finite", FiniteParams, fast=True)
 def finite(ctx: Context, p: FiniteParams) -> CheckResult:
     """Inputs, module outputs, loss and gradients are finite (or where a NaN/Inf starts)."""
     head = ctx.head("train", p.scan_examples)

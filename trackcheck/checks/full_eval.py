@@ -218,7 +218,7 @@ def _figures(ctx: Context, run: TestPass, res: Resolution) -> dict[str, plots.De
     return figures
 
 
-@register("full_eval", FullEvalParams, fast=True, order=30)
+@register("full_eval", FullEvalParams, fast=True)
 def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
     """Every test example is evaluated exactly once; the metric comes with its 95% interval."""
     model = ctx.new_model()

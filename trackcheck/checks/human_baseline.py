@@ -190,7 +190,7 @@ def _comparison(metric: str, higher: bool, model: Estimate, b: Baseline, per_ex:
     return f"{b.label} {metric} {b.value:.4g}: {text}"
 
 
-@register("human_baseline", HumanBaselineParams, order=40)
+@register("human_baseline", HumanBaselineParams)
 def human_baseline(ctx: Context, p: HumanBaselineParams) -> CheckResult:
     """The model's human-readable metric beside a human baseline (a number or two annotations)."""
     task, metric = ctx.task, ctx.task.metric_name

@@ -67,7 +67,7 @@ class LossAtInitParams:
     z: float = 3.0
 
 
-@register("loss_at_init", LossAtInitParams, fast=True, order=10)
+@register("loss_at_init", LossAtInitParams, fast=True)
 def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     """The loss at init matches the derived value (ln C, label entropy, Var(y), H(p))."""
     out, y = init_outputs(ctx, p.n_examples)  # out [N, ...], y [N, ...]

@@ -113,7 +113,7 @@ class _Run:
     curves: dict[str, list[float]]
 
 
-@register("loss_decreases", LossDecreasesParams, fast=False, order=70)
+@register("loss_decreases", LossDecreasesParams, fast=False)
 def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     """Training loss goes down over a short run (longer on a plateau); a bigger model is
     compared on the same batches."""

@@ -221,7 +221,7 @@ def _verdict(
     return Status.PASS, f"{found}: the configured lr is in the usable range"
 
 
-@register("lr_range", LrRangeParams, order=75)
+@register("lr_range", LrRangeParams)
 def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     """The learning rate lies in the usable range of a range test (on failure, or always)."""
     if p.when not in WHEN:

@@ -320,7 +320,7 @@ def _message(j: Judged, fit: Fit, label: str, threshold: str, p: OutputRangePara
     return f"{said}, both edges still widening: nothing caps the {label}s"
 
 
-@register("output_range", OutputRangeParams, fast=True, order=65)
+@register("output_range", OutputRangeParams, fast=True)
 def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
     """The outputs can reach the targets: no activation caps the head's range."""
     model = ctx.new_model()

@@ -54,7 +54,7 @@ class OverfitBatchParams:
     reference_examples: int = 1024
 
 
-@register("overfit_batch", OverfitBatchParams, fast=True, order=60)
+@register("overfit_batch", OverfitBatchParams, fast=True)
 def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     """A few examples can be fit to near-zero loss (the model, loss and optimizer are wired)."""
     model = ctx.new_model()

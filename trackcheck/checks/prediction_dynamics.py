@@ -134,7 +134,7 @@ def loss_change(losses: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), se
 
 
-@register("prediction_dynamics", PredictionDynamicsParams, order=80)
+@register("prediction_dynamics", PredictionDynamicsParams)
 def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResult:
     """Predictions on a fixed held-out batch move smoothly during a short run (jitter)."""
     model = ctx.new_model()

@@ -301,7 +301,7 @@ def distinct_figure(
     return fig
 
 
-@register("batch_content", BatchContentParams, fast=True, order=4)
+@register("batch_content", BatchContentParams, fast=True)
 def batch_content(ctx: Context, p: BatchContentParams) -> CheckResult:
     """The batches hold distinct examples: no collate, sampler or loader repeats or drops them."""
     f = Findings()

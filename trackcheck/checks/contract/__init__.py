@@ -34,7 +34,7 @@ from trackcheck.registry import register
 SEED_OFFSET = _streams.CONTRACT  # the training batches this check reads
 
 
-@register("contract", ContractParams, fast=True, order=0, precondition=True)
+@register("contract", ContractParams, fast=True, precondition=True)
 def contract(ctx: Context, p: ContractParams) -> CheckResult:
     """Targets, output, loss, optimizer, batches and step fit together (one forward pass)."""
     f = Findings()

@@ -77,7 +77,7 @@ class GradientFlowParams:
     allow_unused: list[str] = field(default_factory=list)
 
 
-@register(NAME, GradientFlowParams, fast=False, order=55)
+@register(NAME, GradientFlowParams, fast=False)
 def gradient_flow(ctx: Context, p: GradientFlowParams) -> CheckResult:
     """Every layer gets a usable gradient: no vanishing, exploding, dead or unused parts."""
     model = ctx.new_model()

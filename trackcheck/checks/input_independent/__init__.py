@@ -188,7 +188,7 @@ def weigh(sets: dict[str, Judged], level: float, p: InputIndependentParams) -> l
     return [Undecided(name, key, len(gain), p.min_effect * sd, against, pw, pb)]
 
 
-@register("input_independent", InputIndependentParams, order=50)
+@register("input_independent", InputIndependentParams)
 def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     """A model trained on real inputs beats one trained on blanked inputs on held-out data."""
     # the same seed: the same init; each trains on the device in its turn and waits in host

@@ -186,7 +186,7 @@ class _Findings:
     cautions: list[str] = field(default_factory=list)  # warn
 
 
-@register("input_snapshot", InputSnapshotParams, fast=True, order=25)
+@register("input_snapshot", InputSnapshotParams, fast=True)
 def input_snapshot(ctx: Context, p: InputSnapshotParams) -> CheckResult:
     """Decodes exactly what the model's forward receives (hooked), checks finite and scaled."""
     model = ctx.new_model()

@@ -104,7 +104,7 @@ class LeakageParams:
     n_show: int = 5  # test -> train index pairs listed in the message
 
 
-@register("leakage", LeakageParams, fast=True, order=2)
+@register("leakage", LeakageParams, fast=True)
 def leakage(ctx: Context, p: LeakageParams) -> CheckResult:
     """No test example is a training example, and no input coordinate gives the target away."""
     splits = read_splits(ctx, p.max_examples)

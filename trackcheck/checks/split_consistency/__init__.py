@@ -91,7 +91,7 @@ class SplitConsistencyParams:
     max_named: int = 5  # channels/features/classes named in the message
 
 
-@register("split_consistency", SplitConsistencyParams, fast=True, order=3)
+@register("split_consistency", SplitConsistencyParams, fast=True)
 def split_consistency(ctx: Context, p: SplitConsistencyParams) -> CheckResult:
     """The test split's labels and input statistics match the training split's."""
     splits = read_splits(ctx, p.max_examples)
