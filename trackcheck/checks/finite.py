@@ -2,7 +2,7 @@
 
 The first training examples' inputs are scanned (no model), then one training batch goes
 forward and backward through a fresh model with a hook on every module
-(:mod:`trackcheck.checks._nonfinite`). A NaN or Inf is named where it starts: the data
+(:mod:`trackcheck.checks._shared._nonfinite`). A NaN or Inf is named where it starts: the data
 example, the first module whose output turns non-finite (with the example), the loss, or
 the first module in backward order whose input gradient does. Masked attention is fine:
 only module outputs are looked at, and a masked softmax's output is finite.

@@ -38,7 +38,7 @@ def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -
         return
     moved_first = _moved(model, before)
     g_prev = _grads(model)
-    move(HOST, model, opt)  # the copy trains alone on the device (checks/_park.py)
+    move(HOST, model, opt)  # the copy trains alone on the device (checks/_shared/_park.py)
     fresh = move(ctx.device, copy.deepcopy(model))  # the hook comes along: forwards recorded
     for q in fresh.parameters():
         q.grad = None

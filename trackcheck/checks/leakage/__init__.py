@@ -10,7 +10,7 @@ Two leaks make a held-out loss too good to be true, and both are visible in the 
   ``near_frac`` x the median distance between a training example and its nearest other
   one). The share of test examples with a copy is compared with the share of TRAINING
   examples with a copy elsewhere in the training split: under a random split the two agree
-  (trackcheck/checks/_data_leaks.py says why), so a dataset's genuine duplicate rows raise
+  (_data_leaks.py, beside this, says why), so a dataset's genuine duplicate rows raise
   both alike. The check fails when the test share exceeds that reference by more than
   ``fail_excess`` and a one-sided binomial test says the excess is no accident. Token
   sequences are compared whole and exactly: chunks of one corpus repeat short phrases, not

@@ -1,6 +1,6 @@
 """The measurements behind the leakage check: test examples found in the training split
 (exact content hashes; nearest neighbours for small float data), and input coordinates
-that determine the target. trackcheck/checks/leakage.py judges them.
+that determine the target. The check (this package's __init__) judges them.
 
 Every overlap is measured against a reference from the training split itself: the share of
 training examples with a copy (or near copy) ELSEWHERE in the training split. Under a random

@@ -8,7 +8,7 @@ Two bugs hide here and neither shows in a training curve:
   (images, [N, C, H, W]) or feature (tabular, [N, D]) the check compares the mean, as a
   standardised mean difference (SMD, in training standard deviations), and the scale, as a
   ratio of standard deviations; each with its standard error over examples
-  (trackcheck/checks/_data_stats.py), Bonferroni over all channels/features. A difference
+  (_data_stats.py, beside this), Bonferroni over all channels/features. A difference
   counts only when it is significant AND larger than an effect-size floor, so a large
   dataset does not flag a trivial difference. Token inputs are ids: no moments to compare.
 - a label distribution that differs: a class missing from the test split, one oversampled,
