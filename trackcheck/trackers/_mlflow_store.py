@@ -75,7 +75,23 @@ def import_mlflow() -> Any:
         raise TrackerError(
             "tracker=mlflow needs MLflow: pip install mlflow (or use tracker=none)"
         ) from e
+    quiet_store_setup()
     return mlflow
+
+
+# MLflow's loggers whose INFO lines say how the store is being set up ("Creating initial
+# MLflow database tables...", "Updating database tables" on a new sqlite file): noise
+# between the checks' lines, not something a user acts on
+STORE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+
+
+def quiet_store_setup() -> None:
+    """Hold MLflow's store set-up INFO lines back (WARNING and above still show), unless the
+    user's logging config set those loggers' levels itself."""
+    for name in STORE_SETUP_LOGGERS:
+        log = logging.getLogger(name)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.WARNING)
 
 
 def _health_request(uri: str) -> urllib.request.Request:

@@ -229,8 +229,8 @@ class MLflowTracker:
         except TrackerError as e:
             raise TrackerError(f"run {self.run_id} left RUNNING: {broken or e}") from e
         print(
-            f"mlflow: run {self.run_id} ({status}) in {safe_uri(self.tracking_uri)}; "
-            f"view: {self.info()['view']}",
+            f"mlflow: run {self.run_id} {status}, report.html in its artifacts "
+            f"({names.REPORT_KEY}.html)\n  view: {self.info()['view']}",
             file=sys.stderr,
         )
 
