@@ -65,7 +65,7 @@ def test_verdict_numbers_and_check_tables_are_shown():
         tables={"per_example": {"columns": ["i", "diff"], "rows": [[3, 0.25]]}},
     )
     page = render_html(report_with(c, passed=False))
-    assert "trackcheck <span" in page and ">failed</span>" in page
+    assert "trackcheck <span" in page and ">FAILED</span>" in page
     assert "<td>max_abs_diff</td><td>0.25</td>" in page
     assert "<th>i</th><th>diff</th></tr><tr><td>3</td><td>0.25</td>" in page
 

@@ -321,7 +321,18 @@ def _scrub(cfg: DictConfig, hc: Any, *extra: Path) -> set[str]:
     return secrets
 
 
-def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
+def job_run_name(hc: Any, swept: list[str] | None = None) -> str:
+    """The name tells runs apart: the job's overrides (the swept ones first), model, data."""
+    choices = hc.runtime.choices
+    return names.run_name(
+        choices.get("model", "model"),
+        choices.get("data"),
+        redact_args(hc.overrides.task),
+        swept or [],
+    )
+
+
+def multirun_job(cfg: DictConfig, hc: Any) -> Any:
     """One job of a sweep (``-m``): record its verdict in the sweep dir and RETURN a value.
 
     Never raises for a failed gate or a broken job: Hydra's BasicSweeper would re-raise the
@@ -343,9 +354,11 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
         record.message = f"not run: fail-fast after job {stopped_by} failed"
     else:
         try:
-            args = sweep.tracker_args(cfg.tracker, sweep.read_context(sweep_dir))
+            ctx = sweep.read_context(sweep_dir)
+            record.run_name = job_run_name(hc, ctx.swept if ctx else None)
+            args = sweep.tracker_args(cfg.tracker, ctx)
             cluster.check_job(cfg, hc, sweep_dir, args)  # outputs, store: the sweep's
-            outcome = gate_then_train(cfg, record.output_dir, run_name, args)
+            outcome = gate_then_train(cfg, record.output_dir, record.run_name, args)
             record.set_report(outcome.report)
         except input_errors(UsageError) as e:
             error(f"job {record.num}: {e}")
@@ -390,12 +403,9 @@ def hydra_main(cfg: DictConfig) -> Any:
     global _exit_code, _task_started
     _task_started = True
     hc = HydraConfig.get()
-    choices = hc.runtime.choices  # the name tells jobs apart: model, data, the job's overrides
-    run_name = names.run_name(
-        choices.get("model", "model"), choices.get("data"), redact_args(hc.overrides.task)
-    )
     if hc.mode == RunMode.MULTIRUN:
-        return multirun_job(cfg, hc, run_name)
+        return multirun_job(cfg, hc)
+    run_name = job_run_name(hc)
     _scrub(cfg, hc)
     try:
         outcome = gate_then_train(cfg, hc.runtime.output_dir, run_name)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import fields, is_dataclass
+from typing import Any
 
 from trackcheck.core import CheckResult, Report, Status
 
@@ -150,3 +152,20 @@ def reasons(report: Report, budget: int = BUDGET) -> list[tuple[CheckResult, str
     return [
         (c, reason(c.message, budget, [n for n in names if n != c.name])) for c in findings(report)
     ]
+
+
+def with_values(threshold: str, params: Any) -> str:
+    """A threshold's symbolic names with their values: ``ratio in [vanish_ratio,
+    explode_ratio]`` -> ``ratio in [vanish_ratio=1e-05, explode_ratio=1e+04]``. Only the
+    ``params`` fields whose name has an underscore (a word such as ``lr`` may be prose)
+    and whose value is set; each name once."""
+    if not threshold or not is_dataclass(params):
+        return threshold
+    for f in fields(params):
+        value = getattr(params, f.name, None)
+        if "_" not in f.name or value is None or isinstance(value, dict | list | tuple):
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        pattern = rf"(?<![\w.=])({re.escape(f.name)})(?![\w=])"
+        threshold = re.sub(pattern, rf"\1={shown}", threshold, count=1)
+    return threshold

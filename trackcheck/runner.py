@@ -31,6 +31,7 @@ from trackcheck import stage_log
 from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
+from trackcheck.gist import with_values
 from trackcheck.html import write_html, write_text_atomic
 from trackcheck.interrupts import Terminated as Terminated  # re-exported
 from trackcheck.interrupts import raise_terminated
@@ -132,6 +133,7 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
 
     annotate(ctx, result)  # a non-finite loss seen: where it started, in the message
     result.name = spec.name
+    result.threshold = with_values(result.threshold, params)  # the numbers, not their names
     result.duration_s = time.perf_counter() - t0
     result.n_forward, result.n_backward = ctx.meter.n_forward, ctx.meter.n_backward
     result.model_s = ctx.meter.model_s

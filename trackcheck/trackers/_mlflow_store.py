@@ -46,6 +46,18 @@ HTTP_ENV = {
 SQLITE_LOCK_TIMEOUT_S = 10.0  # parallel sweep jobs hold the write lock for milliseconds each
 
 
+# Markdown's punctuation, backslash-escaped, and HTML's, as entities: a message such as
+# "__getitem__ returned <lambda> [0.1, 0.2]" must show as written, not bold or as a tag
+_MD_ESCAPE = str.maketrans(
+    {**{c: "\\" + c for c in "\\`*_{}[]()#+-.!|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+)
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` as literal Markdown (a run's description): shown as written, on one line."""
+    return " ".join(str(text).split()).translate(_MD_ESCAPE)
+
+
 def safe_uri(uri: str) -> str:
     """The URI as it may be shown or stored: ``http://user:***REDACTED***@host``."""
     return redact_text(uri)
