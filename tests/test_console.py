@@ -139,7 +139,7 @@ def test_a_failing_stage_fits_its_verdict_and_reasons_on_an_80x50_screen(tmp_pat
     assert lines[0].startswith("[1/")  # nothing scrolled off: the first check's line is there
     text = flat(screen)
     for c in gist.findings(report):
-        why = gist.reason(c.message, tc.reason_budget(80, c.name), [x.name for x in report.checks])
+        why = gist.reason_of(c, report, tc.reason_budget(80, c.name))
         assert flat(f"{c.status.value} {c.name}: {why}") in text, c.name
     # the last line (wrapped where the folder is long) says where the whole report is
     last = f"report: {report.output_dir}/report.html, report.json ({report.duration_s:.1f}s)"

@@ -127,10 +127,8 @@ def findings_block(report: Report, width: int) -> Table | None:
     g = Table.grid(padding=(0, 1))
     g.add_column(no_wrap=True, width=REASON_INDENT - 1)
     g.add_column(overflow="fold")
-    names = [c.name for c in report.checks]
     for c in found:
-        others = [n for n in names if n != c.name]
-        why = gist.reason(c.message, reason_budget(width, c.name), others)
+        why = gist.reason_of(c, report, reason_budget(width, c.name))
         g.add_row(_status(c.status), Text.assemble((c.name, "bold"), ": ", why))
     return g
 

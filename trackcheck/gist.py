@@ -146,12 +146,10 @@ def reason(message: str, budget: int = BUDGET, others: Iterable[str] = ()) -> st
     return _cut(s, budget)
 
 
-def reasons(report: Report, budget: int = BUDGET) -> list[tuple[CheckResult, str]]:
-    """Each finding (``findings``) with its ``reason``."""
-    names = [c.name for c in report.checks]
-    return [
-        (c, reason(c.message, budget, [n for n in names if n != c.name])) for c in findings(report)
-    ]
+def reason_of(check: CheckResult, report: Report, budget: int = BUDGET) -> str:
+    """The ``reason`` of one of ``report``'s checks (notes on the others' findings dropped)."""
+    others = [c.name for c in report.checks if c.name != check.name]
+    return reason(check.message, budget, others)
 
 
 def with_values(threshold: str, params: Any) -> str:

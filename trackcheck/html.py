@@ -97,9 +97,10 @@ def _table(columns: list[str], rows: list[list[Any]], cls: str = "") -> str:
 
 def _summary(report: Report) -> str:
     """The checks at a glance, the findings first (``gist.findings``). Never wider than the
-    page (MLflow's artifact pane is narrow): status, value and time stay on one line, threshold and message wrap (anywhere, so a long
-    path or URL breaks too); below 760px a long check id may break, and threshold
-    and time give way (each check's section below has them)."""
+    page (MLflow's artifact pane is narrow): status, value and time stay on one line,
+    threshold and message wrap (anywhere, so a long path or URL breaks too); below 760px a
+    long check id may break, and threshold and time give way (each check's section below
+    has them)."""
     e = html.escape
     rows = "".join(
         f'<tr><td class="name"><a href="#{e(c.name)}">{e(c.name)}</a></td>'
@@ -134,10 +135,9 @@ def _findings(report: Report) -> str:
     """What failed and what to do, first on the page: each finding's reason (failures, then
     warnings; ``trackcheck.gist``), linked to its section where the message is whole."""
     e = html.escape
-    names = [c.name for c in report.checks]
     items = "".join(
         f'<li>{_badge(c.status.value)} <a href="#{e(c.name)}">{e(c.name)}</a>: '
-        f"{e(gist.reason(c.message, others=[n for n in names if n != c.name]))}</li>"
+        f"{e(gist.reason_of(c, report))}</li>"
         for c in gist.findings(report)
     )
     return f'<ul class="findings">{items}</ul>' if items else ""

@@ -90,11 +90,10 @@ def markdown_summary(report: Report, link: str = "") -> str:
     (``link``, a run page's ``artifactPath``), where every message is whole."""
     fails = [c for c in gist.findings(report) if c.status != Status.WARN]
     warns = [c for c in gist.findings(report) if c.status == Status.WARN]
-    others = [c.name for c in report.checks]
     lines = [f"**trackcheck: {report.status.upper()}** ({gist.tally(report)})", ""]
     lines += [
         f"- **{c.status.value}** {escape_markdown(c.name)}: "
-        + escape_markdown(gist.reason(c.message, others=[n for n in others if n != c.name]))
+        + escape_markdown(gist.reason_of(c, report))
         for c in fails
     ]
     if warns:
