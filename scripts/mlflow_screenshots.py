@@ -187,8 +187,15 @@ def run_pages(shots: Shots, base: str, exp: str, run: Any, passed: Any) -> None:
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}?{ML_VIEW}")
     shots.shoot("run_overview.png", ["trackcheck: FAILED", run.info.run_name])
     if shots.wait("report.html"):  # the description's link opens the page in the artifacts
-        page.get_by_role("link", name="report.html").first.click()
-        shots.shoot("run_report_link.png", ["report.html"])
+        try:  # MLflow opens a description's links in a new tab
+            with page.context.expect_page(timeout=10_000) as tab:
+                page.get_by_role("link", name="report.html").first.click(timeout=10_000)
+            shots.page = tab.value
+            shots.shoot("run_report_link.png", ["trackcheck", "sanity/report.html"])
+            tab.value.close()
+        except Exception as e:  # noqa: BLE001 - playwright's TimeoutError: hidden or covered
+            shots.missing.append(f"the description's report.html link cannot be followed: {e}")
+        shots.page = page
     parent = passed.data.tags.get("mlflow.parentRunId")
     if parent:  # the sweep's parent run: its jobs' table
         page.goto(f"{base}/#/experiments/{exp}/runs/{parent}?{ML_VIEW}")

@@ -84,13 +84,15 @@ def run_page(experiment_id: str | None, run_id: str | None, tail: str = "") -> s
 
 
 def markdown_summary(report: Report, link: str = "") -> str:
-    """The run's description (Markdown), short enough to read without "Show more": the
-    verdict and the counts; one line per failed (or errored) check, its reason
-    (``trackcheck.gist``); the warnings' names on one line; then the link to report.html
-    (``link``, a run page's ``artifactPath``), where every message is whole."""
+    """The run's description (Markdown), short enough to read without "Show more" (MLflow
+    shows about three lines): the verdict, the counts and the link to report.html
+    (``link``, a run page's ``artifactPath``, where every message is whole); then one line
+    per failed (or errored) check, its reason (``trackcheck.gist``); the warnings' names."""
     fails = [c for c in gist.findings(report) if c.status != Status.WARN]
     warns = [c for c in gist.findings(report) if c.status == Status.WARN]
-    lines = [f"**trackcheck: {report.status.upper()}** ({gist.tally(report)})", ""]
+    page = f"[report.html]({link})" if link else f"`{names.REPORT_KEY}.html`"
+    lines = [f"**trackcheck: {report.status.upper()}** ({gist.tally(report)}), details: {page}"]
+    lines += [""] if fails or warns else []
     lines += [
         f"- **{c.status.value}** {escape_markdown(c.name)}: "
         + escape_markdown(gist.reason_of(c, report))
@@ -98,8 +100,7 @@ def markdown_summary(report: Report, link: str = "") -> str:
     ]
     if warns:
         lines.append(f"- **warn** {escape_markdown(', '.join(c.name for c in warns))}")
-    page = f"[report.html]({link})" if link else f"`{names.REPORT_KEY}.html`"
-    return "\n".join([*lines, "", f"Every message, number and figure: {page}"])
+    return "\n".join(lines)
 
 
 def at_default(key: str, value: Any) -> bool:
