@@ -301,7 +301,7 @@ class WandbTracker:
                 f"wandb: offline ({self.offline_reason}); run saved in {folder}; "
                 f"upload it with: wandb sync {folder}"
             )
-        return f"wandb: run {self.run.url}"
+        return f"wandb: run {self.run.url} (report.html: its {names.REPORT_KEY} panel)"
 
     # --- logging --------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float]) -> None:
