@@ -133,10 +133,14 @@ def reason(message: str, budget: int = BUDGET, others: Iterable[str] = ()) -> st
     if len(s) <= budget:
         return s
     starts = _clause_starts(s)
-    # the first clause gets what the last one (the fix, at its shortest) leaves, at least half
+    # the first clause gets what the last one (the fix, at its shortest) leaves; when the
+    # fix cannot be whole anyway, what is wrong comes first: up to 3/4 of the budget
     fix = len(s) - starts[-1] if starts else budget
-    head = _cut(s[: _first_clause_end(s)], max(budget // 2, budget - len(ELLIPSIS) - fix))
-    head = head.removesuffix("…")
+    first = s[: _first_clause_end(s)]
+    head_room = budget - len(ELLIPSIS) - fix
+    if head_room < len(first):
+        head_room = max(budget // 2, min(len(first), budget * 3 // 4))
+    head = _cut(first, head_room).removesuffix("…")
     room = budget - len(head) - len(ELLIPSIS)
     tails = [s[i:] for i in starts if i > len(head) and len(s) - i <= room]
     if tails:
