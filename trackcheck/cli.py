@@ -1,7 +1,7 @@
 """The Hydra entry point: compose the config, build plain objects, run the stage, exit code.
 
 Only this module (and the Hydra callback) import Hydra; ``trackcheck.run`` takes the objects
-built here. Exit codes (README, "Exit codes"): 0 the gate passed; 1 it failed; 2 bad input:
+built here. Exit codes (docs/exit-codes.md): 0 the gate passed; 1 it failed; 2 bad input:
 Hydra rejected the config, something could not be built or used (model, data, device,
 tracker, output dir), or the pipeline contract failed so the checklist could not judge the
 model; 130 Ctrl-C, 143 SIGTERM. Every error is one line, ``trackcheck: error: ...``, with no
@@ -118,7 +118,7 @@ def build_data(cfg: DictConfig) -> DataSpec:
     if not isinstance(data, DataSpec):
         raise UsageError(
             f"data._target_ returned {type(data).__name__}, not a trackcheck DataSpec: wrap your "
-            "datasets with _target_: trackcheck.data.from_datasets (see README)"
+            "datasets with _target_: trackcheck.data.from_datasets (see docs/model-and-data.md)"
         )
     return data
 
