@@ -102,6 +102,21 @@ class MLflowTracker:
     URI. ``experiment_id`` (set by a sweep that created the experiment up front) wins over
     ``experiment_name``. With ``attach`` and an active fluent run in this process (trackcheck
     called from the user's training script), the stage logs into that run and leaves it open.
+
+    Example (a stage logged to ./mlflow.db, its verdict read back with MLflow's client)::
+
+        import trackcheck
+        from mlflow import MlflowClient
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.mlflow import MLflowTracker
+
+        tracker = MLflowTracker("sqlite:///mlflow.db", run_name="sanity-resnet")
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10), digits(), checks=["loss_at_init"], tracker=tracker
+        )
+        run = MlflowClient("sqlite:///mlflow.db").get_run(tracker.run_id)
+        print(run.info.status, run.data.tags["trackcheck.status"])  # FINISHED passed
     """
 
     def __init__(

@@ -131,6 +131,19 @@ class WandbTracker:
     ``mode``: ``auto`` (online when an API key is found and the server answers, else
     offline; WANDB_MODE, when set, decides), ``online`` (fails instead of falling back),
     ``offline``, ``disabled``. ``settings``: extra ``wandb.Settings`` fields.
+
+    Example (a stage logged offline under ./wandb; ``wandb sync`` uploads it later)::
+
+        import trackcheck
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.wandb import WandbTracker
+
+        tracker = WandbTracker(project="my-project", group="lr-sweep", mode="offline", dir=".")
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10), digits(), checks=["loss_at_init"], tracker=tracker
+        )
+        print(report.status, report.tracker["run_dir"])  # passed wandb/offline-run-...
     """
 
     def __init__(
