@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
+from helpers.sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 
 from trackcheck import gate, names, sweep
 from trackcheck.redact import REDACTED, redact_args
