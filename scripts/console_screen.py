@@ -1,13 +1,13 @@
 """A stage's console as a person sees it: run trackcheck in a real terminal (tmux) of a given
 size and print the screen it leaves, the last ``--rows`` lines, once it has exited.
 
-    python scripts/console_screen.py -- +model=mlp model._target_=models.DetachedBody tracker=none
+    python scripts/console_screen.py -- +model=mlp model._target_=helpers.models.DetachedBody
     python scripts/console_screen.py --cols 120 --out screen.txt -- +model=resnet optim.lr=1e3
 
-The planted bug ``models.DetachedBody`` lives in tests/models.py: run from the repository
-root (the script puts tests/ on the import path). Runs in a scratch folder (``--cwd``,
-default a new temporary one), so outputs/ and mlflow.db land there. Prints the screen, then
-``exit code N`` on the last line. Needs tmux (Debian: ``apt-get install tmux``).
+The planted bug ``helpers.models.DetachedBody`` lives in tests/helpers/models.py: run from
+the repository root (the script puts tests/ on the import path). Runs in a scratch folder
+(``--cwd``, default a new temporary one), so outputs/ and mlflow.db land there. Prints the
+screen, then ``exit code N`` on the last line. Needs tmux (Debian: ``apt-get install tmux``).
 """
 
 from __future__ import annotations

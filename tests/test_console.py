@@ -123,7 +123,7 @@ def test_a_failing_stage_fits_its_verdict_and_reasons_on_an_80x50_screen(tmp_pat
     """A planted bug (hidden layers detached) in a real 80 x 50 terminal: the screen it leaves
     holds the verdict, every failed check's reason and the report's files, unscrolled."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["+model=mlp", "model._target_=models.DetachedBody", "tracker=none"]
+    args = ["+model=mlp", "model._target_=helpers.models.DetachedBody", "tracker=none"]
     script = [sys.executable, str(ROOT / "scripts/console_screen.py"), "--cwd", str(tmp_path)]
     p = subprocess.run(
         [*script, "--", *args], env=env, capture_output=True, text=True, timeout=600, check=True

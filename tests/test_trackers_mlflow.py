@@ -22,7 +22,8 @@ from conftest import flat, interrupted_stage, tracked_stage
 from trackcheck import gist
 from trackcheck.redact import REDACTED
 from trackcheck.trackers import TrackerError
-from trackcheck.trackers.mlflow import MLflowTracker, escape_markdown
+from trackcheck.trackers._mlflow_store import escape_markdown
+from trackcheck.trackers.mlflow import MLflowTracker
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -318,7 +319,7 @@ def test_a_remote_server_gets_the_same_run(mlflow_server, tmp_path):
 # --- a sweep's parent run -----------------------------------------------------------------
 def test_a_sweep_parent_shows_what_it_swept_its_verdict_and_a_table_of_its_jobs(store, tmp_path):
     from trackcheck import sweep
-    from trackcheck.trackers.mlflow import close_parent_run, open_parent_run
+    from trackcheck.trackers._mlflow_sweep import close_parent_run, open_parent_run
 
     node = {"tracking_uri": store}
     overrides = ["+model=mlp", "optim.lr=1e-3,1e3", "seed=1"]
