@@ -9,9 +9,10 @@
 2. Starts ``mlflow ui`` on 127.0.0.1 (a free port) on that store.
 3. Opens, in MLflow's classic view (``?workflowType=machine_learning``), and saves as PNG:
    ``run_list.png`` (the runs, the sweep expanded, the ``trackcheck.status`` and
-   ``trackcheck.failed_checks`` tags added as columns the way the README says: Columns ->
+   ``trackcheck.failed_checks`` tags added as columns the way docs/trackers.md says: Columns ->
    search -> tick), ``run_overview.png`` (the failing run: description, tags),
-   ``run_overview_passed.png`` (a sweep job's),
+   ``run_overview_passed.png`` (a sweep job's), ``run_report_link.png`` (the description's
+   report.html link, followed), ``sweep_overview.png`` (the sweep's parent run),
    ``run_metrics.png`` (its Model metrics tab: the checks' curves),
    ``run_metrics_values.png`` (further down: one chart per check, its headline value) and
    ``report_html.png`` (the report.html artifact).
@@ -156,11 +157,11 @@ RUN_NAME = "[col-id='attributes.`Run Name`']"  # the run list is an AG Grid
 
 def run_list(shots: Shots, base: str, exp: str, names: list[str]) -> None:
     """The runs, the sweep's jobs shown, the verdict tags added as columns and the Run Name
-    column dragged wider, as a user would (the README's steps)."""
+    column dragged wider, as a user would (the steps in docs/trackers.md)."""
     page = shots.page
     page.set_viewport_size({"width": 1800, "height": 700})
     page.goto(f"{base}/#/experiments/{exp}/runs?{ML_VIEW}")
-    shots.wait("sweep-")
+    shots.wait("sweep ")
     page.locator(f"[role=gridcell]{RUN_NAME} button[data-component-id*='runnamecell']").click()
     for column in (*TAG_COLUMNS, *HIDDEN_COLUMNS):  # each click ticks or unticks one
         page.get_by_role("button", name="Columns", exact=True).click()
@@ -182,9 +183,23 @@ def run_pages(shots: Shots, base: str, exp: str, run: Any, passed: Any) -> None:
     """The failing run's overview, charts and report; a passing run's overview."""
     page, rid = shots.page, run.info.run_id
     page.goto(f"{base}/#/experiments/{exp}/runs/{passed.info.run_id}?{ML_VIEW}")
-    shots.shoot("run_overview_passed.png", ["trackcheck: passed", passed.info.run_name])
+    shots.shoot("run_overview_passed.png", ["trackcheck: PASSED", passed.info.run_name])
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}?{ML_VIEW}")
-    shots.shoot("run_overview.png", ["trackcheck: failed", run.info.run_name])
+    shots.shoot("run_overview.png", ["trackcheck: FAILED", run.info.run_name])
+    if shots.wait("report.html"):  # the description's link opens the page in the artifacts
+        try:  # MLflow opens a description's links in a new tab
+            with page.context.expect_page(timeout=10_000) as tab:
+                page.get_by_role("link", name="report.html").first.click(timeout=10_000)
+            shots.page = tab.value
+            shots.shoot("run_report_link.png", ["trackcheck", "sanity/report.html"])
+            tab.value.close()
+        except Exception as e:  # noqa: BLE001 - playwright's TimeoutError: hidden or covered
+            shots.missing.append(f"the description's report.html link cannot be followed: {e}")
+        shots.page = page
+    parent = passed.data.tags.get("mlflow.parentRunId")
+    if parent:  # the sweep's parent run: its jobs' table
+        page.goto(f"{base}/#/experiments/{exp}/runs/{parent}?{ML_VIEW}")
+        shots.shoot("sweep_overview.png", ["trackcheck sweep: PASSED"])
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}/model-metrics?{ML_VIEW}")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": 1600})
     shots.shoot("run_metrics.png", ["sanity/overfit_batch", "sanity/loss_decreases"])

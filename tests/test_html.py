@@ -65,7 +65,7 @@ def test_verdict_numbers_and_check_tables_are_shown():
         tables={"per_example": {"columns": ["i", "diff"], "rows": [[3, 0.25]]}},
     )
     page = render_html(report_with(c, passed=False))
-    assert "trackcheck <span" in page and ">failed</span>" in page
+    assert "trackcheck <span" in page and ">FAILED</span>" in page
     assert "<td>max_abs_diff</td><td>0.25</td>" in page
     assert "<th>i</th><th>diff</th></tr><tr><td>3</td><td>0.25</td>" in page
 
@@ -168,3 +168,50 @@ def test_the_summary_fits_a_narrow_pane_in_chromium(tmp_path, width):
     layout = json.loads(html_lib.unescape(m.group(1)))
     assert layout["page"] <= layout["view"] and layout["right"] <= layout["view"], layout
     assert layout["cut"] == [], layout  # no cell's text runs past its border
+
+
+def test_the_page_leads_with_the_verdict_then_failures_then_warnings_then_the_rest_collapsed():
+    checks = [
+        CheckResult("loss_at_init", Status.PASS, "loss at init 2.30, expected 2.30"),
+        CheckResult("full_eval", Status.WARN, "360 examples: accuracy +-0.05. Use a bigger set"),
+        CheckResult("causality", Status.SKIP, "not an autoregressive model"),
+        CheckResult("overfit_batch", Status.FAIL, "loss 0.9 after 300 steps: raise the lr"),
+    ]
+    page = render_html(report_with(*checks, passed=False))
+    marks = [
+        ">FAILED</span></h1>",
+        '<ul class="findings"><li>',
+        '<a href="#overfit_batch">overfit_batch</a>: loss 0.9 after 300 steps: raise the lr</li>',
+        '<a href="#full_eval">full_eval</a>: ',
+        '<table class="summary">',
+        '<h2 class="group" id="failures">Failures</h2><section id="overfit_batch">',
+        '<h2 class="group" id="warnings">Warnings</h2><section id="full_eval">',
+        '<details class="rest"><summary><h2 class="group" id="rest">The other checks: 1 passed, '
+        "1 skipped</h2></summary>",
+        '<section id="loss_at_init">',
+        '<section id="causality">',
+    ]
+    at = [page.index(m) for m in marks]
+    assert at == sorted(at)
+    summary = page[page.index('<table class="summary">') :].split("</table>", 1)[0]
+    rows = [
+        summary.index(f'<a href="#{n}">') for n in ("overfit_batch", "full_eval", "loss_at_init")
+    ]
+    assert rows == sorted(rows)  # findings first in the summary too
+
+
+def test_a_thresholds_names_carry_the_values_the_check_used():
+    from dataclasses import dataclass
+
+    from trackcheck.gist import with_values
+
+    @dataclass
+    class P:
+        vanish_ratio: float = 1e-6
+        explode_ratio: float = 1e6
+        lr: float = 0.1  # a word a threshold may use as prose: left alone
+
+    text = "ratio in [vanish_ratio, explode_ratio], lr below the divergence lr"
+    assert with_values(text, P()) == (
+        "ratio in [vanish_ratio=1e-06, explode_ratio=1e+06], lr below the divergence lr"
+    )

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
+from helpers.sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 
 from trackcheck import gate, names, sweep
 from trackcheck.redact import REDACTED, redact_args
-from trackcheck.trackers.mlflow import absolute_uri
+from trackcheck.trackers._mlflow_store import absolute_uri
 
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
 
@@ -108,9 +108,13 @@ def test_job_runs_are_named_by_model_data_and_overrides(swept):
     summary = summary_of(cwd)
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     run_names = {client.get_run(j["run_id"]).info.run_name for j in summary["jobs"]}
-    common = "model.out_bias=null,checks.run=[loss_at_init,init_bias]"  # progress=false: left out
-    expected = {f"sanity-mlp-{d}-{common}" for d in ("diabetes", "digits", "breast_cancer")}
-    assert run_names == expected
+    common = "model.out_bias=null checks.run=[loss_at_init,init_bias]"  # progress=false: left out
+    data = ("diabetes", "digits", "breast_cancer")
+    # what the sweep varies leads, so the name column's first characters tell jobs apart
+    assert run_names == {f"data={d} {common} | sanity-mlp-{d}" for d in data}
+    parent = client.get_run(summary["tracker"]["parent_run_id"])
+    assert parent.info.run_name.startswith("sweep data=diabetes,digits,breast_cancer | ")
+    assert parent.data.tags["trackcheck.status"] == "failed"
 
 
 @pytest.mark.slow
@@ -120,7 +124,7 @@ def test_gate_on_the_parent_run_fails_naming_the_run_and_check(swept, capsys):
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     assert gate.main(["mlflow", "--tracking-uri", uri, "--parent-run", parent]) == 1
     err = capsys.readouterr().err
-    assert "1 of 3 run(s): sanity-mlp-diabetes-model.out_bias=null," in err
+    assert "1 of 3 run(s): data=diabetes model.out_bias=null " in err
     assert "(failed: init_bias)" in err
 
 
@@ -207,13 +211,23 @@ def test_run_name_is_model_data_and_the_overrides_that_change_what_is_checked():
         *["tracker.tracking_uri=sqlite:///x.db", "hydra.job.chdir=true", "progress=false"],
     ]
     name = names.run_name("resnet", "digits", overrides)
-    assert name == "sanity-resnet-digits-seed=3,optim.lr=0.01"
+    assert name == "seed=3 optim.lr=0.01 | sanity-resnet-digits"
     assert names.run_name("resnet", "digits") == "sanity-resnet-digits"
+
+
+def test_in_a_sweep_the_swept_overrides_lead_so_names_differ_where_a_list_cuts_them():
+    """MLflow's run list shows about 20 characters of a name: enough to tell jobs apart."""
+    jobs = [["+model=mlp", "seed=1", "checks=fast", f"optim.lr={lr}"] for lr in ("1e-3", "1e3")]
+    got = [names.run_name("mlp", "breast_cancer", o, swept=["optim.lr"]) for o in jobs]
+    assert got[0] == "optim.lr=1e-3 seed=1 checks=fast | sanity-mlp-breast_cancer"
+    assert len({n[:20] for n in got}) == len(got)
+    swept_data = [names.run_name("mlp", d, [f"data={d}"], swept=["data"]) for d in ("a", "b")]
+    assert swept_data == ["data=a | sanity-mlp-a", "data=b | sanity-mlp-b"]
 
 
 def test_run_name_shows_no_secret_from_the_command_line():
     name = names.run_name("mlp", None, redact_args(["+model.api_key=sk-0123456789"]))
-    assert "sk-0123456789" not in name and name == f"sanity-mlp-model.api_key={REDACTED}"
+    assert "sk-0123456789" not in name and name == f"model.api_key={REDACTED} | sanity-mlp"
 
 
 def test_failed_job_returns_the_configured_worst_value():

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from conftest import flat, interrupted_stage, tracked_stage
 
+from trackcheck import gist
 from trackcheck.redact import REDACTED
 from trackcheck.trackers import TrackerError
-from trackcheck.trackers.mlflow import MLflowTracker, escape_markdown
+from trackcheck.trackers._mlflow_store import escape_markdown
+from trackcheck.trackers.mlflow import MLflowTracker
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -77,11 +79,12 @@ def test_passing_stage_is_a_finished_run_tagged_passed(logged):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "sanity-test"
     assert run.data.tags["trackcheck.status"] == "passed"
-    assert run.data.tags["trackcheck.check.loss_at_init"] == "pass"
-    assert run.data.tags["trackcheck.check.overfit_batch"] == "pass"
-    note = run.data.tags["mlflow.note.content"]  # the description: short, no table
-    assert note.startswith("**trackcheck: passed** (2 pass)") and "sanity/report.html" in note
-    assert "|" not in note
+    # no finding, no per-check tag: the chips a run shows are what went wrong
+    assert not [t for t in run.data.tags if t.startswith("trackcheck.check.")]
+    note = run.data.tags["mlflow.note.content"].splitlines()  # the description
+    page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    link = f"{page}/artifactPath/sanity/report.html?workflowType=machine_learning"
+    assert note == [f"**trackcheck: PASSED** (2 pass), details: [report.html]({link})"]
 
 
 def test_the_experiment_is_a_machine_learning_one_and_the_link_opens_its_runs_view(logged):
@@ -98,6 +101,19 @@ def test_config_is_logged_as_flattened_params(logged):
     assert run.data.params["optim.lr"] == "0.01"
     assert run.data.params["model.width"] == "32"
     assert run.data.params["model.out_bias"] == "None"
+
+
+def test_a_checks_parameter_is_a_param_only_when_set_off_its_default(store, tmp_path):
+    from trackcheck.registry import get_check
+
+    default = get_check("overfit_batch").params()
+    checks = {"overfit_batch": {"max_steps": 7, "max_loss_ratio": default.max_loss_ratio}}
+    report = tracked_stage(
+        MLflowTracker(tracking_uri=store), tmp_path / "out", config={"checks": checks}
+    )
+    params = MlflowClient(tracking_uri=store).get_run(report.tracker["run_id"]).data.params
+    assert params["checks.overfit_batch.max_steps"] == "7"  # what a user set, to filter on
+    assert "checks.overfit_batch.max_loss_ratio" not in params  # the default: report.json has it
 
 
 def test_secrets_are_redacted_before_mlflow_sees_them(logged, tmp_path):
@@ -159,12 +175,15 @@ def test_failed_gate_marks_the_run_failed_and_searchable_by_tag(store, tmp_path)
     run = client.get_run(report.tracker["run_id"])
     assert run.info.status == "FAILED"
     assert run.data.tags["trackcheck.check.overfit_batch"] == "fail"
+    assert "trackcheck.check.loss_at_init" not in run.data.tags  # it passed
     assert run.data.tags["trackcheck.failed_checks"] == "overfit_batch"
     message = report["overfit_batch"].message
     assert run.data.tags["trackcheck.message.overfit_batch"] == message  # why, for the gate
-    note = run.data.tags["mlflow.note.content"]
-    assert note.startswith(r"**trackcheck: failed** on overfit\_batch (1 pass, 1 fail)")
-    assert r"- **fail** overfit\_batch: " in note and "<" not in note  # escaped Markdown
+    # the description's first lines, as the run page shows them before "Show more"
+    note = run.data.tags["mlflow.note.content"].splitlines()
+    why = escape_markdown(gist.reason(message, others=["loss_at_init"]))
+    assert note[0].startswith("**trackcheck: FAILED** (1 fail, 1 pass), details: [report.html](#/")
+    assert note[1:] == ["", rf"- **fail** overfit\_batch: {why}"]
     exp = client.get_experiment_by_name("trackcheck")
     found = client.search_runs(
         [exp.experiment_id], filter_string="tags.`trackcheck.status` = 'failed'"
@@ -295,3 +314,33 @@ def test_a_remote_server_gets_the_same_run(mlflow_server, tmp_path):
     page = client.download_artifacts(run.info.run_id, "sanity/report.html", str(tmp_path))
     assert "overfit_batch" in Path(page).read_text()
     assert report.tracker["view"].startswith(f"{mlflow_server}/#/experiments/")
+
+
+# --- a sweep's parent run -----------------------------------------------------------------
+def test_a_sweep_parent_shows_what_it_swept_its_verdict_and_a_table_of_its_jobs(store, tmp_path):
+    from trackcheck import sweep
+    from trackcheck.trackers._mlflow_sweep import close_parent_run, open_parent_run
+
+    node = {"tracking_uri": store}
+    overrides = ["+model=mlp", "optim.lr=1e-3,1e3", "seed=1"]
+    parent = open_parent_run(node, "trackcheck-1", str(tmp_path), overrides, ["optim.lr"])
+    jobs = [
+        sweep.JobRecord(0, ["optim.lr=1e-3"], "passed", run_id="a", run_name="optim.lr=1e-3 | x"),
+        sweep.JobRecord(1, ["optim.lr=1e3"], "failed", ["loss_decreases"], "b", "optim.lr=1e3 | x"),
+    ]
+    (tmp_path / "multirun_report.json").write_text("{}")
+    summary = sweep.SweepSummary("trackcheck-1", str(tmp_path), jobs)
+    close_parent_run(parent, summary, tmp_path / "multirun_report.json")
+    run = MlflowClient(tracking_uri=store).get_run(parent["parent_run_id"])
+    assert run.info.run_name == "sweep optim.lr=1e-3,1e3 | trackcheck-1"  # the sweep first
+    assert run.data.params == {"model": "mlp", "optim.lr": "1e-3,1e3", "seed": "1"}
+    assert run.data.tags["trackcheck.status"] == "failed"  # the jobs' column, one for all
+    assert run.data.tags["trackcheck.failed_jobs"] == "1 of 2"  # a count
+    note = run.data.tags["mlflow.note.content"].splitlines()
+    assert note[0] == "**trackcheck sweep: FAILED** (1 of 2 jobs failed)"
+    assert note[2] == "| job | run | overrides | verdict | failed checks |"
+    exp = run.info.experiment_id
+    assert note[5] == (
+        rf"| 1 | [optim\.lr=1e3 \| x](#/experiments/{exp}/runs/b) | optim\.lr=1e3 | failed"
+        r" | loss\_decreases |"
+    )

@@ -314,3 +314,27 @@ def test_cli_tracker_wandb_runs_offline_without_a_key(env, tmp_path):
     assert summary["state"] == "finished"
     assert summary["summary"]["sanity/loss_at_init/status"] == "pass"
     assert summary["config"]["model"]["_target_"] == "trackcheck.models.MLP"
+
+
+def test_a_failed_runs_notes_hold_the_verdict_and_each_failures_reason(env, tmp_path):
+    from trackcheck import gist
+
+    report = tracked_stage(WandbTracker(project="tc-test"), tmp_path / "out", fail=True)
+    records = leet_records(report.tracker["run_dir"])
+    notes = [r["run"]["notes"] for r in records if r["type"] == "run" and r["run"].get("notes")]
+    assert notes, "no run record carries the notes"
+    lines = notes[-1].splitlines()
+    assert lines[0] == "trackcheck: FAILED (1 fail, 1 pass)"
+    assert lines[1] == f"fail overfit_batch: {gist.reason_of(report['overfit_batch'], report)}"
+    assert "report.html" in lines[-1]
+
+
+def test_the_stages_console_lines_land_in_the_runs_logs(env, tmp_path):
+    from trackcheck.console import console
+
+    tracker = WandbTracker(project="tc-test")
+    tracker.start({}, "sanity-test")
+    console.print("[1/2] loss_at_init           pass    0.01s  loss at init 2.30")
+    tracker.finish("FINISHED")
+    logs = Path(tracker.run.settings.files_dir) / "output.log"
+    assert "[1/2] loss_at_init" in logs.read_text()

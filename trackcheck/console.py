@@ -1,13 +1,15 @@
-"""Live progress while checks run, and the final table: check, status, value, time, message.
+"""The console: a line per check as it ends, then the verdict and each finding's reason.
 
-Everything a check wrote (names, messages, thresholds) goes to rich as ``Text``, never as
-markup: a message saying "expected [batch, C]" or "[bold]" prints as written.
+A failing stage's last screen (80 x 50 included) holds the verdict, each failed check's
+reason (what is wrong and the fix; failures first, then warnings, see ``trackcheck.gist``)
+and, last, where the whole report is: report.html and report.json, where every message is
+whole. Nothing is printed twice: a check's line is cut to the width, its reason comes once.
+
+Everything a check wrote (names, messages) goes to rich as ``Text``, never as markup: a
+message saying "expected [batch, C]" or "[bold]" prints as written.
 
 Width: the terminal's, or ``COLUMNS`` when set; a log that is no terminal (CI) and sets no
-``COLUMNS`` gets ``CI_COLUMNS``. The summary table fits that width: check, status and the
-start of the message always show (80 columns included); value, time and threshold join while
-the message keeps ``MIN_MESSAGE`` characters. The full message of every check that failed,
-warned or errored follows the table, wrapped, never cut.
+``COLUMNS`` gets ``CI_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,14 @@ from __future__ import annotations
 import os
 import sys
 from collections import ChainMap
-from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from rich import box
-from rich.console import Console, Group
-from rich.padding import Padding
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from trackcheck import gist
 from trackcheck.core import CheckResult, Report, Status
 
 STYLE = {
@@ -34,15 +34,10 @@ STYLE = {
     Status.ERROR: "bold magenta",
     Status.SKIP: "dim",
 }
-# the verdicts whose full message is printed: the reason is what the user came for
-EXPLAINED = (Status.FAIL, Status.ERROR, Status.WARN)
-# a log that is no terminal and sets no COLUMNS: wide enough for value and time beside the
-# message, narrow enough for a CI log viewer (they wrap, and fail/warn text is below anyway)
+# a log that is no terminal and sets no COLUMNS: wide enough for a finding's reason on a
+# line or two, narrow enough for a CI log viewer
 CI_COLUMNS = 120
-# the message column keeps at least this many characters (about the first clause of a
-# message, "all 360 test examples evaluated exactly once") before an optional column joins
-MIN_MESSAGE = 40
-MAX_THRESHOLD = 36  # a longer threshold is cut in the table; the detail below has it whole
+REASON_INDENT = 6  # a finding's reason wraps under this column: "fail  check: reason"
 NAME_WIDTH = 22  # "vectorized_equivalence": progress lines line up for the built-in checks
 
 
@@ -66,18 +61,13 @@ def _one_line(s: str) -> str:
     return " ".join(s.split())
 
 
-def _fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.4g}"
-
-
 def _status(s: Status) -> Text:
     return Text(s.value, style=STYLE[s])
 
 
 class Progress:
-    """A spinner per check on a terminal, then one line per check (a file or CI log gets the
-    lines only). A pass or skip is one line cut to the width; a fail, warn or error prints
-    its whole message, wrapped under the message column."""
+    """A spinner per check on a terminal, then one line per check, cut to the width (a file
+    or CI log gets the lines only)."""
 
     def __init__(self, enabled: bool, total: int, out: Console | None = None) -> None:
         self.enabled, self.total, self.i = enabled, total, 0
@@ -107,89 +97,50 @@ class Progress:
             self._status.stop()
 
 
-def progress_line(i: int, total: int, r: CheckResult, width: int) -> Text | Table:
-    """``[i/n] name status time message``: a pass or skip cut to ``width``; a fail, warn or
-    error as a grid whose message wraps under its own column."""
-    head = Text.assemble(
+def progress_line(i: int, total: int, r: CheckResult, width: int) -> Text:
+    """``[i/n] name status time message``, cut to ``width``: the start of the message; the
+    reason of a finding follows in the summary, the whole message is in report.html."""
+    line = Text.assemble(
         f"[{i}/{total}]".ljust(len(f"[{total}/{total}]")) + " ",
         r.name.ljust(NAME_WIDTH) + " ",
         _status(r.status),
         " " * (5 - len(r.status.value)),
         f"{r.duration_s:7.2f}s",
+        "  " + _one_line(r.message),
     )
-    if r.status not in EXPLAINED:
-        line = head + Text("  " + _one_line(r.message))
-        line.truncate(width, overflow="ellipsis")
-        return line
-    g = Table.grid(padding=(0, 2))
-    g.add_column(no_wrap=True)
+    line.truncate(width, overflow="ellipsis")
+    return line
+
+
+def reason_budget(width: int, name: str) -> int:
+    """Characters the reason of check ``name`` may take: two lines beside its status column
+    with the name in front (a little less, since lines wrap at words)."""
+    return max(gist.BUDGET // 2, 2 * (width - REASON_INDENT) - 10 - len(name) - 2)
+
+
+def findings_block(report: Report, width: int) -> Table | None:
+    """Each finding (failures first, then warnings): its status, then ``check: reason``,
+    wrapped under its own column (what is wrong and the fix, see ``trackcheck.gist``)."""
+    found = gist.findings(report)
+    if not found:
+        return None
+    g = Table.grid(padding=(0, 1))
+    g.add_column(no_wrap=True, width=REASON_INDENT - 1)
     g.add_column(overflow="fold")
-    g.add_row(head, Text(r.message))
+    for c in found:
+        why = gist.reason_of(c, report, reason_budget(width, c.name))
+        g.add_row(_status(c.status), Text.assemble((c.name, "bold"), ": ", why))
     return g
 
 
-def _optional_columns(checks: Sequence[CheckResult]) -> list[tuple[str, list[str], int]]:
-    """(header, cells, width) of the columns that join when there is room, most useful first."""
-    cols = [
-        ("value", [_fmt(c.value) for c in checks]),
-        ("time", [f"{c.duration_s:.2f}s" for c in checks]),
-        ("threshold", [_one_line(c.threshold) for c in checks]),
-    ]
-    out = []
-    for head, cells in cols:
-        w = max([len(head), *map(len, cells)])
-        out.append((head, cells, min(w, MAX_THRESHOLD) if head == "threshold" else w))
-    return out
-
-
-def summary_table(report: Report, width: int) -> Table:
-    """The summary as a table that fits ``width`` columns (see the module doc)."""
-    checks = report.checks
-    name_w = max([len("check"), *(len(c.name) for c in checks)])
-    # a column costs its width + 3 (a divider and a space each side); the edge one more
-    room = width - 1 - (name_w + 3) - (len("status") + 3) - 3
-    picked = []
-    for head, cells, w in _optional_columns(checks):
-        if room - (w + 3) >= MIN_MESSAGE:
-            picked.append((head, cells, w))
-            room -= w + 3
-    t = Table(
-        title=Text(f"trackcheck: {report.status.upper()}"),
-        title_style="bold green" if report.passed else "bold red",
-        box=box.SQUARE,
-        width=width,
-    )
-    t.add_column("check", no_wrap=True, min_width=min(name_w, 12), overflow="ellipsis")
-    t.add_column("status", no_wrap=True, min_width=6)
-    for head, _, w in picked:
-        t.add_column(head, no_wrap=True, width=w, overflow="ellipsis")
-    t.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
-    for k, c in enumerate(checks):
-        extra = [Text(cells[k]) for _, cells, _ in picked]
-        t.add_row(Text(c.name), _status(c.status), *extra, Text(_one_line(c.message)))
-    return t
-
-
-def explanations(report: Report) -> Group | None:
-    """The whole message of every check that failed, errored or warned, with its value and
-    threshold, wrapped to the width (a long word folds rather than vanishing)."""
-    parts: list[Any] = []
-    for c in report.checks:
-        if c.status not in EXPLAINED:
-            continue
-        head = Text.assemble(_status(c.status), " ", (c.name, "bold"))
-        if c.value is not None or c.threshold:
-            head.append(f"  value {_fmt(c.value) or '-'}, threshold {c.threshold or '-'}")
-        parts += [head, Padding(Text(c.message, overflow="fold"), (0, 0, 0, 2))]
-    return Group(*parts) if parts else None
-
-
 def print_summary(report: Report, out: Console | None = None) -> None:
-    """The table, then the full reason for every fail/warn/error, then where the report is."""
+    """The verdict, each finding's reason, then where the whole report is (the last line):
+    a failing stage's screen shows what failed and what to do without scrolling."""
     out = out or console
-    out.print(summary_table(report, out.width))
-    if (why := explanations(report)) is not None:
-        out.print(why)
-    out.print(Text(f"report: {report.output_dir}/report.json  ({report.duration_s:.1f}s)"))
-    if not report.passed:
-        out.print(Text(f"gate failed on: {', '.join(report.gated_on)}", style="bold red"))
+    style = "bold green" if report.passed else "bold red"
+    out.print(Text(gist.verdict_line(report), style=style))
+    if (block := findings_block(report, out.width)) is not None:
+        out.print(block)
+    # every message whole, the numbers and the figures: one click away
+    folder = f"{report.output_dir}/" if report.output_dir else ""
+    out.print(Text(f"report: {folder}report.html, report.json ({report.duration_s:.1f}s)"))

@@ -1,5 +1,9 @@
 """A self-contained HTML sanity report: every check, its verdict, numbers and figures inline.
 
+It leads with the verdict and, for each finding, what is wrong and the fix (failures first,
+then warnings); then the summary table, the failures' and warnings' sections, and the
+checks that passed or were skipped collapsed (``<details>``).
+
 One file, no external resources and no JavaScript: figures are embedded as base64 PNGs, so
 the page can be mailed, attached to a CI job, or shown by W&B (``wandb.Html``) and MLflow
 (HTML artifacts) as is. ``scripts/check_html.py`` renders it in a headless browser and checks
@@ -16,7 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from trackcheck.core import CheckResult, Report
+from trackcheck import gist
+from trackcheck.core import CheckResult, Report, Status
 
 COLORS = {
     "pass": "#1a7f37",
@@ -50,10 +55,14 @@ img{max-width:100%;border:1px solid #eee}
 code,pre{font-size:13px}
 pre{white-space:pre-wrap;overflow-wrap:anywhere}
 .meta{color:#59636e}
+ul.findings{padding-left:1.2em}
+ul.findings li{margin:.3em 0;overflow-wrap:anywhere}
+details.rest>summary h2{display:inline}
 """
 
 
 SUMMARY_COLUMNS = ("check", "status", "value", "threshold", "time", "message")
+REST = ("pass", "skip")  # no finding: after the findings in the summary, collapsed below
 
 
 def _badge(status: str) -> str:
@@ -87,17 +96,18 @@ def _table(columns: list[str], rows: list[list[Any]], cls: str = "") -> str:
 
 
 def _summary(report: Report) -> str:
-    """The checks at a glance. Never wider than the page (MLflow's artifact pane is narrow):
-    status, value and time stay on one line, threshold and message wrap (anywhere, so a long
-    path or URL breaks too); below 760px a long check id may break, and threshold
-    and time give way (each check's section below has them)."""
+    """The checks at a glance, the findings first (``gist.findings``). Never wider than the
+    page (MLflow's artifact pane is narrow): status, value and time stay on one line,
+    threshold and message wrap (anywhere, so a long path or URL breaks too); below 760px a
+    long check id may break, and threshold and time give way (each check's section below
+    has them)."""
     e = html.escape
     rows = "".join(
         f'<tr><td class="name"><a href="#{e(c.name)}">{e(c.name)}</a></td>'
         f"<td>{_badge(c.status.value)}</td><td>{_num(c.value, 4)}</td>"
         f'<td class="wrap opt">{e(c.threshold)}</td><td class="opt">{c.duration_s:.2f}s</td>'
         f'<td class="wrap msg">{e(c.message)}</td></tr>'
-        for c in report.checks
+        for c in [*gist.findings(report), *(c for c in report.checks if c.status.value in REST)]
     )
     opt = {"threshold", "time"}
     head = "".join(f"<th{' class=opt' if c in opt else ''}>{c}</th>" for c in SUMMARY_COLUMNS)
@@ -121,23 +131,56 @@ def _section(c: CheckResult) -> str:
     )
 
 
+def _findings(report: Report) -> str:
+    """What failed and what to do, first on the page: each finding's reason (failures, then
+    warnings; ``trackcheck.gist``), linked to its section where the message is whole."""
+    e = html.escape
+    items = "".join(
+        f'<li>{_badge(c.status.value)} <a href="#{e(c.name)}">{e(c.name)}</a>: '
+        f"{e(gist.reason_of(c, report))}</li>"
+        for c in gist.findings(report)
+    )
+    return f'<ul class="findings">{items}</ul>' if items else ""
+
+
+def _sections(report: Report) -> str:
+    """Each check's section: failures (and errors) first, then warnings, open; the checks
+    that passed or were skipped after them, collapsed."""
+    groups = [
+        ("Failures", [c for c in report.checks if c.status in (Status.FAIL, Status.ERROR)]),
+        ("Warnings", [c for c in report.checks if c.status == Status.WARN]),
+    ]
+    out = "".join(
+        f'<h2 class="group" id="{title.lower()}">{title}</h2>{"".join(map(_section, cs))}'
+        for title, cs in groups
+        if cs
+    )
+    rest = [c for c in report.checks if c.status in (Status.PASS, Status.SKIP)]
+    if rest:
+        tally = Counter(c.status.value for c in rest)
+        what = ", ".join(f"{n} {'passed' if s == 'pass' else 'skipped'}" for s, n in tally.items())
+        out += (
+            f'<details class="rest"><summary><h2 class="group" id="rest">The other checks: '
+            f"{what}</h2></summary>{''.join(map(_section, rest))}</details>"
+        )
+    return out
+
+
 def render_html(report: Report) -> str:
+    """The page: the verdict, what failed and what to do, the summary (findings first),
+    then each check's section (failures, warnings, the rest collapsed), the config."""
     e = html.escape
     color = COLORS["pass" if report.passed else "fail"]
-    counts = Counter(c.status.value for c in report.checks)
-    tally = ", ".join(f"{n} {s}" for s, n in counts.items())
     env = ", ".join(f"{k} {v}" for k, v in report.environment.items())
-    gated = (
-        f"<p>gate failed on: <b>{e(', '.join(report.gated_on))}</b></p>" if report.gated_on else ""
-    )
     config = json.dumps(report.config, indent=2, default=str)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>trackcheck: {report.status}</title><style>{CSS}</style></head><body>"
-        f'<h1>trackcheck <span style="background:{color}">{report.status}</span></h1>'
-        f"<p>{len(report.checks)} checks: {e(tally)}; {report.duration_s:.1f}s</p>{gated}"
+        f'<h1>trackcheck <span style="background:{color}">{report.status.upper()}</span></h1>'
+        f"<p>{len(report.checks)} checks: {e(gist.tally(report))}; "
+        f"{report.duration_s:.1f}s</p>{_findings(report)}"
         f'<p class="meta">{e(env)}</p>'
-        f"{_summary(report)}{''.join(_section(c) for c in report.checks)}"
+        f"{_summary(report)}{_sections(report)}"
         f"<section><details><summary>config (secrets redacted)</summary>"
         f"<pre>{e(config)}</pre></details></section></body></html>"
     )

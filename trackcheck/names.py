@@ -15,11 +15,13 @@ The scheme (DESIGN.md, "One naming scheme, mapped onto each tracker"):
   (one row per check), ``sanity/report`` (the HTML page);
 - summary keys (W&B): the other scalars, ``sanity/<check>/status``, ``.../message`` (of a
   fail/warn/error), ``sanity/passed``, ``sanity/status``, ``sanity/failed_checks``;
-- MLflow tags: ``trackcheck.status`` (passed|failed), ``trackcheck.check.<check>``
-  (pass|warn|fail|error|skip, the values of ``core.Status``), ``trackcheck.failed_checks``,
-  ``trackcheck.message.<check>`` (of a fail/warn/error); the experiment's
+- MLflow tags: ``trackcheck.status`` (passed|failed), ``trackcheck.failed_checks``, and for
+  each check that failed, errored or warned ``trackcheck.check.<check>`` (fail|error|warn)
+  and ``trackcheck.message.<check>``; a check with no tag passed or was skipped; the
+  experiment's
   ``mlflow.experimentKind``;
-  a sweep's parent run: ``trackcheck.role``, ``trackcheck.sweep_*``, ``trackcheck.failed_jobs``;
+  a sweep's parent run: ``trackcheck.status`` too, ``trackcheck.role``,
+  ``trackcheck.sweep_*``, ``trackcheck.failed_jobs`` (a count);
 - W&B tags: ``sanity:passed`` / ``sanity:failed`` and ``sanity:fail:<check>`` (at most 64
   characters: W&B rejects longer tags).
 """
@@ -107,34 +109,41 @@ _NOT_IN_NAME = ("model", "data", "tracker", "progress")
 _NODES_NOT_IN_NAME = ("tracker", "hydra", "sweep")
 
 
-def run_name(label: str, data: str | None = None, overrides: Sequence[str] = ()) -> str:
-    """A stage's run name that tells runs apart: ``sanity-<model>-<data>`` and the job's
-    Hydra overrides, ``sanity-resnet-digits-seed=3,optim.lr=0.01`` (``sanity-<job>`` from
-    the callback). Pass ``overrides`` redacted (``redact.redact_args``): names are shown."""
-    name = f"{PREFIX}-{label}" + (f"-{data}" if data and data != label else "")
+def run_name(
+    label: str, data: str | None = None, overrides: Sequence[str] = (), swept: Sequence[str] = ()
+) -> str:
+    """A stage's run name, readable where a run list cuts it: what tells the run apart first
+    (the job's Hydra overrides, those of the ``swept`` keys leading), then what it checks,
+    ``sanity-<model>-<data>``: ``seed=3 optim.lr=0.01 | sanity-resnet-digits``;
+    ``sanity-resnet-digits`` with no overrides. A swept model or data choice leads too.
+    Pass ``overrides`` redacted (``redact.redact_args``): names are shown."""
+    model = f"{PREFIX}-{label}" + (f"-{data}" if data and data != label else "")
     kept = [o.lstrip("+~") for o in overrides]
-    keys = [o.split("=", 1)[0] for o in kept]
-    kept = [
-        o
-        for o, k in zip(kept, keys, strict=True)
-        if k not in _NOT_IN_NAME and k.split(".", 1)[0] not in _NODES_NOT_IN_NAME
-    ]
-    name += f"-{','.join(kept)}" if kept else ""
+    lead, rest = [], []
+    for o in kept:
+        key = o.split("=", 1)[0]
+        if key in swept:
+            lead.append(o)
+        elif key not in _NOT_IN_NAME and key.split(".", 1)[0] not in _NODES_NOT_IN_NAME:
+            rest.append(o)
+    lead.sort(key=lambda o: list(swept).index(o.split("=", 1)[0]))
+    name = " ".join([*lead, *rest, "|", model]) if lead or rest else model
     return name if len(name) <= RUN_NAME_MAX else name[: RUN_NAME_MAX - 3] + "..."
 
 
 # --- MLflow tags --------------------------------------------------------------------------
-TAG_STATUS: Final = "trackcheck.status"  # passed | failed: the gate searches by it
+# passed | failed, on a stage's run and a sweep's parent run alike (one run-list column);
+# the gate searches by it, leaving the parents (``TAG_ROLE``) out
+TAG_STATUS: Final = "trackcheck.status"
 TAG_CHECK_PREFIX: Final = "trackcheck.check."  # + <check>: pass | warn | fail | error | skip
 TAG_FAILED_CHECKS: Final = "trackcheck.failed_checks"  # comma-separated
 TAG_MESSAGE_PREFIX: Final = "trackcheck.message."  # + <check>: a fail/warn/error's message
 TAG_SWEEP_ID: Final = "trackcheck.sweep_id"  # on a sweep's parent run and on its jobs' runs
-# a sweep's parent run: not `trackcheck.status`, since the gate counts jobs, not sweeps
+# a sweep's parent run: ``sweep``; the gate counts jobs, not sweeps
 TAG_ROLE: Final = "trackcheck.role"
 ROLE_SWEEP: Final = "sweep"
 TAG_SWEEP_DIR: Final = "trackcheck.sweep_dir"
-TAG_SWEEP_STATUS: Final = "trackcheck.sweep_status"  # passed | failed
-TAG_FAILED_JOBS: Final = "trackcheck.failed_jobs"  # comma-separated job numbers
+TAG_FAILED_JOBS: Final = "trackcheck.failed_jobs"  # a count: "1 of 3" (the jobs: description)
 # MLflow's own system tags that trackcheck sets
 MLFLOW_PARENT_RUN: Final = "mlflow.parentRunId"
 MLFLOW_RUN_NAME: Final = "mlflow.runName"
@@ -157,9 +166,11 @@ def message_tag(check: str) -> str:
     return f"{TAG_MESSAGE_PREFIX}{check}"
 
 
-def sweep_run_name(sweep_id: str) -> str:
-    """The name of a sweep's MLflow parent run."""
-    return f"sweep-{sweep_id}"
+def sweep_run_name(sweep_id: str, swept: Sequence[str] = ()) -> str:
+    """The name of a sweep's MLflow parent run: what it sweeps first (``swept``: the sweep's
+    overrides, ``optim.lr=1e-4,1e-3``), then its id: ``sweep optim.lr=1e-4,1e-3 | <id>``."""
+    name = " ".join(["sweep", *swept, "|", sweep_id]) if swept else f"sweep-{sweep_id}"
+    return name if len(name) <= RUN_NAME_MAX else name[: RUN_NAME_MAX - 3] + "..."
 
 
 def sweep_jobs_key(status: str) -> str:

@@ -39,8 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackcheck.core import Report
 from trackcheck.names import BACKEND_MLFLOW, BACKEND_WANDB, ERROR, FAILED, PASSED, SKIPPED
-from trackcheck.trackers import backend_of
-from trackcheck.trackers import mlflow as mlflow_tracker
+from trackcheck.trackers import _mlflow_sweep, backend_of
 from trackcheck.trackers import wandb as wandb_tracker
 
 STATE_DIR = ".trackcheck"  # inside the sweep dir, beside Hydra's multirun.yaml
@@ -58,6 +57,8 @@ class SweepContext:
     # set when the sweep logs to MLflow: configured_uri (as the config spells it),
     # tracking_uri (absolute), experiment_id, parent_run_id
     mlflow: dict[str, str] | None = None
+    # the keys the sweep varies (``optim.lr``, ``data``): they lead each job's run name
+    swept: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class JobRecord:
     status: str = ERROR  # passed | failed | error | skipped
     failed_checks: list[str] = field(default_factory=list)
     run_id: str | None = None  # the tracker's run (MLflow run id, W&B run id)
+    run_name: str = ""  # the tracker run's name
     output_dir: str = ""
     message: str = ""  # why it failed, crashed or was skipped, in one line
 
@@ -117,6 +119,26 @@ class SweepSummary:
             "tracker": self.tracker,
             "jobs": [asdict(j) for j in self.jobs],
         }
+
+
+def sweep_overrides(config: DictConfig) -> tuple[list[str], list[str]]:
+    """The sweep's command-line overrides, redacted, and the keys it sweeps (those with
+    several values, ``optim.lr=1e-4,1e-3``, ``seed=range(3)``, ``+model=mlp,resnet``, and
+    the keys of ``hydra.sweeper.params``), in command-line order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trackcheck.redact import redact_args
+
+    task = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    swept: list[str] = []
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception:  # noqa: BLE001 - Hydra parsed them already; a name is not worth failing
+        parsed = []
+    swept = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    swept += [str(k) for k in params if str(k) not in swept]
+    return redact_args(task), swept
 
 
 def state_dir(sweep_dir: str | Path) -> Path:
@@ -194,7 +216,7 @@ def tracker_args(node: Any, ctx: SweepContext | None) -> dict[str, Any]:
         return {}
     backend = backend_of(node)
     if backend == BACKEND_MLFLOW and ctx.mlflow:
-        return mlflow_tracker.sweep_job_args(node, ctx.sweep_id, ctx.mlflow)
+        return _mlflow_sweep.sweep_job_args(node, ctx.sweep_id, ctx.mlflow)
     if backend == BACKEND_WANDB:
         return wandb_tracker.sweep_job_args(node, ctx.sweep_id)
     return {}
@@ -255,13 +277,16 @@ class SweepCallback(Callback):
         # a reused sweep dir must not mix an earlier sweep's records or stop flag into this one
         shutil.rmtree(state_dir(sweep_dir), ignore_errors=True)
         sweep_id = OmegaConf.select(config, "sweep.id") or new_sweep_id(config.hydra.job.name)
-        ctx = SweepContext(sweep_id=str(sweep_id), sweep_dir=sweep_dir)
+        overrides, swept = sweep_overrides(config)
+        ctx = SweepContext(sweep_id=str(sweep_id), sweep_dir=sweep_dir, swept=swept)
         # written before the tracker is touched: Hydra turns a callback's exception into a
         # warning, and the summary must not depend on the MLflow store being reachable
         write_context(ctx)
         tracker = OmegaConf.select(config, "tracker")
         if backend_of(tracker) == BACKEND_MLFLOW:
-            ctx.mlflow = mlflow_tracker.open_parent_run(tracker, ctx.sweep_id, ctx.sweep_dir)
+            ctx.mlflow = _mlflow_sweep.open_parent_run(
+                tracker, ctx.sweep_id, ctx.sweep_dir, overrides, swept
+            )
             write_context(ctx)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -274,7 +299,4 @@ class SweepCallback(Callback):
         path = write_summary(summary)
         print_summary(summary, path)
         if ctx.mlflow:
-            failed = [j.num for j in summary.jobs if not j.passed]
-            mlflow_tracker.close_parent_run(
-                ctx.mlflow, summary.passed, summary.counts(), failed, path
-            )
+            _mlflow_sweep.close_parent_run(ctx.mlflow, summary, path)

@@ -46,6 +46,18 @@ HTTP_ENV = {
 SQLITE_LOCK_TIMEOUT_S = 10.0  # parallel sweep jobs hold the write lock for milliseconds each
 
 
+# Markdown's punctuation, backslash-escaped, and HTML's, as entities: a message such as
+# "__getitem__ returned <lambda> [0.1, 0.2]" must show as written, not bold or as a tag
+_MD_ESCAPE = str.maketrans(
+    {**{c: "\\" + c for c in "\\`*_{}[]()#+-.!|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+)
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` as literal Markdown (a run's description): shown as written, on one line."""
+    return " ".join(str(text).split()).translate(_MD_ESCAPE)
+
+
 def safe_uri(uri: str) -> str:
     """The URI as it may be shown or stored: ``http://user:***REDACTED***@host``."""
     return redact_text(uri)
@@ -75,7 +87,23 @@ def import_mlflow() -> Any:
         raise TrackerError(
             "tracker=mlflow needs MLflow: pip install mlflow (or use tracker=none)"
         ) from e
+    quiet_store_setup()
     return mlflow
+
+
+# MLflow's loggers whose INFO lines say how the store is being set up ("Creating initial
+# MLflow database tables...", "Updating database tables" on a new sqlite file): noise
+# between the checks' lines, not something a user acts on
+STORE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+
+
+def quiet_store_setup() -> None:
+    """Hold MLflow's store set-up INFO lines back (WARNING and above still show), unless the
+    user's logging config set those loggers' levels itself."""
+    for name in STORE_SETUP_LOGGERS:
+        log = logging.getLogger(name)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.WARNING)
 
 
 def _health_request(uri: str) -> urllib.request.Request:

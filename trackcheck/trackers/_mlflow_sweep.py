@@ -20,6 +20,7 @@ from trackcheck.trackers._mlflow_store import (
     check_sqlite_store,
     configured_uri,
     ensure_experiment,
+    escape_markdown,
     import_mlflow,
     probe_server,
     safe_uri,
@@ -29,16 +30,25 @@ from trackcheck.trackers.base import BAD_CHECK, RunVerdict, TrackerError, explai
 # safe_uri -> the URI with its password, for the parent run this process opened: sweep.json
 # and multirun_report.json store only the safe form
 _WITH_PASSWORD: dict[str, str] = {}
+PARAM_MAX = 6000  # MLflow rejects longer param values
 
 
 def _real_uri(stored: str) -> str:
     return _WITH_PASSWORD.get(stored, stored)
 
 
-def open_parent_run(node: Mapping[str, Any], sweep_id: str, sweep_dir: str) -> dict[str, str]:
+def open_parent_run(
+    node: Mapping[str, Any],
+    sweep_id: str,
+    sweep_dir: str,
+    overrides: Sequence[str] = (),
+    swept: Sequence[str] = (),
+) -> dict[str, str]:
     """Create the store, the experiment and the sweep's parent run: once, before any job.
 
-    Returns what the jobs need (``sweep_job_args``) and ``close_parent_run`` reads:
+    ``overrides``: the sweep's command line (redacted), logged as the parent's params (a
+    swept key's value is its sweep, ``1e-4,1e-3``); those of the ``swept`` keys lead its
+    name. Returns what the jobs need (``sweep_job_args``) and ``close_parent_run`` reads:
     configured_uri (as the config spells it), tracking_uri (absolute), experiment_id and
     parent_run_id; the URIs without their password (the sweep writes them to files).
     """
@@ -47,18 +57,25 @@ def open_parent_run(node: Mapping[str, Any], sweep_id: str, sweep_dir: str) -> d
     _WITH_PASSWORD[safe_uri(uri)] = uri
     probe_server(uri)
     check_sqlite_store(uri)
+    params = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    leading = [f"{k}={params[k]}" for k in swept if k in params]
     with bounded_http():
         client = import_mlflow().MlflowClient(tracking_uri=uri)  # first use creates the schema
         exp_id = node.get("experiment_id") or ensure_experiment(
             client, str(node.get("experiment_name") or names.DEFAULT_EXPERIMENT)
         )
         tags = {
-            names.MLFLOW_RUN_NAME: names.sweep_run_name(sweep_id),
+            names.MLFLOW_RUN_NAME: names.sweep_run_name(sweep_id, leading),
             names.TAG_ROLE: names.ROLE_SWEEP,
             names.TAG_SWEEP_ID: sweep_id,
             names.TAG_SWEEP_DIR: sweep_dir,
         }
         run = client.create_run(str(exp_id), tags=tags)
+        if params:
+            from mlflow.entities import Param
+
+            rows = [Param(k, v[:PARAM_MAX]) for k, v in params.items()]
+            client.log_batch(run.info.run_id, params=rows)
     return {
         "configured_uri": safe_uri(configured),
         "tracking_uri": safe_uri(uri),
@@ -85,24 +102,41 @@ def sweep_job_args(
     }
 
 
-def close_parent_run(
-    parent: Mapping[str, str],
-    passed: bool,
-    counts: Mapping[str, int],
-    failed_jobs: Sequence[int],
-    report: Path,
-) -> None:
-    """The sweep's verdict on its parent run: job counts by status, the failed jobs, the
-    summary file; then the run ends FINISHED (the sweep passed) or FAILED."""
+def sweep_description(summary: Any, experiment_id: str) -> str:
+    """The parent run's description (Markdown): the verdict and the failed-job count, then a
+    table of the jobs: run (a link to its page), overrides, verdict, failed checks."""
+    jobs = summary.jobs
+    bad = [j for j in jobs if not j.passed]
+    verdict = names.PASSED if summary.passed else names.FAILED
+    lines = [f"**trackcheck sweep: {verdict.upper()}** ({len(bad)} of {len(jobs)} jobs failed)"]
+    lines += ["", "| job | run | overrides | verdict | failed checks |", "|---|---|---|---|---|"]
+    for j in jobs:
+        name = escape_markdown(j.run_name or j.run_id or "")
+        run = f"[{name}](#/experiments/{experiment_id}/runs/{j.run_id})" if j.run_id else name
+        why = ", ".join(j.failed_checks) or (j.message if not j.passed else "")
+        cells = [str(j.num), run, escape_markdown(" ".join(j.overrides)), j.status]
+        lines.append("| " + " | ".join([*cells, escape_markdown(why[:200])]) + " |")
+    return "\n".join(lines)
+
+
+def close_parent_run(parent: Mapping[str, str], summary: Any, report: Path) -> None:
+    """The sweep's verdict on its parent run (``summary``: a ``sweep.SweepSummary``): the
+    ``trackcheck.status`` tag its jobs carry too, how many jobs failed (a tag, ``1 of 3``,
+    and a metric per status), the jobs' table as its description, the summary file; then
+    the run ends FINISHED (the sweep passed) or FAILED."""
     client = import_mlflow().MlflowClient(tracking_uri=_real_uri(parent["tracking_uri"]))
     run_id = parent["parent_run_id"]
+    n_bad = sum(not j.passed for j in summary.jobs)
     with bounded_http():
-        for status, n in counts.items():
+        for status, n in summary.counts().items():
             client.log_metric(run_id, names.sweep_jobs_key(status), n)
-        client.set_tag(run_id, names.TAG_SWEEP_STATUS, names.PASSED if passed else names.FAILED)
-        client.set_tag(run_id, names.TAG_FAILED_JOBS, ",".join(str(j) for j in failed_jobs))
+        client.set_tag(run_id, names.TAG_STATUS, names.PASSED if summary.passed else names.FAILED)
+        client.set_tag(run_id, names.TAG_FAILED_JOBS, f"{n_bad} of {len(summary.jobs)}")
+        note = sweep_description(summary, parent["experiment_id"])
+        client.set_tag(run_id, names.MLFLOW_NOTE, note)
         client.log_artifact(run_id, str(report), names.PREFIX)
-        client.set_terminated(run_id, names.RUN_FINISHED if passed else names.RUN_FAILED)
+        end = names.RUN_FINISHED if summary.passed else names.RUN_FAILED
+        client.set_terminated(run_id, end)
 
 
 def _search(client: Any, exp_ids: list[str], filters: Sequence[str]) -> list[Any]:
@@ -169,8 +203,8 @@ def read_verdicts(
 ) -> list[RunVerdict]:
     """Runs with a trackcheck verdict in an experiment (by name or id), or a sweep's children.
 
-    In an experiment: the runs whose ``tags.`trackcheck.status``` is passed or failed; the
-    sweeps' parent runs carry no such tag. Under a parent run: every child, so one without
+    In an experiment: the runs whose ``tags.`trackcheck.status``` is passed or failed, but
+    for the sweeps' parent runs. Under a parent run: every child, so one without
     the tag (a job that crashed or still runs) counts. TrackerError when there is no such
     experiment or run.
     """
@@ -191,5 +225,7 @@ def read_verdicts(
                 client, exp_ids, [f"tags.`{names.TAG_STATUS}` = '{verdict}'", extra_filter]
             )
         ]
+    # a sweep's parent carries the sweep's verdict: the gate counts the jobs' runs only
+    runs = [r for r in runs if r.data.tags.get(names.TAG_ROLE) != names.ROLE_SWEEP]
     ordered = sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_name or ""))
     return [_verdict(r) for r in ordered]

@@ -5,16 +5,19 @@ stage neither needs nor leaves a process-wide active run: jobs of a Hydra multir
 share a process cannot leak runs into each other.
 
 Where things land (the same keys as in W&B, see ``trackers.base``):
-- params: the resolved, redacted config, flattened (``optim.lr``); ``sanity.`` prefixed when
+- params: the resolved, redacted config, flattened (``optim.lr``), but for the checks'
+  parameters at their defaults (``at_default``); ``sanity.`` prefixed when
   logging into the caller's run, so they cannot clash with the caller's own params;
 - metrics (the Model metrics tab's charts): the series with their own steps, each check's
   headline value ``sanity/value/<check>`` and ``sanity/passed``, at step 0;
 - artifacts: ``sanity/<check>/<figure>.png``, ``sanity/summary.json`` (a table),
   ``sanity/metrics.json`` (a table of every other number), ``sanity/report.html``,
   ``sanity/report.json``;
-- tags: ``trackcheck.status`` (passed|failed: a run-list column), ``trackcheck.check.<check>``
-  (pass|warn|...), ``trackcheck.failed_checks``, ``trackcheck.message.<check>``; the run's
-  description (``mlflow.note.content``) is a short Markdown summary (``markdown_summary``);
+- tags: ``trackcheck.status`` (passed|failed: a run-list column, on sweep parents too),
+  ``trackcheck.failed_checks``, and for each check that failed, errored or warned
+  ``trackcheck.check.<check>`` and ``trackcheck.message.<check>``; the run's description
+  (``mlflow.note.content``): the verdict, a reason per failed check, a link to report.html
+  (``markdown_summary``);
 - the experiment: tagged a machine-learning one (``mlflow.experimentKind``), and the run's
   link opens MLflow 3's classic view (``?workflowType=machine_learning``);
 - status: FINISHED, FAILED when the gate fails, KILLED on an interrupt.
@@ -24,11 +27,10 @@ runs with bounded retries (``trackers._mlflow_store``). The first failed call be
 TrackerError line, and no call is made after it. Passwords in the URI never reach a
 message, report.json or a stored file.
 
-Everything else trackcheck does with MLflow is importable from here too: lending the run to
-the user's training (``MLflowTracker.activate``), a sweep's parent run
+Lending the run to the user's training is ``MLflowTracker.activate``. Beside this module:
+the store's checks and bounded HTTP (``trackers._mlflow_store``), and a sweep's parent run
 (``open_parent_run``/``close_parent_run``), its jobs' arguments (``sweep_job_args``) and the
-verdicts read back for the gate (``read_verdicts``), which live in
-``trackers._mlflow_sweep``.
+verdicts read back by the gate command (``read_verdicts``) in ``trackers._mlflow_sweep``.
 """
 
 from __future__ import annotations
@@ -36,34 +38,26 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trackcheck import names
+from trackcheck import gist, names
 from trackcheck.core import Report, Status
 from trackcheck.names import DEFAULT_MLFLOW_URI, RunStatus
 from trackcheck.redact import first_line, flatten, redact
-
-# re-exported: trackcheck.trackers.mlflow.<name> stays where the sweep, the gate, the tests
-# and users' configs import it from
-from trackcheck.trackers._mlflow_store import HTTP_ENV as HTTP_ENV
-from trackcheck.trackers._mlflow_store import PROBE_TIMEOUT_S as PROBE_TIMEOUT_S
-from trackcheck.trackers._mlflow_store import SQLITE_LOCK_TIMEOUT_S as SQLITE_LOCK_TIMEOUT_S
-from trackcheck.trackers._mlflow_store import absolute_uri as absolute_uri
-from trackcheck.trackers._mlflow_store import bounded_http as bounded_http
-from trackcheck.trackers._mlflow_store import check_sqlite_store as check_sqlite_store
-from trackcheck.trackers._mlflow_store import configured_uri as configured_uri
-from trackcheck.trackers._mlflow_store import ensure_experiment as ensure_experiment
-from trackcheck.trackers._mlflow_store import import_mlflow, user_name
-from trackcheck.trackers._mlflow_store import probe_server as probe_server
-from trackcheck.trackers._mlflow_store import safe_uri as safe_uri
-from trackcheck.trackers._mlflow_sweep import close_parent_run as close_parent_run
-from trackcheck.trackers._mlflow_sweep import open_parent_run as open_parent_run
-from trackcheck.trackers._mlflow_sweep import read_verdicts as read_verdicts
-from trackcheck.trackers._mlflow_sweep import sweep_job_args as sweep_job_args
+from trackcheck.trackers._mlflow_store import (
+    absolute_uri,
+    bounded_http,
+    check_sqlite_store,
+    ensure_experiment,
+    escape_markdown,
+    import_mlflow,
+    probe_server,
+    safe_uri,
+    user_name,
+)
 from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError
 
 PARAM_MAX = 6000  # MLflow rejects longer param values
@@ -71,37 +65,52 @@ TAG_MAX = 5000  # a message cut to this many characters (MLflow takes at most 80
 # rows per log_batch call: MLflow's documented limits are 1000 metrics, 100 params, 100 tags
 METRICS_PER_BATCH, PARAMS_PER_BATCH, TAGS_PER_BATCH = 1000, 100, 100
 T = TypeVar("T")
+REPORT_FILE = f"{names.REPORT_KEY}.html"  # report.html among a run's artifacts
 
 
-# Markdown's punctuation, backslash-escaped, and HTML's, as entities: a message such as
-# "__getitem__ returned <lambda> [0.1, 0.2]" must show as written, not bold or as a tag
-_MD_ESCAPE = str.maketrans(
-    {**{c: "\\" + c for c in "\\`*_{}[]()#+-.!|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
-)
+def run_page(experiment_id: str | None, run_id: str | None, tail: str = "") -> str:
+    """A run's page in MLflow's UI, relative to the UI's root (``#/experiments/...``),
+    in the classic view; ``tail``: ``/artifactPath/<file>`` opens that artifact."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}{tail}?{names.MLFLOW_ML_VIEW}"
 
 
-def escape_markdown(text: str) -> str:
-    """``text`` as literal Markdown: shown as written, on one line."""
-    return " ".join(str(text).split()).translate(_MD_ESCAPE)
-
-
-def markdown_summary(report: Report) -> str:
-    """The run's description (Markdown), shortest first: MLflow shows its first few lines
-    and folds the rest under "Show more". Line 1: the verdict, what it failed on, the
-    counts and where the full report is; then each fail/warn/error check's message."""
-    counts = Counter(c.status.value for c in report.checks)
-    tally = ", ".join(f"{counts[s.value]} {s.value}" for s in Status if counts[s.value])
-    on = f" on {escape_markdown(', '.join(report.gated_on))}" if report.gated_on else ""
-    head = (
-        f"**trackcheck: {report.status}**{on} ({tally}); full report: artifact `sanity/report.html`"
-    )
-    why = [
-        f"- **{c.status.value}** {escape_markdown(f'{c.name}: {c.message}')}"
-        for c in report.checks
-        if c.status.value in EXPLAINED
+def markdown_summary(report: Report, link: str = "") -> str:
+    """The run's description (Markdown), short enough to read without "Show more" (MLflow
+    shows about three lines): the verdict, the counts and the link to report.html
+    (``link``, a run page's ``artifactPath``, where every message is whole); then one line
+    per failed (or errored) check, its reason (``trackcheck.gist``); the warnings' names."""
+    fails = [c for c in gist.findings(report) if c.status != Status.WARN]
+    warns = [c for c in gist.findings(report) if c.status == Status.WARN]
+    page = f"[report.html]({link})" if link else f"`{names.REPORT_KEY}.html`"
+    lines = [f"**trackcheck: {report.status.upper()}** ({gist.tally(report)}), details: {page}"]
+    lines += [""] if fails or warns else []
+    lines += [
+        f"- **{c.status.value}** {escape_markdown(c.name)}: "
+        + escape_markdown(gist.reason_of(c, report))
+        for c in fails
     ]
-    rest = "Every check's numbers: `sanity/metrics.json`; one row per check: `sanity/summary.json`."
-    return "\n".join([head, "", *why, "", rest] if why else [head, "", rest])
+    if warns:
+        lines.append(f"- **warn** {escape_markdown(', '.join(c.name for c in warns))}")
+    return "\n".join(lines)
+
+
+def at_default(key: str, value: Any) -> bool:
+    """Whether ``key`` is a check's parameter (``checks.<check>.<param>``, a threshold or a
+    budget) at its documented default: left out of the params, where ~140 of them buried
+    the few a user sets and filters on (report.json keeps them all)."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "checks":
+        return False
+    from dataclasses import MISSING, fields
+
+    from trackcheck.registry import all_checks
+
+    spec = all_checks().get(parts[1])
+    field = {f.name: f for f in fields(spec.params)}.get(parts[2]) if spec else None
+    if field is None:
+        return False
+    default = field.default if field.default_factory is MISSING else field.default_factory()
+    return default is not MISSING and str(default) == str(value)
 
 
 class MLflowTracker:
@@ -111,6 +120,21 @@ class MLflowTracker:
     URI. ``experiment_id`` (set by a sweep that created the experiment up front) wins over
     ``experiment_name``. With ``attach`` and an active fluent run in this process (trackcheck
     called from the user's training script), the stage logs into that run and leaves it open.
+
+    Example (a stage logged to ./mlflow.db, its verdict read back with MLflow's client)::
+
+        import trackcheck
+        from mlflow import MlflowClient
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.mlflow import MLflowTracker
+
+        tracker = MLflowTracker("sqlite:///mlflow.db", run_name="sanity-resnet")
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10), digits(), checks=["loss_at_init"], tracker=tracker
+        )
+        run = MlflowClient("sqlite:///mlflow.db").get_run(tracker.run_id)
+        print(run.info.status, run.data.tags["trackcheck.status"])  # FINISHED passed
     """
 
     def __init__(
@@ -192,8 +216,8 @@ class MLflowTracker:
 
         # never clash with the caller's params
         prefix = names.ATTACHED_PARAM_PREFIX if self.attached else ""
-        flat = flatten(config)
-        params = [Param(f"{prefix}{k}", str(v)[:PARAM_MAX]) for k, v in flat.items() if k]
+        flat = {k: v for k, v in flatten(config).items() if k and not at_default(k, v)}
+        params = [Param(f"{prefix}{k}", str(v)[:PARAM_MAX]) for k, v in flat.items()]
         for i in range(0, len(params), PARAMS_PER_BATCH):
             self._call(
                 "logging the config",
@@ -229,8 +253,8 @@ class MLflowTracker:
         except TrackerError as e:
             raise TrackerError(f"run {self.run_id} left RUNNING: {broken or e}") from e
         print(
-            f"mlflow: run {self.run_id} ({status}) in {safe_uri(self.tracking_uri)}; "
-            f"view: {self.info()['view']}",
+            f"mlflow: run {self.run_id} {status}, report.html in its artifacts "
+            f"({REPORT_FILE})\n  view: {self.info()['view']}",
             file=sys.stderr,
         )
 
@@ -288,16 +312,15 @@ class MLflowTracker:
 
         self._flush_metrics()
         tags = [RunTag(names.TAG_STATUS, report.status)]
-        tags += [RunTag(names.check_tag(c.name), c.status.value) for c in report.checks]
         tags.append(RunTag(names.TAG_FAILED_CHECKS, ",".join(report.gated_on)))
-        # why, for the gate and the run's tag list: each fail/warn/error check's message
-        tags += [
-            RunTag(names.message_tag(c.name), c.message[:TAG_MAX])
-            for c in report.checks
-            if c.status.value in EXPLAINED
-        ]
+        # only the findings get tags (a check with none passed or was skipped), so the few
+        # chips a run shows are what went wrong; the message is why, for the gate
+        found = [c for c in report.checks if c.status.value in EXPLAINED]
+        tags += [RunTag(names.check_tag(c.name), c.status.value) for c in found]
+        tags += [RunTag(names.message_tag(c.name), c.message[:TAG_MAX]) for c in found]
         if not self.attached:  # the caller's description is theirs
-            tags.append(RunTag(names.MLFLOW_NOTE, markdown_summary(report)))
+            link = run_page(self.experiment_id, self.run_id, f"/artifactPath/{REPORT_FILE}")
+            tags.append(RunTag(names.MLFLOW_NOTE, markdown_summary(report, link)))
         for i in range(0, len(tags), TAGS_PER_BATCH):
             batch = tags[i : i + TAGS_PER_BATCH]
             self._call("writing the verdict", self._client.log_batch, self.run_id, tags=batch)
@@ -335,7 +358,7 @@ class MLflowTracker:
     def info(self) -> dict[str, Any]:
         uri = safe_uri(self.tracking_uri)  # report.json and messages never hold a password
         # the classic runs view: MLflow 3's UI opens in its GenAI view unless told otherwise
-        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?{names.MLFLOW_ML_VIEW}"
+        page = run_page(self.experiment_id, self.run_id)
         if uri.startswith(("http://", "https://")):
             view = f"{uri.rstrip('/')}/{page}"
         else:

@@ -16,12 +16,16 @@ other numbers (``sanity/<check>/<metric>``, ``.../duration_s``), ``sanity/<check
 a fail/warn/error check's ``sanity/<check>/message``, ``sanity/passed``, ``sanity/status``,
 ``sanity/failed_checks``; and:
 - tags ``sanity:passed`` / ``sanity:failed`` and ``sanity:fail:<check>``; the run ends
-  ``failed`` (``finish(exit_code=1)``) when the gate fails.
+  ``failed`` (``finish(exit_code=1)``) when the gate fails;
+- the run's notes: the verdict and each finding's reason (``notes_text``); online, a failed
+  gate also sends a W&B alert (``run.alert``: e-mail or Slack, as the user set them up);
+- the stage's console output, in the run's Logs tab (``console="wrap"``).
 
 Offline fallback (``mode: auto``): no API key, or the server cannot be reached, or
 ``wandb.init`` fails or times out -> the run is written offline to ``wandb/offline-run-*``
 and one line says how to upload it (``wandb sync <dir>``). W&B's own console output and
-system-metrics sampling are switched off; with no credentials nothing ever asks for a key.
+system-metrics sampling are switched off (the stage's own lines are captured); with no
+credentials nothing ever asks for a key.
 
 Attached (the caller's script already has a run): the stage logs into that run without
 moving its step counter: series become line charts over a table (one per series), and
@@ -29,10 +33,9 @@ everything goes into ONE uncommitted row (``log(..., commit=False)``) that the c
 ``log`` commits at the caller's step. (Logging rows with a ``step_metric`` would still add
 one ``_step`` per row, and the caller's next ``log(step=k)`` below that is dropped.)
 
-Everything else trackcheck does with W&B is importable from here too: a sweep's grouping
-(``sweep_job_args``) and reading verdicts back for the gate, offline with wandb's own
-reader (``read_offline_verdicts``) or from the server (``read_online_verdicts``), which
-live in ``trackers._wandb_read``.
+A sweep's grouping is ``sweep_job_args``. Reading verdicts back for the gate command,
+offline with wandb's own reader (``read_offline_verdicts``) or from the server
+(``read_online_verdicts``), lives beside this module in ``trackers._wandb_read``.
 """
 
 from __future__ import annotations
@@ -48,15 +51,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from trackcheck import names
+from trackcheck import gist, names
 from trackcheck.core import Report
 from trackcheck.names import PASSED_KEY, RunStatus
 from trackcheck.redact import redact_args
 
 # re-exported: the gate and the tests import the readers from here
-from trackcheck.trackers._wandb_read import read_offline_verdicts as read_offline_verdicts
-from trackcheck.trackers._wandb_read import read_online_verdicts as read_online_verdicts
-from trackcheck.trackers._wandb_read import run_verdict as run_verdict
 from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError, scalars
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -129,12 +129,37 @@ def _short_path(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def notes_text(report: Report) -> str:
+    """The run's notes (the Overview's description, the runs table's Notes column): the
+    verdict, one line per finding (failures first) with its reason (``trackcheck.gist``),
+    and where every message is whole."""
+    lines = [gist.verdict_line(report)]
+    lines += [
+        f"{c.status.value} {c.name}: {gist.reason_of(c, report)}" for c in gist.findings(report)
+    ]
+    lines.append(f"Every message, number and figure: the {names.REPORT_KEY} panel (report.html)")
+    return "\n".join(lines)
+
+
 class WandbTracker:
     """Log the sanity stage to W&B (``tracker=wandb``).
 
     ``mode``: ``auto`` (online when an API key is found and the server answers, else
     offline; WANDB_MODE, when set, decides), ``online`` (fails instead of falling back),
     ``offline``, ``disabled``. ``settings``: extra ``wandb.Settings`` fields.
+
+    Example (a stage logged offline under ./wandb; ``wandb sync`` uploads it later)::
+
+        import trackcheck
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.wandb import WandbTracker
+
+        tracker = WandbTracker(project="my-project", group="lr-sweep", mode="offline", dir=".")
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10), digits(), checks=["loss_at_init"], tracker=tracker
+        )
+        print(report.status, report.tracker["run_dir"])  # passed wandb/offline-run-...
     """
 
     def __init__(
@@ -227,7 +252,9 @@ class WandbTracker:
             )
         settings = {
             "silent": True,  # our one line says where the run is; no banner, no prompt
-            "console": "off",  # the stage's output is in report.html, not worth a capture
+            # the stage's console (its lines, the verdict, the reasons) in the run's Logs
+            # tab; "wrap" patches sys.stdout/stderr's write (no PTY, no thread of its own)
+            "console": "wrap",
             "x_disable_stats": True,  # no system-metrics sampler competing with the checks
             "init_timeout": self.init_timeout,
             **self.settings,
@@ -283,7 +310,7 @@ class WandbTracker:
                 f"wandb: offline ({self.offline_reason}); run saved in {folder}; "
                 f"upload it with: wandb sync {folder}"
             )
-        return f"wandb: run {self.run.url}"
+        return f"wandb: run {self.run.url} (report.html: its {names.REPORT_KEY} panel)"
 
     # --- logging --------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -358,6 +385,25 @@ class WandbTracker:
         verdict += [names.wandb_fail_tag(name) for name in report.gated_on]
         kept = [t for t in self.run.tags or () if not t.startswith(names.WANDB_TAG_PREFIX)]
         self.run.tags = tuple(kept + verdict)
+        if self.attached:  # the caller's notes and alerts are theirs
+            return
+        summary = notes_text(report)
+        self.run.notes = f"{self.notes}\n\n{summary}" if self.notes else summary
+        if not report.passed and not self.run.offline and not self._disabled:
+            self._alert(report, summary)
+
+    def _alert(self, report: Report, text: str) -> None:
+        """A W&B alert (e-mail, Slack, as the user set them up) on a failed gate, online
+        only; one that cannot be sent is said in one line and the stage goes on."""
+        wandb = _wandb()
+        try:
+            self.run.alert(
+                title=f"trackcheck: FAILED in {self.run.name}"[:64],
+                text=text,
+                level=wandb.AlertLevel.ERROR,
+            )
+        except Exception as e:  # noqa: BLE001 - an alert is a courtesy, not the verdict
+            print(f"wandb: the alert could not be sent: {type(e).__name__}: {e}", file=sys.stderr)
 
     def activate(self) -> AbstractContextManager[None]:
         """Nothing to do: ``wandb.init`` (or the caller) already made this run ``wandb.run``."""

@@ -288,9 +288,10 @@ def _verdict(
             f"the gain there is below {u.against} ({u.effect:.3g}): p={u.p_below:.2g} < {p.alpha:g}"
             for u in failed
         )
+        # what is wrong first, the numbers after it: the first clause is what a summary keeps
         return Status.FAIL, (
-            f"{observed}: on the {' and the '.join(u.name for u in failed)} the model "
-            f"extracts no information from its input ({why}). Usual causes: labels "
+            f"on the {' and the '.join(u.name for u in failed)} the model extracts no "
+            f"information from its input ({why}); {observed}. Usual causes: labels "
             "misaligned with inputs (shuffled separately, off by one, a sort on one side "
             "only), the input never reaching the model (overwritten, detached, multiplied by "
             "a zero mask), train and test preprocessed differently (one set only), or a "

@@ -20,7 +20,10 @@ def assert_jobs_are_children_with_their_verdicts(store: str, summary: dict[str, 
 
     client = MlflowClient(tracking_uri=store)
     parent = client.get_run(summary["tracker"]["parent_run_id"])
-    assert parent.info.status == "FAILED" and parent.data.tags["trackcheck.failed_jobs"] == "0"
+    assert (
+        parent.info.status == "FAILED"
+        and parent.data.tags["trackcheck.failed_jobs"] == f"1 of {len(summary['jobs'])}"
+    )
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
