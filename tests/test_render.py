@@ -11,7 +11,7 @@ import pytest
 from conftest import blobs
 
 import trackcheck
-from trackcheck import CheckResult, OutputError, Status, plots, render
+from trackcheck import CheckResult, Status, plots, render
 from trackcheck.models import MLP
 from trackcheck.registry import _REGISTRY, all_checks, register
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trackcheck.redact import first_line
 from trackcheck.plots import DPI, Deferred
+from trackcheck.redact import first_line
 from trackcheck.threads import cores
 
 ENV = "TRACKCHECK_FIGURE_WORKER"  # "0": always in-process, "1": always the worker
