@@ -135,22 +135,35 @@ class InputShift:
     z_smd: np.ndarray  # smd / its standard error
     log_ratio: np.ndarray  # log(scale_te / scale_tr)
     z_ratio: np.ndarray
-    judged: np.ndarray  # bool: the training scale is > 0 and both are finite
+    judged: np.ndarray  # bool: the training scale is > 0, both are finite, neither too sparse
+    sparse: np.ndarray  # bool: nonzero in fewer than ``min_nonzero`` examples of a split
 
 
-def input_shift(tr: tuple[np.ndarray, np.ndarray], te: tuple[np.ndarray, np.ndarray]) -> InputShift:
+def input_shift(
+    tr: tuple[np.ndarray, np.ndarray], te: tuple[np.ndarray, np.ndarray], min_nonzero: int = 0
+) -> InputShift:
     """Standardised mean differences and log scale ratios, with standard errors over
-    examples (module docstring)."""
+    examples (module docstring). A zero-inflated feature (a border pixel, nonzero in a few
+    images) has moments made of its k nonzero values: a variance that is a mean of k
+    squares, whose normal approximation (the z test) does not hold for a handful; a feature
+    nonzero in fewer than ``min_nonzero`` examples of either split is not judged."""
     m_tr, v_tr, se_m_tr, se_lv_tr = _moments(*tr)
     m_te, v_te, se_m_te, se_lv_te = _moments(*te)
+    sparse = (_nonzero(tr[1]) < min_nonzero) | (_nonzero(te[1]) < min_nonzero)
     with np.errstate(invalid="ignore", divide="ignore"):
         s_tr, s_te = np.sqrt(v_tr), np.sqrt(v_te)
         smd = (m_te - m_tr) / s_tr
         z_smd = (m_te - m_tr) / np.sqrt(se_m_tr**2 + se_m_te**2)
         log_ratio = 0.5 * (np.log(v_te) - np.log(v_tr))
         z_ratio = log_ratio / (0.5 * np.sqrt(se_lv_tr**2 + se_lv_te**2))
-    judged = (v_tr > 0) & np.isfinite(smd) & np.isfinite(log_ratio)
-    return InputShift(m_tr, m_te, s_tr, s_te, smd, z_smd, log_ratio, z_ratio, judged)
+    judged = (v_tr > 0) & np.isfinite(smd) & np.isfinite(log_ratio) & ~sparse
+    return InputShift(m_tr, m_te, s_tr, s_te, smd, z_smd, log_ratio, z_ratio, judged, sparse)
+
+
+def _nonzero(b: np.ndarray) -> np.ndarray:
+    """[C] how many examples have a nonzero value in each channel/feature, from the
+    per-example mean squares ``b`` [N, C]."""
+    return (np.nan_to_num(b) > 0).sum(0)
 
 
 def _moments(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
