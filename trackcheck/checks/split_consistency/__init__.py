@@ -96,6 +96,10 @@ class SplitConsistencyParams:
     # splits falsely fail; 5: 1 of 30; 10 and 20: none. 30 leaves a 3x margin, and the dense
     # pixels still catch every planted preprocessing mismatch
     min_nonzero: int = 30
+    # inputs: a channel/feature zero in more than this fraction of the examples of a split
+    # is compared on its nonzero values: its plain variance mostly counts how often it is
+    # nonzero (content: how often strokes reach a border pixel), not preprocessing
+    max_zero_fraction: float = 0.5
 
 
 @register("split_consistency", SplitConsistencyParams, fast=True)
@@ -109,7 +113,7 @@ def split_consistency(ctx: Context, p: SplitConsistencyParams) -> CheckResult:
     inputs = None
     if tr.moments is not None and te.moments is not None:
         if tr.moments[0].shape[1] == te.moments[0].shape[1]:  # else: the shapes differ
-            inputs = input_shift(tr.moments, te.moments, p.min_nonzero)
+            inputs = input_shift(tr.moments, te.moments, p.min_nonzero, p.max_zero_fraction)
     return _judge(labels, inputs, tr, p)
 
 
@@ -241,6 +245,7 @@ def _input_findings(
         f"{names[i]}: mean {_num(inp.mean_te[i], inp.scale_tr[i])} vs "
         f"{_num(inp.mean_tr[i], inp.scale_tr[i])} (SMD {inp.smd[i]:+.2f}), scale "
         f"{inp.scale_te[i]:.3g} vs {inp.scale_tr[i]:.3g} ({np.exp(inp.log_ratio[i]):.3g}x)"
+        f"{' of its nonzero values' if inp.nonzero[i] else ''}"
         for i in flagged[: p.max_named]
     )
     text = (
