@@ -158,3 +158,19 @@ def test_dict_inputs_are_counted_on_the_target():
     r = run_check("batch_independence", lambda: PixelMLP([1, 16, 16], 10), digit_pixels())
     assert r.status == Status.PASS, r.message  # not "the data has 1" (the dict's one key)
     assert r.metrics["examples"] == 8
+
+
+def test_a_packed_sequence_model_is_charted_without_vmap():
+    # pack_padded_sequence reads its input's data pointer, which torch.func's wrapped
+    # tensors have none of: the map falls back to plain autograd
+    from packed import PackedRNN, packed_data
+
+    r = run_check("batch_independence", PackedRNN, packed_data())
+    assert r.status == Status.PASS, r.message
+
+
+def test_batch_mixing_in_a_packed_sequence_model_fails():
+    from packed import PackedRNN, packed_data
+
+    r = run_check("batch_independence", lambda: PackedRNN(mix=True), packed_data())
+    assert r.status == Status.FAIL, r.message

@@ -5,7 +5,7 @@ import torch
 from conftest import blobs, run_check
 from torch.utils.data import DataLoader
 
-from trackcheck import DataSpec
+from trackcheck import DataSpec, make_task
 from trackcheck.checks._shared._eval import estimate
 from trackcheck.core import Status
 from trackcheck.models import MLP
@@ -183,3 +183,13 @@ def test_a_collate_that_pads_per_batch_still_matches_every_example():
     r = run_check("full_eval", Bag, data)
     assert r.metrics["n_skipped"] == 0 and r.metrics["n_repeated"] == 0, r.message
     assert r.status != Status.FAIL, r.message
+
+
+def test_binary_targets_shaped_like_the_output_are_read_per_example():
+    # nn.BCELoss's usual pattern: [B, 1] logits against [B, 1] targets; read as [B, B]
+    # (broadcast) the per-example metric of a batch could not be concatenated with the next
+    task = make_task("binary", 1)
+    out, y = torch.tensor([[2.0], [-1.0], [3.0]]), torch.tensor([[1.0], [1.0], [0.0]])
+    assert task.per_example_metric(out, y).tolist() == [1.0, 0.0, 0.0]
+    assert task.target_score(out, y).shape == (3,)
+    assert task.per_example_loss(out, y).shape == (3,)

@@ -18,9 +18,9 @@ from trackcheck.models import GPT, MLP
 
 def shuffled_labels(data, seed: int = 1):
     """Planted bug: the train labels permuted independently of the inputs."""
-    x, y = data.train.tensors
+    *xs, y = data.train.tensors  # the inputs (one tensor, or several) and the labels
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    return dataclasses.replace(data, train=TensorDataset(x, y[perm]))
+    return dataclasses.replace(data, train=TensorDataset(*xs, y[perm]))
 
 
 class IgnoresInput(MLP):
@@ -256,3 +256,26 @@ def test_power_is_the_level_at_no_effect_and_grows_with_n_and_effect():
     t = gains.mean(1) / gains.std(1, ddof=1) * np.sqrt(40)
     hits = float((t > stats.t.ppf(0.99, 39)).mean())
     assert hits == pytest.approx(power(40, 0.4, 0.01), abs=0.025)
+
+
+def test_a_tuple_keeps_its_lengths_and_masks_and_blanks_its_content():
+    x, lengths, mask = torch.ones(2, 3, 4), torch.tensor([3, 1]), torch.tensor([[True, False]])
+    bx, bl, bm = blank((x, lengths, mask))
+    assert torch.equal(bx, torch.zeros(2, 3, 4))
+    assert torch.equal(bl, lengths) and torch.equal(bm, mask)
+    ids = torch.tensor([[5, 7], [2, 1]])  # token ids beside the content: content too
+    assert torch.equal(blank((x, ids), token_id=3)[1], torch.full_like(ids, 3))
+
+
+def test_a_packed_sequence_model_with_a_lengths_input_passes():
+    from packed import PackedRNN, packed_data
+
+    r = run_check("input_independent", PackedRNN, packed_data())
+    assert r.status == Status.PASS, r.message
+
+
+def test_a_packed_sequence_model_with_shuffled_labels_fails():
+    from packed import PackedRNN, packed_data
+
+    r = run_check("input_independent", PackedRNN, shuffled_labels(packed_data()))
+    assert r.status == Status.FAIL, r.message

@@ -71,6 +71,25 @@ def test_the_value_overlay_draws_each_label_beside_its_prediction(diabetes_data)
     assert labels == [100.0, 200.0] and preds == [110.0, 190.0]
 
 
+def test_the_binary_overlay_takes_targets_shaped_like_the_output():
+    # nn.BCELoss's usual pattern: a [B, 1] output against [B, 1] float targets
+    y, out = torch.tensor([[1.0], [0.0]]), torch.tensor([[3.0], [-3.0]])
+    fig = overlay_of(blobs("binary"), out, y)
+    assert len(fig.axes) == 2  # one panel per example
+
+
+def test_a_binary_task_with_targets_shaped_like_the_output_draws_its_overlay():
+    data = blobs("binary")
+    for split in (data.train, data.test):
+        split.tensors = (split.tensors[0], split.tensors[1].unsqueeze(1))  # [N] -> [N, 1]
+    net = lambda: torch.nn.Sequential(  # noqa: E731 - [B, 8] -> [B, 1], as the targets
+        torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)
+    )
+    r = run_check("overfit_batch", net, data, loss=torch.nn.BCEWithLogitsLoss())
+    assert r.status == Status.PASS, r.message
+    assert Path(r.figures["overlay"]).is_file()
+
+
 def test_loss_series_has_one_point_per_step():
     r = run_check("overfit_batch", lambda: MLP([8], 4), blobs())
     assert len(r.series["loss"]) == int(r.metrics["steps"])

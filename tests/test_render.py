@@ -11,7 +11,7 @@ import pytest
 from conftest import blobs
 
 import trackcheck
-from trackcheck import CheckResult, OutputError, Status, plots, render
+from trackcheck import CheckResult, Status, plots, render
 from trackcheck.models import MLP
 from trackcheck.registry import _REGISTRY, all_checks, register
 
@@ -67,17 +67,23 @@ def test_the_worker_draws_every_figure_before_report_html(temp_checks, worker, t
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
-def test_a_figure_that_cannot_be_drawn_keeps_the_report_and_says_which(
-    temp_checks, worker, tmp_path
+@pytest.mark.parametrize("mode", ["0", "1"], ids=["in_process", "worker"])
+def test_a_figure_that_cannot_be_drawn_is_a_note_on_its_check_whose_verdict_stands(
+    temp_checks, monkeypatch, tmp_path, mode
 ):
+    monkeypatch.setenv(render.ENV, mode)
     figure_check("t_broken", broken, order=1)
     figure_check("t_fine", curve, order=2)
-    with pytest.raises(OutputError, match=r"could not draw figure .*t_broken/f\.png: ValueError"):
-        stage(tmp_path, ["t_broken", "t_fine"])
+    report = stage(tmp_path, ["t_broken", "t_fine"])  # no OutputError: the stage ends normally
+    assert report.passed and [c.status for c in report.checks] == [Status.PASS, Status.PASS]
+    broken_check = report.checks[0]
+    assert "f" not in broken_check.figures
+    assert "figure f not drawn: ValueError: no axes for you" in broken_check.message
     doc = json.loads((tmp_path / "report.json").read_text())
     assert [c["name"] for c in doc["checks"]] == ["t_broken", "t_fine"]
+    assert "figure f not drawn" in doc["checks"][0]["message"] and not doc["checks"][0]["figures"]
     html = (tmp_path / "report.html").read_text()
-    assert "figure f missing" in html and html.count("data:image/png;base64,") == 1
+    assert "figure f not drawn" in html and html.count("data:image/png;base64,") == 1
 
 
 def test_a_worker_that_dies_mid_stage_loses_no_figure(temp_checks, worker, tmp_path):

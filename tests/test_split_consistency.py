@@ -137,3 +137,51 @@ def test_figure_is_deferred_with_plain_data_and_draws(digits_data):
         ["0", "1"], [0.5, 0.5], [0.4, 0.6], "classes", ["f0"], [0.0], [1.0], [1.0], [2.0]
     )
     assert len(drawn.axes) == 3
+
+
+def flat_images(seed: int, n_train: int = 1440, n_test: int = 360) -> tuple[torch.Tensor, ...]:
+    """MNIST-like images flattened to [N, 784] features: a dense centre, and border pixels
+    each nonzero in a random 0-1% of the images (a stray stroke), so the 360 test images
+    hold 0-3 nonzero values of each: zero-inflated features."""
+    g = torch.Generator().manual_seed(seed)
+    n, side = n_train + n_test, 28
+    centre = torch.zeros(side, side, dtype=torch.bool)
+    centre[7:-7, 7:-7] = True
+    rate = torch.where(centre, 0.5, torch.rand(side, side, generator=g) * 0.01)
+    on = torch.rand(n, side, side, generator=g) < rate
+    x = (torch.rand(n, side, side, generator=g) * on).reshape(n, -1)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def flat_spec(x_tr, y_tr, x_te, y_te) -> DataSpec:
+    return DataSpec(
+        train=TensorDataset(x_tr, y_tr),
+        test=TensorDataset(x_te, y_te),
+        task=make_task("multiclass", 10),
+        kind="tabular",
+        batch_size=64,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flat_images_with_sparse_border_pixels_pass(seed):
+    r = check(flat_spec(*flat_images(seed)))
+    assert r.status == Status.PASS, r.message
+    assert "not judged" in r.message  # the border pixels, nonzero in a handful of images
+
+
+def test_flat_images_with_the_test_split_standardised_alone_fail():
+    # planted bug: the test split standardised with the training statistics, the training
+    # split left raw
+    x_tr, y_tr, x_te, y_te = flat_images(0)
+    mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
+    r = check(flat_spec(x_tr, y_tr, (x_te - mean) / std, y_te))
+    assert r.status == Status.FAIL, r.message
+
+
+def test_flat_images_with_the_training_split_standardised_alone_fail():
+    x_tr, y_tr, x_te, y_te = flat_images(0)
+    mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
+    r = check(flat_spec((x_tr - mean) / std, y_tr, x_te, y_te))
+    assert r.status == Status.FAIL, r.message

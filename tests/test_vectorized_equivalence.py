@@ -119,3 +119,31 @@ def test_reference_is_configured_at_the_top_level_reference_key():
     x = torch.randn(3, 8)
     model = MLP([8], 4)
     assert torch.equal(fn(model, x), loop_reference(model, x))
+
+
+class SamplingVAE(nn.Module):
+    """pytorch/examples' VAE in miniature: the forward samples z = mu + eps * std with
+    eps = randn_like(std) in eval mode too, as the original does at test time."""
+
+    def __init__(self, d: int = 8, latent: int = 2, mix: bool = False) -> None:
+        super().__init__()
+        self.enc, self.dec, self.mix = nn.Linear(d, 2 * latent), nn.Linear(latent, 4), mix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mix:  # planted bug: a batch statistic in forward
+            x = x - x.mean(0, keepdim=True)
+        mu, logvar = self.enc(x).chunk(2, -1)
+        std = torch.exp(0.5 * logvar)
+        return self.dec(mu + torch.randn_like(std) * std)
+
+
+def test_a_forward_that_samples_is_skipped_with_the_reason():
+    r = run_check("vectorized_equivalence", SamplingVAE, blobs())
+    assert r.status == Status.SKIP, r.message
+    assert "the forward is random in eval mode" in r.message
+
+
+def test_batch_mixing_in_a_forward_that_samples_is_caught_by_batch_independence():
+    r = run_check("batch_independence", lambda: SamplingVAE(mix=True), blobs())
+    assert r.status == Status.FAIL, r.message
+    assert run_check("batch_independence", SamplingVAE, blobs()).status == Status.PASS

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from trackcheck.plots import DPI, Deferred
+from trackcheck.redact import first_line
 from trackcheck.threads import cores
 
 ENV = "TRACKCHECK_FIGURE_WORKER"  # "0": always in-process, "1": always the worker
@@ -44,6 +45,9 @@ WORKER_MIN_CHECKS = 4
 # how long the stage waits for the figure the worker is drawing before drawing it here as
 # well: about what drawing one takes; longer means the worker is starved of CPU
 IN_FLIGHT_WAIT_S = 0.3
+# how a drawing function's own failure begins (the figure is a note on its check, see
+# Figures.notes); any other failure is writing the PNG, an output failure of the stage
+DRAW_FAILED = "could not draw figure"
 
 
 def figure_path(out: Path, check: str, name: str) -> Path:
@@ -103,12 +107,14 @@ def _draw(d: Deferred, path: Path) -> str | None:
     try:
         fig = d.draw()
     except Exception as e:  # noqa: BLE001 - a broken drawing function is reported, not raised
-        return f"could not draw figure {path}: {type(e).__name__}: {e}"
+        return f"{DRAW_FAILED} {path}: {type(e).__name__}: {first_line(e)}"
     return save(fig, path)
 
 
 @dataclass
 class Job:
+    check: str
+    name: str
     deferred: Deferred
     path: Path
     payload: bytes  # pickled (deferred, path) for the worker
@@ -202,17 +208,31 @@ def use_worker(n_checks: int) -> bool:
 
 
 class Figures:
-    """The figures of one stage: handed to the worker as checks end, awaited by ``finish``."""
+    """The figures of one stage: handed to the worker as checks end, awaited by ``finish``.
+
+    A figure whose drawing function raises (a shape the figure did not foresee) costs only
+    that figure: it becomes a note on its check (``notes``: check -> figure -> why), whose
+    verdict stands. Failing to write a PNG is an output failure of the stage, as failing to
+    write the report is."""
 
     def __init__(self, out: Path, worker: bool) -> None:
         self.out = out
         self.worker = shared_worker() if worker else None
         self.jobs: list[Job] = []
-        self.local: list[tuple[Deferred, Path]] = []  # drawn here, at finish
+        self.local: list[tuple[str, str, Deferred, Path]] = []  # drawn here, at finish
+        self.notes: dict[str, dict[str, str]] = {}
+
+    def _failed(self, check: str, name: str, error: str | None) -> str | None:
+        """Keep a drawing failure as a note; return any other failure."""
+        if error and error.startswith(DRAW_FAILED):
+            self.notes.setdefault(check, {})[name] = error
+            return None
+        return error
 
     def submit(self, check: str, figures: dict[str, Any]) -> None:
-        """Replace each figure in ``figures`` by its PNG path. In-process mode draws now and
-        raises OutputError on failure (as the stage always has); worker mode queues it."""
+        """Replace each figure in ``figures`` by its PNG path. In-process mode draws now,
+        keeps a drawing failure in ``notes`` and raises OutputError when the PNG cannot be
+        written; worker mode queues it."""
         from trackcheck.validate import OutputError
 
         for name, fig in list(figures.items()):
@@ -225,22 +245,22 @@ class Figures:
             elif self.worker is None:
                 error = draw(fig, path)
             else:
-                self._queue(fig, path)
+                self._queue(check, name, fig, path)
                 continue
-            if error:
+            if error := self._failed(check, name, error):
                 raise OutputError(error)
 
-    def _queue(self, d: Deferred, path: Path) -> None:
+    def _queue(self, check: str, name: str, d: Deferred, path: Path) -> None:
         assert self.worker is not None
         if getattr(d.fn, "__module__", "__main__") == "__main__":
-            self.local.append((d, path))  # the worker cannot import the user's script
+            self.local.append((check, name, d, path))  # the worker cannot import the script
             return
         try:
             payload = pickle.dumps((d, str(path)))
         except Exception:  # noqa: BLE001 - a lambda, a local function, a tensor argument...
-            self.local.append((d, path))
+            self.local.append((check, name, d, path))
             return
-        job = Job(d, path, payload)
+        job = Job(check, name, d, path, payload)
         self.jobs.append(job)
         self.worker.jobs.put(job)
 
@@ -248,29 +268,31 @@ class Figures:
         """Return once every figure is on disk, drawing here what the worker has not started
         (and the one it is drawing, when that takes longer than ``IN_FLIGHT_WAIT_S``: a
         starved worker never holds the stage up); after ``timeout`` seconds stop (the rest
-        stay missing). Returns the failures, one line each."""
+        stay missing). Returns the PNGs that could not be written, one line each; figures
+        that could not be drawn go to ``notes``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         errors: list[str] = []
 
-        def here(d: Deferred, path: Path) -> None:
+        def here(check: str, name: str, d: Deferred, path: Path) -> None:
             if deadline is None or time.monotonic() < deadline:
-                if error := draw(d, path):
+                if error := self._failed(check, name, draw(d, path)):
                     errors.append(error)
 
-        for d, path in self.local:
-            here(d, path)
+        for check, name, d, path in self.local:
+            here(check, name, d, path)
         if self.worker is not None:
             while True:  # steal the jobs the worker has not taken
                 try:
                     job = self.worker.jobs.get_nowait()
                 except queue.Empty:
                     break
-                here(job.deferred, job.path)
+                here(job.check, job.name, job.deferred, job.path)
                 job.done.set()
         for job in self.jobs:  # done, or the one in flight
             if not job.done.wait(IN_FLIGHT_WAIT_S) or job.lost:
-                here(job.deferred, job.path)  # both may draw it: the last rename wins
-            elif job.error:
-                errors.append(job.error)
+                # both may draw it: the last rename wins
+                here(job.check, job.name, job.deferred, job.path)
+            elif error := self._failed(job.check, job.name, job.error):
+                errors.append(error)
         self.jobs, self.local = [], []
         return errors

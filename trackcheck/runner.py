@@ -172,11 +172,26 @@ def execute(
             else:
                 result = run_one(spec, ctx, plan.params[spec.name])
                 figures.submit(result.name, result.figures)
+                note_figures([result], figures.notes)
                 if spec.precondition and result.status in (Status.FAIL, Status.ERROR):
                     blocked = f"not run: {spec.name} failed, fix it first (see {spec.name})"
             results.append(result)
             bar.done(result)
             stage_log.check_done(result)
+
+
+def note_figures(results: list[CheckResult], notes: dict[str, dict[str, str]]) -> bool:
+    """Each figure that could not be drawn (``notes``: check -> figure -> why) becomes a note
+    at the end of its check's message, and leaves its figures; the verdict stands. Whether
+    any result changed (notes already applied are not applied twice)."""
+    changed = False
+    for r in results:
+        for name, why in notes.get(r.name, {}).items():
+            if r.figures.pop(name, None) is None:
+                continue
+            r.message = f"{r.message} (figure {name} not drawn: {why.split(': ', 1)[-1]})"
+            changed = True
+    return changed
 
 
 def _kept(files: list[Path], tracker: Tracker, logged: bool, status: str) -> str:
@@ -246,6 +261,11 @@ def publish(
                 # an interrupted stage waits a few seconds at most: what is left stays missing
                 waited = figures.finish(timeout=None if end is None else FIGURES_GRACE_S)
                 problems.extend(OutputError(why) for why in waited)
+                if note_figures(report.checks, figures.notes) and files:
+                    try:  # the notes, in report.json too
+                        write_report(report, out)
+                    except OSError as e:
+                        problems.append(OutputError(f"could not write {files[0]}: {e}"))
             try:
                 files.append(write(report, out))
             except OSError as e:

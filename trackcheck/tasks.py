@@ -5,7 +5,7 @@ classification, binary, regression and language modeling alike.
 
 Shapes (B = batch, C = classes, T = sequence length, V = vocabulary):
     multiclass  out [B, C] logits,      y [B] int64
-    binary      out [B] or [B, 1] logit, y [B] float in {0, 1}
+    binary      out [B] or [B, 1] logit, y [B] (or [B, 1]) float in {0, 1}
     regression  out [B] or [B, 1],       y [B] float
     lm          out [B, T, V] logits,    y [B, T] int64 (next tokens)
 
@@ -188,8 +188,15 @@ class Binary(_Categorical):
             )
         return out
 
+    @staticmethod
+    def _target(y: Tensor) -> Tensor:
+        """[B] targets from [B] or [B, 1] (shaped like the output, as nn.BCELoss wants them):
+        compared with a [B] logit, a [B, 1] target would broadcast to [B, B]."""
+        return y.squeeze(-1) if y.dim() == 2 and y.shape[-1] == 1 else y
+
     def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(self._logit(out), y.float(), reduction="none")
+        logit = self._logit(out)
+        return F.binary_cross_entropy_with_logits(logit, self._target(y).float(), reduction="none")
 
     def prior(self, y: Tensor) -> Prior:
         p = float(y.float().mean())
@@ -205,11 +212,11 @@ class Binary(_Categorical):
         return torch.tensor([math.log(p / (1 - p))])
 
     def per_example_metric(self, out: Tensor, y: Tensor) -> Tensor:
-        return ((self._logit(out) > 0).float() == y.float()).float()
+        return ((self._logit(out) > 0).float() == self._target(y).float()).float()
 
     def target_score(self, out: Tensor, y: Tensor) -> Tensor:
         p = torch.sigmoid(self._logit(out))
-        return torch.where(y.bool(), p, 1 - p)
+        return torch.where(self._target(y).bool(), p, 1 - p)
 
 
 class Regression(Task):

@@ -241,9 +241,11 @@ def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferre
         probs = out[keep].softmax(-1).numpy()
         return plots.deferred(plots.overlay_classes, probs, y[keep].long().numpy(), title)
     if task.name == "binary":
+        # one bar pair per output unit: [B], [B, 1] (targets shaped like the output, as for
+        # BCELoss) and multi-label [B, K] all read as B*K binary examples
         p1 = torch.sigmoid(out.reshape(-1))
         probs = torch.stack([1 - p1, p1], 1).numpy()
-        return plots.deferred(plots.overlay_classes, probs, y.long().numpy(), title)
+        return plots.deferred(plots.overlay_classes, probs, y.reshape(-1).long().numpy(), title)
     return plots.deferred(
         plots.overlay_values,
         y.reshape(len(y), -1).mean(-1).numpy(),

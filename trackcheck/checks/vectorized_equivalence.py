@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck.context import Context
-from trackcheck.core import CheckResult, Status
+from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.pipeline import slice_inputs
 from trackcheck.registry import register
 
@@ -90,6 +90,16 @@ def _compare(name: str, actual: Tensor, expected: Tensor, rtol: float, atol: flo
 
 
 @torch.no_grad()
+def _again(forward: Callable[[], Any]) -> Tensor:
+    """The batched forward once more, from where the first left the CPU generator (another
+    draw for a forward that samples), the generator restored after it: later checks draw
+    what they would have."""
+    with torch.random.fork_rng(devices=[]):
+        out = forward()
+    return out
+
+
+@torch.no_grad()
 def _loop(forward: Callable[[Any], Any], x: Any, n: int, batched: Tensor) -> Tensor | str:
     """Single-example forwards, concatenated; a string says why they cannot be stacked."""
     outs = []
@@ -118,6 +128,16 @@ def vectorized_equivalence(ctx: Context, p: VectorizedEquivalenceParams) -> Chec
     rtol = default_rtol if p.rtol is None else p.rtol
     atol = default_atol if p.atol is None else p.atol
 
+    again = _again(lambda: ctx.forward(model, x))
+    noise = _compare("a second batched forward", again, batched, rtol, atol)
+    if _verdict(noise, rtol, p.rounding_factor) == Status.FAIL:
+        raise SkipCheck(
+            "the forward is random in eval mode: two batched forwards of the same inputs "
+            f"differ by {noise.normwise:.3g} of the output's size (sampling, as a VAE's "
+            "eps = randn_like(std)), so a loop of single-example forwards cannot be compared "
+            "to it; batch_independence checks the same property through gradients, which "
+            "sampling noise does not reach"
+        )
     looped = _loop(lambda v: ctx.forward(model, v), x, len(y), batched)
     if isinstance(looped, str):
         return _shape_failure(looped, len(y))

@@ -130,7 +130,7 @@ def dependency_map(point: DiffPoint, dim: int, seed: int, meter: Meter | None = 
     examples; dim 1: positions). Returns [n_out, n_in] float64 on the CPU. ``meter`` times
     the batched VJPs as model time (one backward pass per chunk)."""
     meter = meter or Meter()
-    out, vjp_fn = torch.func.vjp(point.fn, point.h)[:2]  # (output, its vjp function)
+    out, vjp_fn, batched = _vjp(point.fn, point.h)
     if not isinstance(out, Tensor) or out.dim() <= dim:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise TypeError(f"the model output should be a tensor with a unit axis {dim}: {shape}")
@@ -146,15 +146,42 @@ def dependency_map(point: DiffPoint, dim: int, seed: int, meter: Meter | None = 
         # one cotangent per output unit i: the weights on unit i, zero elsewhere
         cotangents = weights.unsqueeze(0) * select[start : start + chunk].reshape(shape)
         with meter.measure(backward=1):
-            grads = _vjps(vjp_fn, cotangents).detach()
+            grads = _vjps(vjp_fn, cotangents, batched).detach()
         grads = grads.movedim(dim + 1, 1)  # [chunk, n_in, ...]
         norms = grads.reshape(len(grads), grads.shape[1], -1).double().norm(dim=-1)
         rows.append(norms.cpu())  # [chunk, n_in]
     return torch.cat(rows)
 
 
-def _vjps(vjp_fn: Callable[[Tensor], tuple[Tensor]], cotangents: Tensor) -> Tensor:
-    """vjp_fn applied to each cotangent [k, *out.shape] -> [k, *h.shape], batched by vmap."""
+def _vjp(
+    fn: Callable[[Tensor], Tensor], h: Tensor
+) -> tuple[Any, Callable[[Tensor], tuple[Tensor, ...]], bool]:
+    """(output, its vjp function, whether vmap may batch it). torch.func's transform where
+    the forward allows it; plain autograd where it does not (pack_padded_sequence reads the
+    data pointer of its input, which a functorch-wrapped tensor has none of): one backward
+    per cotangent then, the graph kept between them."""
+    try:
+        out, vjp_fn = torch.func.vjp(fn, h)[:2]
+        return out, vjp_fn, True
+    except RuntimeError:
+        leaf = h.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = fn(leaf)
+
+        def grad_fn(c: Tensor) -> tuple[Tensor, ...]:
+            (g,) = torch.autograd.grad(out, leaf, c, retain_graph=True, allow_unused=True)
+            return (torch.zeros_like(leaf) if g is None else g,)
+
+        return out, grad_fn, False
+
+
+def _vjps(
+    vjp_fn: Callable[[Tensor], tuple[Tensor, ...]], cotangents: Tensor, batched: bool = True
+) -> Tensor:
+    """vjp_fn applied to each cotangent [k, *out.shape] -> [k, *h.shape], batched by vmap
+    where ``batched``."""
+    if not batched:
+        return torch.stack([vjp_fn(c)[0] for c in cotangents])
     try:
         with warnings.catch_warnings():
             # ops without a batching rule (CPU attention) fall back to a loop: slower, correct

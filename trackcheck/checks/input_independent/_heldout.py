@@ -22,16 +22,35 @@ def blank(x: Any, token_id: int = 0) -> Any:
     for integer (token) inputs; tuples and lists are blanked leaf by leaf. A dict of keyword
     inputs has its content tensor blanked (``input_ids``, ``pixel_values``: see
     ``pipeline.primary``) and keeps the rest: an all-zero ``attention_mask`` would mask every
-    position (NaN in models with boolean masks), and padding stays padding."""
+    position (NaN in models with boolean masks), and padding stays padding.
+
+    A tuple of inputs likewise: its first tensor (``pipeline.primary``) is blanked, and of
+    the others, those that say how to read an example rather than what is in it are kept:
+    boolean tensors (masks) and integer tensors of at most one value per example (``[B]``
+    or a scalar: sequence lengths for ``pack_padded_sequence``, which zeros would make
+    invalid; offsets). Float tensors and integer tensors with a per-position axis
+    (``[B, T]`` token ids) carry content and are blanked."""
     if isinstance(x, Tensor):
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             return torch.zeros_like(x)
         return torch.full_like(x, token_id)
+    if isinstance(x, tuple) and x and isinstance(x[0], Tensor):
+        return (blank(x[0], token_id), *(v if _reads(v) else blank(v, token_id) for v in x[1:]))
     if isinstance(x, list | tuple):
         return type(x)(blank(v, token_id) for v in x)
     if isinstance(x, dict):
         return replace_primary(x, blank(primary(x), token_id))
     return x
+
+
+def _reads(v: Any) -> bool:
+    """Whether a tensor beside the content says how to read the example (a mask, lengths,
+    offsets) rather than what is in it: kept as it is by :func:`blank`."""
+    if not isinstance(v, Tensor):
+        return False
+    if v.dtype == torch.bool:
+        return True
+    return not (v.is_floating_point() or v.is_complex()) and v.dim() <= 1
 
 
 @dataclass

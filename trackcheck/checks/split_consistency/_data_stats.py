@@ -135,22 +135,67 @@ class InputShift:
     z_smd: np.ndarray  # smd / its standard error
     log_ratio: np.ndarray  # log(scale_te / scale_tr)
     z_ratio: np.ndarray
-    judged: np.ndarray  # bool: the training scale is > 0 and both are finite
+    judged: np.ndarray  # bool: the training scale is > 0, both are finite, neither too sparse
+    sparse: np.ndarray  # bool: nonzero in fewer than ``min_nonzero`` examples of a split
+    nonzero: np.ndarray  # bool: zero-inflated, compared on its nonzero values
 
 
-def input_shift(tr: tuple[np.ndarray, np.ndarray], te: tuple[np.ndarray, np.ndarray]) -> InputShift:
+def input_shift(
+    tr: tuple[np.ndarray, np.ndarray],
+    te: tuple[np.ndarray, np.ndarray],
+    min_nonzero: int = 0,
+    max_zero_fraction: float = 1.0,
+) -> InputShift:
     """Standardised mean differences and log scale ratios, with standard errors over
-    examples (module docstring)."""
-    m_tr, v_tr, se_m_tr, se_lv_tr = _moments(*tr)
-    m_te, v_te, se_m_te, se_lv_te = _moments(*te)
+    examples (module docstring).
+
+    Zero-inflated features (a border pixel, inked in a few images): one zero in more than
+    ``max_zero_fraction`` of the examples of a split is compared on its nonzero values
+    only. Its plain variance mostly counts how often it is nonzero, which is content (how
+    often a stroke reaches the border), not preprocessing; and a preprocessing mismatch
+    moves the nonzero values too (standardising turns the zeros into -mean/std, so every
+    value is nonzero; x 255 scales them). Under equal distributions the nonzero values are
+    equally distributed, so the test keeps its level. A feature nonzero in fewer than
+    ``min_nonzero`` examples of either split is not judged: its variance is a mean of
+    that handful of squares, whose normal approximation (the z test) does not hold."""
+    nz_tr, nz_te = _nonzero(tr[1]), _nonzero(te[1])
+    zeros = (1 - nz_tr / max(len(tr[1]), 1) > max_zero_fraction) | (
+        1 - nz_te / max(len(te[1]), 1) > max_zero_fraction
+    )
+    m_tr, v_tr, se_m_tr, se_lv_tr = _pick(zeros, _moments(*tr), _moments(*_nonzero_only(tr)))
+    m_te, v_te, se_m_te, se_lv_te = _pick(zeros, _moments(*te), _moments(*_nonzero_only(te)))
+    sparse = (nz_tr < min_nonzero) | (nz_te < min_nonzero)
     with np.errstate(invalid="ignore", divide="ignore"):
         s_tr, s_te = np.sqrt(v_tr), np.sqrt(v_te)
         smd = (m_te - m_tr) / s_tr
         z_smd = (m_te - m_tr) / np.sqrt(se_m_tr**2 + se_m_te**2)
         log_ratio = 0.5 * (np.log(v_te) - np.log(v_tr))
         z_ratio = log_ratio / (0.5 * np.sqrt(se_lv_tr**2 + se_lv_te**2))
-    judged = (v_tr > 0) & np.isfinite(smd) & np.isfinite(log_ratio)
-    return InputShift(m_tr, m_te, s_tr, s_te, smd, z_smd, log_ratio, z_ratio, judged)
+    judged = (v_tr > 0) & np.isfinite(smd) & np.isfinite(log_ratio) & ~sparse
+    return InputShift(
+        m_tr, m_te, s_tr, s_te, smd, z_smd, log_ratio, z_ratio, judged, sparse, zeros & ~sparse
+    )
+
+
+def _nonzero_only(ab: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The per-example moments ``ab`` with the examples where a channel is all zeros set
+    to NaN (left out by _moments)."""
+    a, b = ab
+    off = ~(np.nan_to_num(b) > 0)
+    return np.where(off, np.nan, a), np.where(off, np.nan, b)
+
+
+def _pick(
+    cond: np.ndarray, plain: tuple[np.ndarray, ...], nonzero: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, ...]:
+    """Per channel, the moments of the nonzero values where ``cond``, else the plain ones."""
+    return tuple(np.where(cond, z, p) for p, z in zip(plain, nonzero, strict=True))
+
+
+def _nonzero(b: np.ndarray) -> np.ndarray:
+    """[C] how many examples have a nonzero value in each channel/feature, from the
+    per-example mean squares ``b`` [N, C]."""
+    return (np.nan_to_num(b) > 0).sum(0)
 
 
 def _moments(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
