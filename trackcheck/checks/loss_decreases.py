@@ -15,6 +15,7 @@ from trackcheck import plots
 from trackcheck._lazy import lazy_module
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable
+from trackcheck.checks._trajectory import of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -143,6 +144,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
             figures=figs,
         )
     problems = _measure(model, before, stale, looks, run)
+    problems += _diverged(ctx, model, run)
     del model, before  # free them before the bigger model trains: one model in memory at a time
     notes, bigger_worse = [], False
     if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
@@ -151,6 +153,27 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     elif p.compare_bigger and ctx.bigger_model_factory is None:
         notes.append("no bigger model configured (model.bigger), so capacity was not compared")
     return with_finding_note(ctx, _judge(p, run, problems, notes, bigger_worse))
+
+
+def _diverged(ctx: Context, model: nn.Module, run: _Run) -> list[str]:
+    """The shared judgement of the run (checks/_trajectory.py) on its losses and on the
+    trained model's outputs for the first training examples: a loss that ended above its
+    start or spiked far above it, or outputs that exploded, fail whatever the trend test
+    says (a loss that leaps to 500 and then falls back part of the way trends down)."""
+    b = ctx.head("train", 64)
+    with torch.no_grad():
+        out = ctx.forward(model, b.x)
+    traj = of_run(ctx, run.losses, out, b.y)
+    run.metrics.update(traj.metrics())
+    if not traj.diverging:
+        return []
+    lr = ctx.optimizer(model).param_groups[0].get("lr")
+    at = f" at lr {lr:.3g}" if isinstance(lr, int | float) else ""
+    return [
+        f"the run diverged{at}: {traj.why} (loss {run.losses[0]:.4g} -> {run.losses[-1]:.4g} "
+        f"over {len(run.losses)} steps): the learning rate is too high, or the loss is "
+        "wired so that it cannot decrease (lr_range measures the usable range)"
+    ]
 
 
 def _measure(

@@ -17,6 +17,7 @@ from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable, sample_targets
 from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._trajectory import Trajectory, of_run
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -68,14 +69,92 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
     losses, lr, out = _fit(ctx, model, batch, p.lr, target, p.max_steps)
     best = _best(losses)
+    traj = of_run(ctx, losses, out, y)
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
     result = _judge(p, len(y), losses, best, floor, reference, target, figure)
+    result.metrics.update(traj.metrics())
+    if result.status == Status.PASS and (unfit := _unfit(ctx, traj, out, y, p, lr)):
+        result.status = Status.FAIL
+        result.message = f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
     if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
         del model, out  # one model at a time
-        lr2 = lr * p.retry_lr_factor if _descending(losses) else lr / p.retry_lr_factor
-        retry = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
-        _judge_retry(result, losses, lr, retry, target)
+        up = _descending(losses) and not traj.diverging
+        lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
+        losses2, lr2_used, out2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
+        unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y), out2, y, p, lr2_used)
+        _judge_retry(result, losses, lr, (losses2, lr2_used, out2), target, unfit2)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
+
+
+def _unfit(
+    ctx: Context, traj: Trajectory, out: Tensor, y: Tensor, p: OverfitBatchParams, lr: float | None
+) -> str:
+    """Why a batch whose loss reached the target is not fit ('' when it is): "fit" means
+    finite, bounded outputs (the shared trajectory judgement) and each example predicted
+    as its label (regression: within the tolerance the loss target implies)."""
+    at = f" at lr {lr:.3g}" if lr else ""
+    if traj.verdict in ("nonfinite", "exploded"):
+        return (
+            f"but {traj.why}{at}: the weights blew up, so a loss near its floor says nothing. "
+            "The learning rate is far too high: lower it (lr_range measures the usable range)"
+        )
+    wrong = _mispredicted(ctx, out.float(), y, p)
+    if wrong:
+        return (
+            f"but after the last step example(s) {', '.join(map(str, wrong[:8]))} are not "
+            f"predicted as their label{at} (a fit predicts each example as its label): the "
+            "loss jumps between steps, the learning rate is too high to hold a fit"
+        )
+    return ""
+
+
+def _mispredicted(ctx: Context, out: Tensor, y: Tensor, p: OverfitBatchParams) -> list[int]:
+    """The examples of the batch whose prediction is not their label: the arg max over
+    classes (logits, probabilities and log-probabilities alike); binary: the label whose
+    loss is lower; a language model: the positions whose context (the tokens up to them,
+    ``x``) fixes the next token; regression: farther than sqrt(n x max_loss_ratio) target
+    std from the target, the largest one error a squared loss at its target allows."""
+    name, n = ctx.task.name, len(y)
+    with torch.no_grad():
+        if name == "binary":
+            yy = y.reshape(-1).float().to(out.device)
+            one = ctx.per_example_loss(out, torch.ones_like(yy).reshape(y.shape))
+            zero = ctx.per_example_loss(out, torch.zeros_like(yy).reshape(y.shape))
+            bad = (one < zero).float().cpu() != (y.reshape(-1).cpu() > 0.5).float()
+        elif name == "multiclass":
+            keep = valid_targets(y).cpu()
+            pred = out.reshape(n, -1).argmax(-1).cpu()
+            bad = keep & (pred != y.cpu().long())
+        elif name == "lm":
+            bad = (out.argmax(-1).cpu() != y.cpu()) & _determined(y.cpu())
+            bad = bad.reshape(n, -1).any(-1)
+        else:
+            yt = ctx.targets("train").double()
+            tol = math.sqrt(n * p.max_loss_ratio) * float(yt.std()) if yt.numel() > 1 else 0.0
+            if out.numel() != y.numel():  # not one prediction per target: nothing to compare
+                return []
+            err = (out.double().cpu().reshape(n, -1) - y.double().cpu().reshape(n, -1)).abs()
+            bad = err > tol + 1e-12
+    return [int(i) for i in torch.nonzero(bad.reshape(n, -1).any(-1)).reshape(-1)]
+
+
+def _determined(y: Tensor) -> Tensor:
+    """[B, T] bool: target positions that carry a target and whose next token the
+    batch's own sequences fix: no other sequence with the same targets before that position
+    continues differently (the targets are the inputs shifted by one, so equal targets up to
+    t mean an equal context). Shared starts (a start token) are not demanded."""
+    valid = valid_targets(y)
+    rows = y.reshape(len(y), -1).tolist()
+    out = torch.zeros(len(rows), len(rows[0]) if rows else 0, dtype=torch.bool)
+    keys: list[tuple[int, ...]] = [() for _ in rows]  # each row's prefix so far, as a key
+    for t in range(out.shape[1]):
+        nexts: dict[tuple[int, ...], set[int]] = {}
+        for key, row in zip(keys, rows, strict=True):
+            nexts.setdefault(key, set()).add(row[t])
+        for b, row in enumerate(rows):
+            out[b, t] = len(nexts[keys[b]]) == 1
+        keys = [(hash((k, row[t])),) for k, row in zip(keys, rows, strict=True)]
+    return out.reshape(valid.shape) & valid
 
 
 def _fit(
@@ -112,6 +191,7 @@ def _judge_retry(
     lr: float,
     retry: tuple[list[float], float | None, Tensor],
     target: float,
+    unfit: str = "",
 ) -> None:
     """Fold the other lr's fit into ``result``: it fits -> the lr is wrong, not the wiring."""
     losses2, lr2, _ = retry
@@ -120,6 +200,9 @@ def _judge_retry(
     result.series["loss_retry"] = list(enumerate(losses2))
     if not best2 <= target:
         result.message += f"; at lr {lr2:.3g} too it reached only {best2:.3g}"
+        return
+    if unfit:
+        result.message += f"; at lr {lr2:.3g} it reached {best2:.3g}, {unfit.split(': ')[0]}"
         return
     rose = max((v for v in losses if math.isfinite(v)), default=float("nan"))
     high = bool(lr2 is not None and lr2 < lr)

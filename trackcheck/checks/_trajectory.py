@@ -1,0 +1,185 @@
+"""One judgement of a short training run, shared by every check that trains, so that they
+cannot disagree about the same run: did its loss go non-finite, its outputs explode, its loss
+end above where it started or spike far above it, sit on a plateau, or decrease?
+
+A check records its verdict in its metrics (``trajectory``, an index into ``VERDICTS``, and
+the numbers behind it); lr_range reads the finished checks' verdicts to decide whether the
+learning rate needs its range test (``diverging``), and the message of each check says what
+its own run did. Shapes: ``losses`` is the per-step training loss, ``out`` the model's last
+prediction tensor ([B, C] logits, [B, T, V], [B] / [B, 1] for binary and regression).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from trackcheck.context import Context
+from trackcheck.core import CheckResult
+
+# worst last: the verdict of a run is the worst that applies
+VERDICTS = ("decreased", "plateaued", "rose", "spiked", "exploded", "nonfinite")
+# the verdicts that say the run diverged (what lr_range is run for)
+DIVERGING = ("rose", "spiked", "exploded", "nonfinite")
+
+
+@dataclass(frozen=True)
+class TrajectoryParams:
+    # "spiked": the highest loss exceeds this many times the run's scale, the larger of its
+    # first loss and the loss of a constant predictor with the prior in the bias (so a run
+    # that starts near 0, a checkpoint, is not judged against its own tiny start). 4x is
+    # where fastai's and Smith's range tests call a loss diverged. Measured on correct
+    # models (tests/test_trajectory.py's corpus, README "Measured"): the highest ratio over
+    # loss_decreases', overfit_batch's and output_range's runs was 1.0-1.3, so 4x leaves
+    # a margin of 3x.
+    spike_factor: float = 4.0
+    # "rose": the median of the last quarter of the run lies above every loss of its first
+    # quarter. Distribution-free: for a flat loss with exchangeable noise, q steps a quarter
+    # and k = ceil(q / 2), its chance is C(q, k) / C(2q, k): 1.1e-3 for q = 15
+    # (loss_decreases' 60 steps). Judged only from this many steps a quarter on (below it the
+    # chance passes 0.05: q = 4 gives 0.07)
+    min_quarter: int = 5
+    # "exploded": an output entry beyond this magnitude. Logits (and log-probabilities):
+    # float32's exp overflows at 88.7 and every softmax or sigmoid is exactly 0 or 1 from a
+    # margin of about 17 on, so no loss over them can reward a logit of 1e3 over one of
+    # 100: only a step that blew the weights up puts one there. Measured on correct models
+    # after overfit_batch's fit: at most 40 (the margin is 25x).
+    logit_bound: float = 1e3
+    # Regression: a prediction farther from the targets' mean than this many times the
+    # largest target's distance from it (10x: measured at most 1.3x on correct models).
+    regression_bound: float = 10.0
+    # "plateaued": the median of the last quarter is less than this share below the first
+    # quarter's median
+    plateau_drop: float = 0.01
+
+
+DEFAULT = TrajectoryParams()
+
+
+@dataclass
+class Trajectory:
+    verdict: str  # one of VERDICTS
+    first: float  # the first loss
+    last: float  # the last loss
+    peak: float  # the highest finite loss
+    scale: float  # what a spike is measured against: max(first loss, the prior's loss)
+    max_output: float  # the largest |output| seen (nan: not measured)
+    output_bound: float  # its bound (nan: not measured)
+    why: str  # one clause for the message: what the run did
+
+    @property
+    def diverging(self) -> bool:
+        return self.verdict in DIVERGING
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "trajectory": float(VERDICTS.index(self.verdict)),
+            "spike_ratio": self.peak / self.scale if self.scale > 0 else math.nan,
+            "max_abs_output": self.max_output,
+        }
+
+
+def output_bound(classification: bool, y: Tensor | None, p: TrajectoryParams = DEFAULT) -> float:
+    """The largest |output| a trained model has any use for (``TrajectoryParams``)."""
+    if classification or y is None or y.numel() == 0:
+        return p.logit_bound
+    y = y.double()
+    center = float(y.mean())
+    reach = float((y - center).abs().max())
+    return abs(center) + p.regression_bound * max(reach, 1e-12)
+
+
+def judge(
+    losses: list[float],
+    *,
+    prior_loss: float = math.nan,
+    max_output: float = math.nan,
+    bound: float = math.nan,
+    p: TrajectoryParams = DEFAULT,
+) -> Trajectory:
+    """The verdict on one run's per-step ``losses`` (and the largest |output| it produced,
+    against ``bound``, when the check saw its outputs)."""
+    v = np.asarray(losses, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    first = float(v[0]) if len(v) else math.nan
+    last = float(v[-1]) if len(v) else math.nan
+    peak = float(finite.max()) if len(finite) else math.nan
+    scale = max(abs(first), prior_loss) if math.isfinite(prior_loss) else abs(first)
+    t = Trajectory("decreased", first, last, peak, scale, max_output, bound, "")
+    if len(v) and not np.isfinite(v).all():
+        at = int(np.argmax(~np.isfinite(v)))
+        t.verdict, t.why = "nonfinite", f"the loss turned {v[at]} at step {at}"
+        return t
+    if not math.isfinite(max_output) and not math.isnan(max_output):
+        t.verdict, t.why = "nonfinite", "the outputs turned non-finite"
+        return t
+    if math.isfinite(bound) and max_output > bound:
+        t.verdict = "exploded"
+        t.why = f"the outputs reached |{max_output:.3g}|, beyond any use ({bound:.3g})"
+        return t
+    if len(v) and scale > 0 and peak > p.spike_factor * scale:
+        at = int(np.argmax(v))
+        t.verdict = "spiked"
+        t.why = (
+            f"the loss spiked to {peak:.4g} at step {at}, {peak / scale:.3g}x its scale "
+            f"{scale:.4g} (limit {p.spike_factor:g}x)"
+        )
+        return t
+    q = len(v) // 4
+    if q >= p.min_quarter:
+        head, tail = v[:q], float(np.median(v[-q:]))
+        if tail > float(head.max()):
+            t.verdict = "rose"
+            t.why = (
+                f"the loss ended above its start (median of the last {q} steps {tail:.4g} > "
+                f"every one of the first {q}, at most {float(head.max()):.4g})"
+            )
+            return t
+        if tail > float(np.median(head)) * (1 - p.plateau_drop):
+            t.verdict, t.why = "plateaued", f"the loss stayed at {tail:.4g}"
+    return t
+
+
+def max_abs(out: Tensor) -> float:
+    """The largest |entry| of an output tensor (inf when it holds a NaN or Inf)."""
+    o = out.detach().float()
+    if not bool(torch.isfinite(o).all()):
+        return math.inf
+    return float(o.abs().max()) if o.numel() else 0.0
+
+
+def recorded(result: CheckResult) -> str | None:
+    """The verdict a finished check recorded (None: it judged no run)."""
+    code = result.metrics.get("trajectory")
+    if code is None or not math.isfinite(code):
+        return None
+    return VERDICTS[int(code)]
+
+
+def of_run(
+    ctx: Context,
+    losses: list[float],
+    out: Tensor | None = None,
+    y: Tensor | None = None,
+    p: TrajectoryParams = DEFAULT,
+) -> Trajectory:
+    """:func:`judge` for a check's run on ``ctx``: the spike measured against the prior's
+    loss on targets ``y`` (a constant output shaped like ``out``), the explosion on ``out``
+    (the model's output after the run) against the task's bound."""
+    from trackcheck.checks._floor import constant_output, mean_loss
+
+    if out is None or y is None:
+        return judge(losses, p=p)
+    o = out.detach().float().to(ctx.device)
+    prior = math.nan
+    try:
+        prior = mean_loss(ctx, constant_output(ctx, o, ctx.prior), y.to(ctx.device))[0]
+    except (RuntimeError, ValueError):  # a loss that cannot take a constant output
+        pass
+    y_all = None if ctx.task.classification else ctx.targets("train").float()
+    bound = output_bound(ctx.task.classification, y_all, p)
+    return judge(losses, prior_loss=prior, max_output=max_abs(o), bound=bound, p=p)
