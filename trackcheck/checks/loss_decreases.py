@@ -15,7 +15,7 @@ from trackcheck import plots
 from trackcheck._lazy import lazy_module
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable
-from trackcheck.checks._trajectory import of_run
+from trackcheck.checks._trajectory import UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -86,7 +86,7 @@ def _unchanged(model: nn.Module, before: dict[str, torch.Tensor], allow: list[st
 
 
 def _train_until_decided(
-    ctx: Context, model: nn.Module, p: LossDecreasesParams
+    ctx: Context, model: nn.Module, p: LossDecreasesParams, meter: UpdateMeter
 ) -> tuple[list[float], int, float]:
     """Train in chunks of ``p.steps`` until the trend test at level alpha / n_looks decides
     or ``p.max_steps`` is reached. Returns (losses, looks taken, per-look level)."""
@@ -96,7 +96,7 @@ def _train_until_decided(
     losses: list[float] = []
     for look in range(1, n_looks + 1):
         chunk = min(p.steps, max(p.max_steps, p.steps) - len(losses))
-        losses += train_steps(ctx, model, batches, chunk, opt)
+        losses += train_steps(ctx, model, batches, chunk, opt, on_step=meter)
         if not all(math.isfinite(v) for v in losses) or _trend(losses)[1] < level:
             return losses, look, level
     return losses, n_looks, level
@@ -121,7 +121,8 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     model = ctx.new_model()
     require_trainable(model, "loss_decreases")
     before = {n: q.detach().clone() for n, q in model.named_parameters()}
-    losses, looks, level = _train_until_decided(ctx, model, p)
+    meter = UpdateMeter(model)  # the first steps' sizes, for the trajectory judgement
+    losses, looks, level = _train_until_decided(ctx, model, p, meter)
     stale = _unchanged(model, before, p.allow_unchanged)
     run = _Run(
         losses,
@@ -144,7 +145,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
             figures=figs,
         )
     problems = _measure(model, before, stale, looks, run)
-    problems += _diverged(ctx, model, run)
+    problems += _diverged(ctx, model, run, meter)
     del model, before  # free them before the bigger model trains: one model in memory at a time
     notes, bigger_worse = [], False
     if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
@@ -155,7 +156,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     return with_finding_note(ctx, _judge(p, run, problems, notes, bigger_worse))
 
 
-def _diverged(ctx: Context, model: nn.Module, run: _Run) -> list[str]:
+def _diverged(ctx: Context, model: nn.Module, run: _Run, meter: UpdateMeter) -> list[str]:
     """The shared judgement of the run (checks/_trajectory.py) on its losses and on the
     trained model's outputs for the first training examples: a loss that ended above its
     start or spiked far above it, or outputs that exploded, fail whatever the trend test
@@ -163,7 +164,7 @@ def _diverged(ctx: Context, model: nn.Module, run: _Run) -> list[str]:
     b = ctx.head("train", 64)
     with torch.no_grad():
         out = ctx.forward(model, b.x)
-    traj = of_run(ctx, run.losses, out, b.y)
+    traj = of_run(ctx, run.losses, out, b.y, meter)
     run.metrics.update(traj.metrics())
     if not traj.diverging:
         return []

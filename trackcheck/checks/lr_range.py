@@ -16,8 +16,8 @@ centred moving average; then
 * the configured lr (group 0's lr as the optimizer was built) is judged against both:
   fail at or above the divergence lr, warn when it is ``slow_factor`` or more below the
   steepest-descent lr, pass otherwise; fail too when a training check's run at the
-  configured lr went non-finite or its outputs exploded (the run's own numbers), whatever
-  the sweep's few steps an lr show. The message names the usable range measured: from the
+  configured lr diverged by the shared judgement (the run's own numbers), whatever the
+  sweep's few steps an lr show. The message names the usable range measured: from the
   steepest descent / ``slow_factor`` to the divergence lr.
 
 It runs when overfit_batch or loss_decreases failed in this stage, or when any training
@@ -104,12 +104,15 @@ def _triggered(ctx: Context, p: LrRangeParams) -> list[str]:
 
 
 def _blown_up(ctx: Context) -> list[str]:
-    """The checks whose run at the configured lr went non-finite or whose outputs exploded:
-    the run's own numbers say it diverged, whatever one sweep's steps show."""
+    """The checks whose run at the configured lr diverged by the shared judgement (a loss
+    that went non-finite, spiked or ended above its start, outputs that exploded): the
+    run's own numbers, whatever one sweep's few steps an lr show. On correct models the
+    judgement's margins are wide (checks/_trajectory.py: a spike ratio of at most 1.15
+    against a limit of 4)."""
     return [
         f"{r.name} ({_trajectory.recorded(r)})"
         for r in ctx.finished
-        if _trajectory.recorded(r) in ("nonfinite", "exploded")
+        if _trajectory.recorded(r) in _trajectory.DIVERGING
     ]
 
 
@@ -244,8 +247,8 @@ def _verdict(
     if blown:
         return Status.FAIL, (
             f"{found}: at the configured lr {configured:.3g} the run of {', '.join(blown)} "
-            "blew up (a non-finite loss, or outputs beyond any use), so it is above the "
-            f"usable range for a run longer than the sweep's few steps an lr: lower it{fix}"
+            "diverged, so the lr is above the usable range for a run longer than the sweep's "
+            f"few steps an lr: lower it{fix}"
         )
     if not math.isfinite(steepest):
         return Status.WARN, (

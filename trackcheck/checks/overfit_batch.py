@@ -17,7 +17,7 @@ from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable, sample_targets
 from trackcheck.checks._floor import best_output, constant_output, mean_loss
-from trackcheck.checks._trajectory import Trajectory, of_run
+from trackcheck.checks._trajectory import Trajectory, UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -67,12 +67,13 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     floor = _floor(ctx, out0, y, p)
     reference = _reference(ctx, out0, y, p.reference_examples)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
-    losses, lr, out = _fit(ctx, model, batch, p.lr, target, p.max_steps)
+    losses, lr, out, meter = _fit(ctx, model, batch, p.lr, target, p.max_steps)
     best = _best(losses)
-    traj = of_run(ctx, losses, out, y)
+    traj = of_run(ctx, losses, out, y, meter)
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
     result = _judge(p, len(y), losses, best, floor, reference, target, figure)
-    result.metrics.update(traj.metrics())
+    if p.lr is None:  # the configured lr's run: what lr_range reads
+        result.metrics.update(traj.metrics())
     if result.status == Status.PASS and (unfit := _unfit(ctx, traj, out, y, p, lr)):
         result.status = Status.FAIL
         result.message = f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
@@ -80,8 +81,8 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         del model, out  # one model at a time
         up = _descending(losses) and not traj.diverging
         lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
-        losses2, lr2_used, out2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
-        unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y), out2, y, p, lr2_used)
+        losses2, lr2_used, out2, meter2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
+        unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y, meter2), out2, y, p, lr2_used)
         _judge_retry(result, losses, lr, (losses2, lr2_used, out2), target, unfit2)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
 
@@ -159,20 +160,25 @@ def _determined(y: Tensor) -> Tensor:
 
 def _fit(
     ctx: Context, model: torch.nn.Module, batch: Any, lr: float | None, target: float, steps: int
-) -> tuple[list[float], float | None, Tensor]:
+) -> tuple[list[float], float | None, Tensor, UpdateMeter]:
     """Train ``model`` on ``batch`` until its loss reaches ``target`` (at most ``steps``):
-    the losses, the lr used (None when the optimizer has none) and the final output."""
+    the losses, the lr used (None when the optimizer has none), the final output and the
+    steps' sizes."""
     opt = ctx.optimizer(model)
     for g in opt.param_groups:
         if lr is not None:
             g["lr"] = lr
     used = opt.param_groups[0].get("lr")
-    losses = train_steps(
-        ctx, model, repeat(batch), steps, opt, on_step=lambda _step, loss: loss <= target
-    )
+    meter = UpdateMeter(model)  # each step's size against the weights' (the trajectory's)
+
+    def on_step(_step: int, loss: float) -> bool:
+        meter()
+        return loss <= target
+
+    losses = train_steps(ctx, model, repeat(batch), steps, opt, on_step=on_step)
     with torch.no_grad():
         out = ctx.forward(model, batch.x)  # train mode, as in the last step
-    return losses, float(used) if isinstance(used, int | float) else None, out
+    return losses, float(used) if isinstance(used, int | float) else None, out, meter
 
 
 def _best(losses: list[float]) -> float:
