@@ -25,9 +25,9 @@ CHECKS = ["overfit_batch", "output_range", "loss_decreases", "input_independent"
 def cases():  # type: ignore[no-untyped-def]
     bc, dg, db = breast_cancer(), digits(), diabetes()
     tx = text_corpus(seq_len=32, max_chars=40_000)
-    adam = lambda lr: (lambda ps: torch.optim.Adam(ps, lr=lr))  # noqa: E731
-    sgd = lambda lr: (lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9))  # noqa: E731
-    mlp = lambda shape, k: (lambda: MLP(shape, k, width=64, depth=2))  # noqa: E731
+    adam = lambda lr: lambda ps: torch.optim.Adam(ps, lr=lr)  # noqa: E731
+    sgd = lambda lr: lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9)  # noqa: E731
+    mlp = lambda shape, k: lambda: MLP(shape, k, width=64, depth=2)  # noqa: E731
     yield "mlp/breast_cancer adam3e-3", mlp([30], 1), bc, adam(3e-3)
     yield "mlp/breast_cancer adam1e-2", mlp([30], 1), bc, adam(1e-2)
     yield "mlp/digits adam1e-2", mlp([1, 8, 8], 10), dg, adam(1e-2)
@@ -45,7 +45,12 @@ def main() -> None:
     for name, model, data, opt in cases():
         for seed in seeds:
             r = trackcheck.run(
-                model, data, checks=CHECKS, optimizer=opt, seed=seed, progress=False,
+                model,
+                data,
+                checks=CHECKS,
+                optimizer=opt,
+                seed=seed,
+                progress=False,
                 params={"lr_range": {"when": "always"}},
             )
             for c in r.checks:
@@ -56,8 +61,12 @@ def main() -> None:
                     f"{name:28s} s{seed} {c.name:18s} {c.status.value:5s} {verdict:10s} "
                     f"spike {m.get('spike_ratio', float('nan')):7.3g} "
                     f"max|out| {m.get('max_abs_output', float('nan')):9.3g} "
-                    + (f"lr {m['configured_lr']:.3g} div {m['divergence_lr']:.3g} "
-                       f"steep {m['steepest_lr']:.3g}" if "configured_lr" in m else ""),
+                    + (
+                        f"lr {m['configured_lr']:.3g} div {m['divergence_lr']:.3g} "
+                        f"steep {m['steepest_lr']:.3g}"
+                        if "configured_lr" in m
+                        else ""
+                    ),
                     flush=True,
                 )
                 if c.status.value in ("fail", "error"):

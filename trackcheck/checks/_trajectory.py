@@ -195,7 +195,10 @@ class UpdateMeter:
         if self.prev is None:
             return False
         with torch.no_grad():
-            moved = sum(float((q.detach() - w).float().pow(2).sum()) for q, w in zip(self.params, self.prev, strict=True))
+            moved = sum(
+                float((q.detach() - w).float().pow(2).sum())
+                for q, w in zip(self.params, self.prev, strict=True)
+            )
             norm = sum(float(w.float().pow(2).sum()) for w in self.prev)
         ratio = math.sqrt(moved / norm) if norm > 0 else 0.0
         self.max = max(self.max, ratio) if math.isfinite(ratio) else math.inf
@@ -228,6 +231,4 @@ def of_run(
         pass
     y_all = None if ctx.task.classification else ctx.targets("train").float()
     bound = output_bound(ctx.task.classification, y_all, p)
-    return judge(
-        losses, prior_loss=prior, max_output=max_abs(o), bound=bound, max_update=step, p=p
-    )
+    return judge(losses, prior_loss=prior, max_output=max_abs(o), bound=bound, max_update=step, p=p)

@@ -65,7 +65,6 @@ from trackcheck import plots
 from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._heldout import Plan, blank, heldout_losses, plan
 from trackcheck.checks._park import HOST, move, on_device
-from trackcheck.checks._trajectory import judge as judge_run
 from trackcheck.checks._stats import (
     below_effect_test,
     below_other_test,
@@ -73,6 +72,7 @@ from trackcheck.checks._stats import (
     paired_test,
     power,
 )
+from trackcheck.checks._trajectory import judge as judge_run
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register

@@ -94,11 +94,11 @@ def _triggered(ctx: Context, p: LrRangeParams) -> list[str]:
     failed, and every check whose run the shared trajectory judgement calls diverging (the
     loss ended above its start, spiked, went non-finite, or the outputs exploded)."""
     return [
-        f"{r.name} ({_trajectory.recorded(r)})"
+        f"{r.name}'s run {_trajectory.recorded(r)}"
         if _trajectory.recorded(r) in _trajectory.DIVERGING
-        else f"{r.name} (failed)"
+        else f"{r.name} failed"
         for r in ctx.finished
-        if (r.name in p.after and r.status == Status.FAIL)
+        if (r.name in p.after and r.status == Status.FAIL and not r.metrics.get("loss_wiring"))
         or _trajectory.recorded(r) in _trajectory.DIVERGING
     ]
 
@@ -232,7 +232,12 @@ def usable(steepest: float, diverge: float, top: float, p: LrRangeParams) -> str
 
 
 def _verdict(
-    configured: float, steepest: float, diverge: float, p: LrRangeParams, blown: list[str], top: float
+    configured: float,
+    steepest: float,
+    diverge: float,
+    p: LrRangeParams,
+    blown: list[str],
+    top: float,
 ) -> tuple[Status, str]:
     found = f"configured lr {configured:.3g}, steepest descent at {steepest:.3g}, " + (
         f"divergence at {diverge:.3g}" if math.isfinite(diverge) else f"no divergence up to {top:g}"

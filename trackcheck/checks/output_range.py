@@ -360,10 +360,13 @@ def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
     if traj.verdict in ("nonfinite", "exploded"):
         lr = opt.param_groups[0].get("lr") if opt.param_groups else None
         at = f" at lr {lr:.3g}" if isinstance(lr, int | float) else ""
-        status, message = Status.FAIL, (
-            f"{traj.why} after {len(fit.losses)} steps{at}: the weights blew up, so the range "
-            "they reach says nothing about the head. The learning rate is far too high: lower "
-            "it (lr_range measures the usable range)"
+        status, message = (
+            Status.FAIL,
+            (
+                f"{traj.why} after {len(fit.losses)} steps{at}: the weights blew up, so the range "
+                "they reach says nothing about the head. The learning rate is far too high: lower "
+                "it (lr_range measures the usable range)"
+            ),
         )
     figure = plots.deferred(edges_figure, fit.lo, fit.hi, j.y_lo, j.y_hi, label)
     return CheckResult(

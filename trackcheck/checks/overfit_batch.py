@@ -53,6 +53,13 @@ class OverfitBatchParams:
     floor_lr: float = 0.1
     # training targets the reference loss is averaged over (a random sample, seeded)
     reference_examples: int = 1024
+    # A user's loss has no floor when Adam on free outputs lowers it, below 0, in the second
+    # half of the floor search by at least this share of what it did in the first half. A
+    # loss bounded below slows as it nears its floor (cross-entropy's fall halves about every
+    # logit unit: label-smoothed CE goes 2.30 -> 0.5003 -> 0.5000, a second half of 0.02%);
+    # one linear in the output (F.nll_loss on raw logits: -o[y]) keeps Adam's constant pace,
+    # 100%. 0.5 sits between them with wide margins.
+    unbounded_pace: float = 0.5
 
 
 @register("overfit_batch", OverfitBatchParams, fast=True, order=60)
@@ -65,6 +72,10 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     with torch.no_grad():
         out0 = ctx.forward(model, x).float()  # the output's shape on this batch
     floor = _floor(ctx, out0, y, p)
+    wiring = _wiring(ctx, out0, y, p)
+    if wiring:  # the loss itself cannot train this batch: no fit is meaningful
+        metrics = {"floor_loss": floor, "loss_wiring": 1.0}  # lr_range: not an lr matter
+        return CheckResult("overfit_batch", Status.FAIL, wiring, metrics=metrics)
     reference = _reference(ctx, out0, y, p.reference_examples)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
     losses, lr, out, meter = _fit(ctx, model, batch, p.lr, target, p.max_steps)
@@ -76,12 +87,16 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         result.metrics.update(traj.metrics())
     if result.status == Status.PASS and (unfit := _unfit(ctx, traj, out, y, p, lr)):
         result.status = Status.FAIL
-        result.message = f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
+        result.message = (
+            f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
+        )
     if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
         del model, out  # one model at a time
         up = _descending(losses) and not traj.diverging
         lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
-        losses2, lr2_used, out2, meter2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
+        losses2, lr2_used, out2, meter2 = _fit(
+            ctx, ctx.new_model(), batch, lr2, target, p.max_steps
+        )
         unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y, meter2), out2, y, p, lr2_used)
         _judge_retry(result, losses, lr, (losses2, lr2_used, out2), target, unfit2)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
@@ -152,8 +167,8 @@ def _determined(y: Tensor) -> Tensor:
         nexts: dict[tuple[int, ...], set[int]] = {}
         for key, row in zip(keys, rows, strict=True):
             nexts.setdefault(key, set()).add(row[t])
-        for b, row in enumerate(rows):
-            out[b, t] = len(nexts[keys[b]]) == 1
+        for b, key in enumerate(keys):
+            out[b, t] = len(nexts[key]) == 1
         keys = [(hash((k, row[t])),) for k, row in zip(keys, rows, strict=True)]
     return out.reshape(valid.shape) & valid
 
@@ -298,6 +313,59 @@ def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> floa
         # of large logits, or at the targets): the floor is known, no need to search for it
         return 0.0
     return best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+
+
+def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> str:
+    """What is wrong with a user's loss on this batch, judged on free outputs shaped like
+    the model's ('' when nothing): it has no floor (it keeps falling at an undiminished pace,
+    the mark of a loss linear in the output: F.nll_loss on raw logits), or (regression) the
+    targets themselves score no better than a constant (the loss does not compare each
+    output with its own target: shapes that broadcast, [B, 1] against [B] -> [B, B])."""
+    if not callable(ctx.pipeline.loss):
+        return ""  # the task's own losses are bounded below by 0 and reach it at the targets
+    with torch.no_grad():
+        if not ctx.task.classification and y.numel() == out0.numel() and len(y) > 1:
+            ideal = y.reshape(out0.shape).to(out0)
+            own = float(ctx.loss(ideal, y))
+            shifted = float(ctx.loss(ideal.roll(1, 0), y))  # each output given another's target
+            if bool((y != y[:1]).any()) and own >= shifted:
+                shapes = (
+                    f" The model's output {list(out0.shape)} and the targets {list(y.shape)} "
+                    "broadcast inside the loss (a [B, 1] output against [B] targets gives "
+                    "[B, B]: every output compared with every target): squeeze or reshape "
+                    "the output to the targets' shape."
+                    if out0.shape != y.shape
+                    else " Check that the loss compares each output with its own target."
+                )
+                return (
+                    "the loss does not reward predicting each example's own target: the "
+                    f"targets themselves as the output score {own:.4g}, no better than the "
+                    f"same values given to the wrong examples ({shifted:.4g}), so no model can "
+                    f"be fit to them.{shapes}"
+                )
+    if _log_probabilities(out0):
+        return ""  # log-probability outputs: a free tensor leaves their domain (issue: domains)
+    start = torch.zeros_like(out0)
+    v0 = float(ctx.loss(start, y))
+    half = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps // 2, p.floor_lr)[0]
+    full = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+    first, second = v0 - half, half - full
+    if full < 0 and first > 0 and second >= p.unbounded_pace * first:
+        return (
+            f"the loss has no floor: on free outputs it falls from {v0:.3g} to {half:.3g} in "
+            f"{p.floor_steps // 2} Adam steps and on to {full:.3g} in as many more, without "
+            f"slowing (second half {second / first:.0%} of the first), so training drives it "
+            "to minus infinity. F.nll_loss expects log-probabilities: apply log_softmax "
+            "first, or use cross_entropy on logits (a loss linear in the output has no floor)"
+        )
+    return ""
+
+
+def _log_probabilities(out: Tensor) -> bool:
+    """Outputs that are log-probabilities over the last dim (every row's exp sums to 1)."""
+    if out.dim() < 2 or out.shape[-1] < 2 or bool((out > 1e-6).any()):
+        return False
+    return bool(torch.allclose(out.exp().sum(-1), torch.ones(()), atol=1e-3))
 
 
 def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
