@@ -92,6 +92,8 @@ CHECKS: dict[str, Any] = {
         "coarsest_rel_half_width": 0.2,
         "expected_metric": None,
         "match_examples": True,
+        "duplicates_alpha": 0.001,
+        "duplicates_train_examples": 20000,
     },
     "human_baseline": {
         "human_metric": None,
@@ -130,6 +132,7 @@ CHECKS: dict[str, Any] = {
         "floor_steps": 300,
         "floor_lr": 0.1,
         "reference_examples": 1024,
+        "unbounded_pace": 0.5,
     },
     "output_range": {
         "n_examples": 16,
