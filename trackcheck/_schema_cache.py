@@ -158,6 +158,7 @@ CHECKS: dict[str, Any] = {
         "min_lr": 1e-06,
         "max_lr": 10.0,
         "steps": 84,
+        "max_sweep_steps": 120,
         "window": 9,
         "smoothing": 0.9,
         "diverge_factor": 4.0,

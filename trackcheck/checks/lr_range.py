@@ -62,6 +62,10 @@ class LrRangeParams:
     min_lr: float = 1e-6
     max_lr: float = 10.0
     steps: int = 84
+    # the most steps a sweep extended to a configured lr above max_lr takes (10 decades at
+    # 12 a decade: up to a configured lr of 5e3; beyond it the steps thin out): the fast
+    # selection's budget counts it (tests/test_fast_budget.py)
+    max_sweep_steps: int = 120
     # the curve analysed: a centred moving average of this many steps (0.75 decade at 12
     # steps per decade), without the lag of fastai's EMA, which shifts the curve right
     window: int = 9
@@ -127,7 +131,8 @@ def _sweep(ctx: Context, p: LrRangeParams) -> tuple[Sweep, float]:
     batches = ctx.train_batches(seed_offset=_streams.LR_RANGE)
     # a configured lr above max_lr: the sweep goes on to it (x2), at the same steps a decade
     top = max(p.max_lr, 2 * base[0])
-    steps = max(p.steps, round(p.steps * math.log(top / p.min_lr) / math.log(p.max_lr / p.min_lr)))
+    decades = math.log(top / p.min_lr) / math.log(p.max_lr / p.min_lr)
+    steps = min(max(p.steps, round(p.steps * decades)), p.max_sweep_steps)
     growth = (top / p.min_lr) ** (1 / max(steps - 1, 1))
     sweep = Sweep([], [], [], None)
     avg, best = 0.0, math.inf
