@@ -133,6 +133,7 @@ CHECKS: dict[str, Any] = {
         "floor_lr": 0.1,
         "reference_examples": 1024,
         "unbounded_pace": 0.5,
+        "settle_steps": 20,
     },
     "output_range": {
         "n_examples": 16,

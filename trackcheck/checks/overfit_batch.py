@@ -60,6 +60,12 @@ class OverfitBatchParams:
     # one linear in the output (F.nll_loss on raw logits: -o[y]) keeps Adam's constant pace,
     # 100%. 0.5 sits between them with wide margins.
     unbounded_pace: float = 0.5
+    # "fit" also means each example predicted as its label (regression: within the error
+    # the loss target allows one example). At the loss target a long sequence's mean can
+    # hide a wrong position or two: up to this many more steps (one forward each to look)
+    # let a correct model settle them, within max_steps; a model whose every step overshoots
+    # (an lr far too high: the loss 0 at one step, a wrong label after the next) does not
+    settle_steps: int = 20
 
 
 @register("overfit_batch", OverfitBatchParams, fast=True, order=60)
@@ -78,7 +84,7 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         return CheckResult("overfit_batch", Status.FAIL, wiring, metrics=metrics)
     reference = _reference(ctx, out0, y, p.reference_examples)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
-    losses, lr, out, meter = _fit(ctx, model, batch, p.lr, target, p.max_steps)
+    losses, lr, out, meter = _fit(ctx, model, batch, p.lr, target, p)
     best = _best(losses)
     traj = of_run(ctx, losses, out, y, meter)
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
@@ -94,9 +100,7 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         del model, out  # one model at a time
         up = _descending(losses) and not traj.diverging
         lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
-        losses2, lr2_used, out2, meter2 = _fit(
-            ctx, ctx.new_model(), batch, lr2, target, p.max_steps
-        )
+        losses2, lr2_used, out2, meter2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p)
         unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y, meter2), out2, y, p, lr2_used)
         _judge_retry(result, losses, lr, (losses2, lr2_used, out2), target, unfit2)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
@@ -174,11 +178,17 @@ def _determined(y: Tensor) -> Tensor:
 
 
 def _fit(
-    ctx: Context, model: torch.nn.Module, batch: Any, lr: float | None, target: float, steps: int
+    ctx: Context,
+    model: torch.nn.Module,
+    batch: Any,
+    lr: float | None,
+    target: float,
+    p: OverfitBatchParams,
 ) -> tuple[list[float], float | None, Tensor, UpdateMeter]:
     """Train ``model`` on ``batch`` until its loss reaches ``target`` (at most ``steps``):
     the losses, the lr used (None when the optimizer has none), the final output and the
     steps' sizes."""
+    steps, settle = p.max_steps, p.settle_steps
     opt = ctx.optimizer(model)
     for g in opt.param_groups:
         if lr is not None:
@@ -193,6 +203,15 @@ def _fit(
     losses = train_steps(ctx, model, repeat(batch), steps, opt, on_step=on_step)
     with torch.no_grad():
         out = ctx.forward(model, batch.x)  # train mode, as in the last step
+    # at the target, a fit also predicts each example as its label: a few more steps settle
+    # a correct model there (a long sequence's mean loss hides a position or two); a model
+    # whose steps overshoot does not settle
+    for _ in range(min(settle, steps - len(losses)) if losses and losses[-1] <= target else 0):
+        if not _mispredicted(ctx, out.float(), batch.y, p):
+            break
+        losses += train_steps(ctx, model, repeat(batch), 1, opt, on_step=meter)
+        with torch.no_grad():
+            out = ctx.forward(model, batch.x)
     return losses, float(used) if isinstance(used, int | float) else None, out, meter
 
 
