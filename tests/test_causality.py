@@ -78,14 +78,14 @@ def test_off_by_one_reach_grows_with_depth(text_data):
 
 
 class HeadsTimeMixed(CausalSelfAttention):
-    """Planted bug: q, k, v viewed as [B, nh, T, hs] straight from [B, T, C], without the
-    transpose: each "head" row mixes several positions, so the causal mask over the mixed
-    axis leaks across time in blocks, not as a band."""
+    """Planted bug: the heads' outputs [B, nh, T, hs] reshaped to [B, T, C] without the
+    transpose back: output position t reads the heads at times t * nh + j (mod T), so the
+    leak reaches far ahead in a pattern, not as a band."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.reshape(B, self.n_head, T, C // self.n_head) for t in (q, k, v))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.reshape(B, T, C))
 
@@ -100,7 +100,7 @@ def test_a_leak_that_is_not_a_band_is_described_not_called_an_off_by_one_mask(te
     r = run_check("causality", build, text_data)
     assert r.status == Status.FAIL
     assert "off by one" not in r.message
-    assert "reshape" in r.message and "not the full band" in r.message
+    assert "not the full band" in r.message and "heads" in r.message
 
 
 def test_skips_a_model_without_sequences():
