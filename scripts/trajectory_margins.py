@@ -1,4 +1,4 @@
-"""Measure the shared trajectory judgement's numbers (checks/_trajectory.py) on correct
+"""Measure the shared trajectory judgement's numbers (checks/_shared/_trajectory.py) on correct
 models, to set and check its thresholds: per training check, the spike ratio (highest loss /
 max(first loss, the prior's loss)), the largest |output| after the run and its bound, the
 verdict, and each check's status. Correct models at their default lr and at a high but
@@ -14,7 +14,7 @@ import sys
 import torch
 
 import trackcheck
-from trackcheck.checks._trajectory import VERDICTS
+from trackcheck.checks._shared._trajectory import VERDICTS
 from trackcheck.data import breast_cancer, diabetes, digits, text_corpus
 from trackcheck.models import GPT, MLP, ResNet
 

@@ -2,7 +2,7 @@
 checks=fast and the default checks, through lr_range, whose message names the lr and the
 usable range it measured; far too low warns with the same naming; the same model at a high
 but workable lr passes. The checks that train share one judgement of their run
-(trackcheck/checks/_trajectory.py), tested here on plain loss series first.
+(trackcheck/checks/_shared/_trajectory.py), tested here on plain loss series first.
 
 The wide lr x optimizer x architecture matrix runs under the slow marker
 (``python -m pytest -m slow tests/test_diverging_lr.py``).
@@ -21,7 +21,7 @@ from models import ConvBN, GRUClassifier
 
 import trackcheck
 from trackcheck import DataSpec, Report, Status
-from trackcheck.checks._trajectory import judge
+from trackcheck.checks._shared._trajectory import judge
 from trackcheck.data import digits, text_corpus
 from trackcheck.models import GPT, MLP
 

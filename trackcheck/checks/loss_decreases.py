@@ -13,9 +13,9 @@ from torch import nn
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
-from trackcheck.checks._trajectory import UpdateMeter, of_run
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
+from trackcheck.checks._shared._trajectory import UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -114,7 +114,7 @@ class _Run:
     curves: dict[str, list[float]]
 
 
-@register("loss_decreases", LossDecreasesParams, fast=False, order=70)
+@register("loss_decreases", LossDecreasesParams, fast=False)
 def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     """Training loss goes down over a short run (longer on a plateau); a bigger model is
     compared on the same batches."""
@@ -157,7 +157,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
 
 
 def _diverged(ctx: Context, model: nn.Module, run: _Run, meter: UpdateMeter) -> list[str]:
-    """The shared judgement of the run (checks/_trajectory.py) on its losses and on the
+    """The shared judgement of the run (checks/_shared/_trajectory.py) on its losses and on the
     trained model's outputs for the first training examples: a loss that ended above its
     start or spiked far above it, or outputs that exploded, fail whatever the trend test
     says (a loss that leaps to 500 and then falls back part of the way trends down)."""

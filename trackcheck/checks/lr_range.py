@@ -21,7 +21,7 @@ centred moving average; then
   steepest descent / ``slow_factor`` to the divergence lr.
 
 It runs when overfit_batch or loss_decreases failed in this stage, or when any training
-check's run diverged by the shared trajectory judgement (checks/_trajectory.py: the loss
+check's run diverged by the shared trajectory judgement (checks/_shared/_trajectory.py: the loss
 ended above its start, spiked, went non-finite, or the outputs exploded), under
 ``when: on_failure``; on every run with ``when: always``. It is part of ``checks=fast``.
 """
@@ -36,8 +36,8 @@ import numpy as np
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks import _streams, _trajectory
-from trackcheck.checks._common import require_trainable
+from trackcheck.checks._shared import _streams, _trajectory
+from trackcheck.checks._shared._common import require_trainable
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, ConfigError, SkipCheck, Status
 from trackcheck.registry import register
@@ -111,7 +111,7 @@ def _blown_up(ctx: Context) -> list[str]:
     """The checks whose run at the configured lr diverged by the shared judgement (a loss
     that went non-finite, spiked or ended above its start, outputs that exploded): the
     run's own numbers, whatever one sweep's few steps an lr show. On correct models the
-    judgement's margins are wide (checks/_trajectory.py: a spike ratio of at most 1.15
+    judgement's margins are wide (checks/_shared/_trajectory.py: a spike ratio of at most 1.15
     against a limit of 4)."""
     return [
         f"{r.name} ({_trajectory.recorded(r)})"
@@ -275,7 +275,7 @@ def _verdict(
     return Status.PASS, f"{found}: the configured lr is in the usable range"
 
 
-@register("lr_range", LrRangeParams, fast=True, order=75)
+@register("lr_range", LrRangeParams, fast=True)
 def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     """The learning rate lies in the usable range of a range test (on failure, or always)."""
     if p.when not in WHEN:

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable, sample_targets
-from trackcheck.checks._floor import best_output, constant_output, mean_loss
-from trackcheck.checks._trajectory import Trajectory, UpdateMeter, of_run
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable, sample_targets
+from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared._trajectory import Trajectory, UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -68,7 +68,7 @@ class OverfitBatchParams:
     settle_steps: int = 20
 
 
-@register("overfit_batch", OverfitBatchParams, fast=True, order=60)
+@register("overfit_batch", OverfitBatchParams, fast=True)
 def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     """A few examples can be fit to near-zero loss (the model, loss and optimizer are wired)."""
     model = ctx.new_model()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trackcheck.checks._shared._floor import constant_output, mean_loss
 from trackcheck.context import Context
 from trackcheck.core import CheckResult
 
@@ -218,8 +219,6 @@ def of_run(
     """:func:`judge` for a check's run on ``ctx``: the spike measured against the prior's
     loss on targets ``y`` (a constant output shaped like ``out``), the explosion on ``out``
     (the model's output after the run) against the task's bound."""
-    from trackcheck.checks._floor import constant_output, mean_loss
-
     step = update.max if update is not None else math.nan
     if out is None or y is None:
         return judge(losses, max_update=step, p=p)
