@@ -34,9 +34,10 @@ class TrajectoryParams:
     # first loss and the loss of a constant predictor with the prior in the bias (so a run
     # that starts near 0, a checkpoint, is not judged against its own tiny start). 4x is
     # where fastai's and Smith's range tests call a loss diverged. Measured on correct
-    # models (tests/test_trajectory.py's corpus, README "Measured"): the highest ratio over
-    # loss_decreases', overfit_batch's and output_range's runs was 1.0-1.3, so 4x leaves
-    # a margin of 3x.
+    # models (scripts/trajectory_margins.py: MLP on breast_cancer, digits, diabetes, the
+    # ResNet on digits, the GPT on text, at Adam 3e-3 and 1e-2 and SGD 0.1 with momentum,
+    # seeds 0-2): the highest ratio over loss_decreases', overfit_batch's and output_range's
+    # runs was 1.15, so 4x leaves a margin of 3.5x.
     spike_factor: float = 4.0
     # "rose": the median of the last quarter of the run lies above every loss of its first
     # quarter. Distribution-free: for a flat loss with exchangeable noise, q steps a quarter
@@ -47,19 +48,22 @@ class TrajectoryParams:
     # "exploded": an output entry beyond this magnitude. Logits (and log-probabilities):
     # float32's exp overflows at 88.7 and every softmax or sigmoid is exactly 0 or 1 from a
     # margin of about 17 on, so no loss over them can reward a logit of 1e3 over one of
-    # 100: only a step that blew the weights up puts one there. Measured on correct models
-    # after overfit_batch's fit: at most 40 (the margin is 25x).
+    # 100: only a step that blew the weights up puts one there. Measured on the same correct
+    # runs: at most 91 (output_range, MLP at Adam 1e-2 on breast_cancer): 11x below.
     logit_bound: float = 1e3
-    # Regression: a prediction farther from the targets' mean than this many times the
-    # largest target's distance from it (10x: measured at most 1.3x on correct models).
+    # Regression: |prediction| beyond |targets' mean| + this many times the largest target's
+    # distance from the mean (diabetes: 152 + 10 x 194, about 2100). Measured on the same
+    # correct runs: at most 406 (loss_decreases, diabetes, Adam 1e-2): 5x below.
     regression_bound: float = 10.0
     # "overstepped": one optimizer step moved the weights (all trainable tensors as one
     # vector) by more than this share of their norm: a step as large as the weights replaces
     # them, so nothing learnt persists (Karpathy's rule of thumb for a healthy update is
-    # about 1e-3 of the weights). Measured over the first 8 steps on 4 examples, seed 0: correct
-    # models (MLP, CNN+BatchNorm, GRU, small GPT, ResNet, regression MLP at Adam 3e-3 and
-    # 1e-2, SGD 0.1 with momentum) 0.016-0.30; Adam 1 5.2-10.4, SGD 10 1.5-19: the limit
-    # sits 3.3x above the highest correct one and 1.5x below the lowest far-too-high one.
+    # about 1e-3 of the weights). Measured over the first 8 steps on 4 examples, seeds 0-4
+    # (MLP, CNN+BatchNorm, GRU, small GPT, ResNet, regression MLP): at Adam 3e-3 and 1e-2 and
+    # SGD 0.1 with momentum at most 0.11 (one exception: the regression MLP at SGD 0.1 with
+    # momentum, 21.6 at a seed whose loss itself blows up to 1e8: a true catch); Adam 1
+    # 4.3-10.5, SGD 10 1.8 and up: the limit sits 9x above the correct runs and 1.8x below
+    # the mildest far-too-high one.
     max_update: float = 1.0
     # how many first steps the update is measured on (momentum builds up over about
     # 1 / (1 - 0.9) = 10 steps; Adam's first step is its largest)
