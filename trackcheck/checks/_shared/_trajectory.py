@@ -60,9 +60,9 @@ class TrajectoryParams:
     # them, so nothing learnt persists (Karpathy's rule of thumb for a healthy update is
     # about 1e-3 of the weights). Measured over the first 8 steps on 4 examples, seeds 0-4
     # (MLP, CNN+BatchNorm, GRU, small GPT, ResNet, regression MLP): at Adam 3e-3 and 1e-2 and
-    # SGD 0.1 with momentum at most 0.11 (one exception: the regression MLP at SGD 0.1 with
+    # SGD 0.1 with momentum at most 0.30 (one exception: the regression MLP at SGD 0.1 with
     # momentum, 21.6 at a seed whose loss itself blows up to 1e8: a true catch); Adam 1
-    # 4.3-10.5, SGD 10 1.8 and up: the limit sits 9x above the correct runs and 1.8x below
+    # 4.3-10.5, SGD 10 1.8 and up: the limit sits 3.3x above the correct runs and 1.8x below
     # the mildest far-too-high one.
     max_update: float = 1.0
     # how many first steps the update is measured on (momentum builds up over about
