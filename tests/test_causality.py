@@ -77,6 +77,32 @@ def test_off_by_one_reach_grows_with_depth(text_data):
     assert "at most 2 position(s) ahead" in r.message
 
 
+class HeadsTimeMixed(CausalSelfAttention):
+    """Planted bug: the heads' outputs [B, nh, T, hs] reshaped to [B, T, C] without the
+    transpose back: output position t reads the heads at times t * nh + j (mod T), so the
+    leak reaches far ahead in a pattern, not as a band."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.reshape(B, T, C))
+
+
+def test_a_leak_that_is_not_a_band_is_described_not_called_an_off_by_one_mask(text_data):
+    def build() -> GPT:
+        model = GPT(96, 32, d_model=16, n_head=2, n_layer=2)
+        for block in model.blocks:
+            block.attn = HeadsTimeMixed(16, 2)
+        return model
+
+    r = run_check("causality", build, text_data)
+    assert r.status == Status.FAIL
+    assert "off by one" not in r.message
+    assert "not the full band" in r.message and "heads" in r.message
+
+
 def test_skips_a_model_without_sequences():
     r = run_check("causality", lambda: MLP([8], 4), blobs())
     assert r.status == Status.SKIP

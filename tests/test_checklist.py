@@ -47,10 +47,20 @@ def test_a_check_runs_after_every_check_whose_result_it_reads():
             assert CHECKLIST.index(source) < CHECKLIST.index(reader), (reader, source)
 
 
-def test_lr_range_reads_the_checks_its_after_parameter_names():
+def test_lr_range_reads_the_checks_its_after_parameter_names_and_every_trajectory():
     from trackcheck.checks.lr_range import LrRangeParams
 
-    assert tuple(LrRangeParams().after) == READS["lr_range"]
+    recorders = set()  # the checks that judge their run by the shared trajectory
+    for path in CHECKS_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == TRAJECTORY:
+                name = path.parent.name if path.stem == "__init__" else path.stem
+                if name in CHECKLIST:
+                    recorders.add(name)
+    assert set(LrRangeParams().after) | recorders - {"lr_range"} == set(READS["lr_range"])
+
+
+TRAJECTORY = "trackcheck.checks._shared._trajectory"
 
 
 GRADIENT_FLOW = "trackcheck.checks.gradient_flow"

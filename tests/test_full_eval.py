@@ -193,3 +193,46 @@ def test_binary_targets_shaped_like_the_output_are_read_per_example():
     assert task.per_example_metric(out, y).tolist() == [1.0, 0.0, 0.0]
     assert task.target_score(out, y).shape == (3,)
     assert task.per_example_loss(out, y).shape == (3,)
+
+
+class _Wrapped(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Planted bug: ``__getitem__`` wraps its index short of the end, so the last 40 indices
+    serve the first 40 items again: the loader yields each index once, the content twice."""
+
+    def __init__(self, base, repeat: int) -> None:  # type: ignore[no-untyped-def]
+        self.base, self.repeat = base, repeat
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        return self.base[i % (len(self.base) - self.repeat)] if self.repeat else self.base[i]
+
+
+def _wrapped(data: DataSpec, repeat: int) -> DataSpec:
+    return DataSpec(
+        train=data.train,
+        test=_Wrapped(data.test, repeat),
+        task=data.task,
+        kind=data.kind,
+        batch_size=data.batch_size,
+    )
+
+
+def test_a_test_set_that_serves_40_items_twice_warns_naming_them():
+    data = _wrapped(blobs(n=1600), 40)  # 400 test examples
+    r = run_check("full_eval", lambda: MLP([8], 4, width=8), data)
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["test_duplicates"] == 40
+    assert "360 = 0, 361 = 1" in r.message
+
+
+def test_its_fixed_twin_passes():
+    r = run_check("full_eval", lambda: MLP([8], 4, width=8), _wrapped(blobs(n=1600), 0))
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["test_duplicates"] == 0
+
+
+def test_digits_own_duplicates_do_not_warn(digits_data):
+    r = run_check("full_eval", _digits_model, digits_data)
+    assert r.status == Status.PASS, r.message

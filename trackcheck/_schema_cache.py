@@ -92,6 +92,8 @@ CHECKS: dict[str, Any] = {
         "coarsest_rel_half_width": 0.2,
         "expected_metric": None,
         "match_examples": True,
+        "duplicates_alpha": 0.001,
+        "duplicates_train_examples": 20000,
     },
     "human_baseline": {
         "human_metric": None,
@@ -130,6 +132,8 @@ CHECKS: dict[str, Any] = {
         "floor_steps": 300,
         "floor_lr": 0.1,
         "reference_examples": 1024,
+        "unbounded_pace": 0.5,
+        "settle_steps": 20,
     },
     "output_range": {
         "n_examples": 16,
@@ -155,6 +159,7 @@ CHECKS: dict[str, Any] = {
         "min_lr": 1e-06,
         "max_lr": 10.0,
         "steps": 84,
+        "max_sweep_steps": 120,
         "window": 9,
         "smoothing": 0.9,
         "diverge_factor": 4.0,

@@ -66,3 +66,48 @@ class SlowBatchNormNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean((2, 3)))  # [B, 6W, 8, 8] -> [B, 10]
+
+
+class ConvBN(nn.Module):
+    """A correct small CNN with BatchNorm for digits 8x8: two Conv-BN-ReLU, average pool,
+    Linear ([B, 1, 8, 8] -> [B, 10])."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+class GRUClassifier(nn.Module):
+    """A correct GRU classifier reading 8 features as 4 steps of 2 ([B, 8] -> [B, 4, 2] ->
+    the last hidden state -> [B, classes])."""
+
+    def __init__(self, classes: int = 4, hidden: int = 16) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(2, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(x.reshape(len(x), 4, 2))
+        return self.head(h[:, -1])
+
+
+class ColumnHead(nn.Module):
+    """A correct regression MLP whose output keeps its column: [B, 8] -> [B, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

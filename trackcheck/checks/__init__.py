@@ -29,7 +29,7 @@ gradient_flow               every layer gets a usable gradient
 overfit_batch          yes  a few examples fit to near-zero loss
 output_range           yes  the outputs can reach the targets
 loss_decreases              training loss goes down over a short run
-lr_range                    the learning rate lies in a range test's usable range
+lr_range               yes  the learning rate lies in a range test's usable range
 prediction_dynamics         predictions on a fixed batch move smoothly
 batch_independence          example i's output depends on input i only
 causality                   the output at position t depends on inputs up to t
@@ -41,8 +41,10 @@ How the checks talk to each other, besides their own results (all declared here)
 - reading another check's result (``ctx.finished``, the results so far in this stage),
   :data:`READS`: overfit_batch and loss_decreases append gradient_flow's first finding to
   their failure message (``gradient_flow.finding_note``); lr_range runs (by default) only
-  after overfit_batch or loss_decreases failed (its ``after`` parameter). A reader runs
-  after what it reads.
+  after overfit_batch or loss_decreases failed (its ``after`` parameter) or after any check
+  that trains recorded a diverging run (input_independent, overfit_batch, output_range,
+  loss_decreases judge their runs by ``_shared._trajectory`` and record the verdict in
+  their metrics). A reader runs after what it reads.
 - sharing one measurement (``ctx.cache`` or a cache keyed by the Context), :data:`SHARES`:
   loss_at_init and init_bias judge the same forward at init (``_shared._common.init_outputs``);
   leakage and split_consistency the same read of both splits (``_shared._data_read``).
@@ -87,7 +89,7 @@ CHECKLIST: tuple[str, ...] = (
 READS: dict[str, tuple[str, ...]] = {
     "overfit_batch": ("gradient_flow",),
     "loss_decreases": ("gradient_flow",),
-    "lr_range": ("overfit_batch", "loss_decreases"),
+    "lr_range": ("input_independent", "overfit_batch", "output_range", "loss_decreases"),
 }
 
 # a measurement made once per stage -> the checks that share it (whichever runs first pays)

@@ -173,17 +173,55 @@ def _judge(m: Tensor, tol: float, where: str, k: int, n_pad: int = 0) -> CheckRe
 
 
 def _likely_cause(leaks: Tensor, future: Tensor) -> str:
-    """Name the bug from the leaks' shape: the whole upper triangle means no mask at all; a
-    band k positions wide means a mask that lets t see t+1 (each of k layers adds one)."""
+    """Name the bug from the leaks' shape, only where the shape shows it: the whole upper
+    triangle is no mask at all (or a normalisation over time); a full band k positions wide
+    is a mask that lets t see t+1, compounded over k layers (each adds one position of
+    reach); leaks confined to blocks are positions regrouped by a reshape; anything else is
+    described, not named."""
     if bool((leaks == future).all()):
         return (
             "Every future position leaks: the causal mask is missing (is_causal=False, no "
-            "attn_mask) or a layer is bidirectional"
+            "attn_mask), a layer is bidirectional, or something normalises or pools over the "
+            "time axis (BatchNorm over [B, T] tokens, a mean over positions)"
         )
     where = leaks.nonzero()  # [n, 2] rows (t, s)
-    ahead = int((where[:, 1] - where[:, 0]).max())
-    return (
-        f"Leaks reach at most {ahead} position(s) ahead, not the whole future: a causal "
-        "mask off by one (t sees t+1, e.g. tril(diagonal=1)); each layer with such a mask "
-        "adds one position of reach"
+    t_idx, s_idx = where[:, 0], where[:, 1]
+    ahead = int((s_idx - t_idx).max())
+    n = leaks.shape[0]
+    pos = torch.arange(n)
+    gap = pos[None, :] - pos[:, None]  # [T, T]: s - t
+    band = future & (gap <= ahead)
+    if bool((leaks == band).all()):
+        return (
+            f"Leaks reach at most {ahead} position(s) ahead and fill that whole band: a "
+            "causal mask off by one (t sees t+1, e.g. tril(diagonal=1)) compounded over "
+            f"{ahead} layer(s), each adding one position of reach"
+            + (f", or one mask off by {ahead}" if ahead > 1 else "")
+        )
+    block = _block(leaks)
+    shape = (
+        f"leaks reach up to {ahead} positions ahead, {int(leaks.sum())} of the "
+        f"{int(band.sum())} pairs within that reach, not the full band an off-by-one mask "
+        "gives"
     )
+    if block:
+        return (
+            f"The {shape}, and stay inside blocks of {block} positions: positions regrouped "
+            "by a reshape, e.g. heads and time mixed (a view of [B, T, C] as [B, nh, T, hs] "
+            "without the transpose) or an operation over chunks of positions"
+        )
+    return (
+        f"The {shape}: look for a reshape or view that mixes the time axis with another "
+        "(heads, batch), or a normalisation or pooling over time"
+    )
+
+
+def _block(leaks: Tensor) -> int:
+    """The smallest block size b (a divisor of T, 1 < b < T) such that every leak (t, s)
+    has t and s in the same block of b positions; 0 when there is none."""
+    n = leaks.shape[0]
+    where = leaks.nonzero()
+    for b in range(2, n):
+        if n % b == 0 and bool((where[:, 0] // b == where[:, 1] // b).all()):
+            return b
+    return 0

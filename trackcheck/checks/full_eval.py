@@ -77,6 +77,16 @@ class FullEvalParams:
     # collate_fn that pads per batch matches; turn off for one that changes rows otherwise
     # (packs sequences, or pads without an attention_mask)
     match_examples: bool = True
+    # Repeated content in the test set itself (a __getitem__ that serves some items twice
+    # under other indices: the loader yields each index once, yet the metric counts those
+    # examples twice). Warn when the test set holds more duplicates than the training split's
+    # own duplicate rate explains: one-sided binomial test at this level, the rate taken as
+    # (duplicates + 1) / (read + 2) (Laplace's rule, so a training split with none still
+    # allows a chance duplicate: digits' 1437 give 7e-4, and one duplicate among its 360
+    # test images p = 0.22). 40 repeats in 400 give p < 1e-60.
+    duplicates_alpha: float = 1e-3
+    # training items read for that rate (in order, each once)
+    duplicates_train_examples: int = 20000
 
 
 def _reference_fingerprints(ctx: Context, batch_size: int) -> list[str]:
@@ -84,6 +94,64 @@ def _reference_fingerprints(ctx: Context, batch_size: int) -> list[str]:
     ds = ctx.data.test
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ctx.data.collate_fn)
     return [f for batch in loader for f in row_fingerprints(batch)]
+
+
+def _train_fingerprints(ctx: Context, batch_size: int, limit: int) -> list[str]:
+    """The training dataset's first ``limit`` items, collated like the eval loader collates."""
+    ds = ctx.data.train
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ctx.data.collate_fn)
+    out: list[str] = []
+    for batch in loader:
+        out += row_fingerprints(batch)
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def _repeats(fingerprints: list[str]) -> list[tuple[int, int]]:
+    """(position, the earlier position whose content it repeats) for every repeated row."""
+    first: dict[str, int] = {}
+    pairs = []
+    for i, f in enumerate(fingerprints):
+        if f in first:
+            pairs.append((i, first[f]))
+        else:
+            first[f] = i
+    return pairs
+
+
+def _duplicates_note(
+    ctx: Context, p: FullEvalParams, run: TestPass
+) -> tuple[str, dict[str, float]]:
+    """A warning when the test set repeats its own content far more often than the training
+    split does ('' when not), naming the repeated examples; and the numbers."""
+    from scipy import stats
+
+    pairs = _repeats(run.fingerprints)
+    if not pairs or not hasattr(ctx.data.train, "__len__"):
+        return "", {"test_duplicates": float(len(pairs))}
+    bs = p.batch_size or ctx.data.batch_size
+    train = _train_fingerprints(ctx, bs, p.duplicates_train_examples)
+    d_train = len(_repeats(train))
+    rate = (d_train + 1) / (len(train) + 2)
+    n = len(run.fingerprints)
+    pv = float(stats.binom.sf(len(pairs) - 1, n, rate))
+    metrics = {
+        "test_duplicates": float(len(pairs)),
+        "train_duplicate_rate": d_train / max(len(train), 1),
+        "test_duplicates_p": pv,
+    }
+    if pv >= p.duplicates_alpha:
+        return "", metrics
+    listed = ", ".join(f"{i} = {j}" for i, j in pairs[:6]) + (", ..." if len(pairs) > 6 else "")
+    return (
+        f"the test set repeats its own content: {len(pairs)} of its {n} examples are byte "
+        f"copies of earlier ones (in eval order: {listed}), where the training split's own "
+        f"rate ({d_train} in {len(train)}) explains about {rate * n:.2g} (binomial p={pv:.2g} "
+        f"< {p.duplicates_alpha:g}): the loader yields each index once, but the dataset "
+        "serves some items under several indices (an index wrapped with %, a list extended "
+        "with itself), so the metric counts them twice"
+    ), metrics
 
 
 def _coverage(seen: list[str], expected: list[str]) -> tuple[int, int]:
@@ -243,6 +311,8 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
     threshold = f"n = {n_expected} exactly once; half-width <= {limit}"
     threshold += " (asked)" if res.asked else " (first digit)"
     problems = _problems(est, n_expected, repeated, skipped, name)
+    dup_note, dup_metrics = _duplicates_note(ctx, p, run) if p.match_examples else ("", {})
+    metrics.update(dup_metrics)
     summary = f"{name} at init {est} over {run.n_batches} batches"
     if problems:
         status = Status.FAIL
@@ -258,6 +328,8 @@ def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
         msg += _width_text(res, name)
         if res.too_wide:
             msg += " (a bigger test set, or report the interval beside the metric)"
+        if dup_note:
+            status, msg = Status.WARN, f"{dup_note}; {msg}"
     return CheckResult(
         "full_eval",
         status,

@@ -15,6 +15,7 @@ from trackcheck import plots
 from trackcheck._lazy import lazy_module
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable
+from trackcheck.checks._shared._trajectory import UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -85,7 +86,7 @@ def _unchanged(model: nn.Module, before: dict[str, torch.Tensor], allow: list[st
 
 
 def _train_until_decided(
-    ctx: Context, model: nn.Module, p: LossDecreasesParams
+    ctx: Context, model: nn.Module, p: LossDecreasesParams, meter: UpdateMeter
 ) -> tuple[list[float], int, float]:
     """Train in chunks of ``p.steps`` until the trend test at level alpha / n_looks decides
     or ``p.max_steps`` is reached. Returns (losses, looks taken, per-look level)."""
@@ -95,7 +96,7 @@ def _train_until_decided(
     losses: list[float] = []
     for look in range(1, n_looks + 1):
         chunk = min(p.steps, max(p.max_steps, p.steps) - len(losses))
-        losses += train_steps(ctx, model, batches, chunk, opt)
+        losses += train_steps(ctx, model, batches, chunk, opt, on_step=meter)
         if not all(math.isfinite(v) for v in losses) or _trend(losses)[1] < level:
             return losses, look, level
     return losses, n_looks, level
@@ -120,7 +121,8 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     model = ctx.new_model()
     require_trainable(model, "loss_decreases")
     before = {n: q.detach().clone() for n, q in model.named_parameters()}
-    losses, looks, level = _train_until_decided(ctx, model, p)
+    meter = UpdateMeter(model)  # the first steps' sizes, for the trajectory judgement
+    losses, looks, level = _train_until_decided(ctx, model, p, meter)
     stale = _unchanged(model, before, p.allow_unchanged)
     run = _Run(
         losses,
@@ -143,6 +145,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
             figures=figs,
         )
     problems = _measure(model, before, stale, looks, run)
+    problems += _diverged(ctx, model, run, meter)
     del model, before  # free them before the bigger model trains: one model in memory at a time
     notes, bigger_worse = [], False
     if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
@@ -151,6 +154,27 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     elif p.compare_bigger and ctx.bigger_model_factory is None:
         notes.append("no bigger model configured (model.bigger), so capacity was not compared")
     return with_finding_note(ctx, _judge(p, run, problems, notes, bigger_worse))
+
+
+def _diverged(ctx: Context, model: nn.Module, run: _Run, meter: UpdateMeter) -> list[str]:
+    """The shared judgement of the run (checks/_shared/_trajectory.py) on its losses and on the
+    trained model's outputs for the first training examples: a loss that ended above its
+    start or spiked far above it, or outputs that exploded, fail whatever the trend test
+    says (a loss that leaps to 500 and then falls back part of the way trends down)."""
+    b = ctx.head("train", 64)
+    with torch.no_grad():
+        out = ctx.forward(model, b.x)
+    traj = of_run(ctx, run.losses, out, b.y, meter)
+    run.metrics.update(traj.metrics())
+    if not traj.diverging:
+        return []
+    lr = ctx.optimizer(model).param_groups[0].get("lr")
+    at = f" at lr {lr:.3g}" if isinstance(lr, int | float) else ""
+    return [
+        f"the run diverged{at}: {traj.why} (loss {run.losses[0]:.4g} -> {run.losses[-1]:.4g} "
+        f"over {len(run.losses)} steps): the learning rate is too high, or the loss is "
+        "wired so that it cannot decrease (lr_range measures the usable range)"
+    ]
 
 
 def _measure(

@@ -3,8 +3,9 @@ Learning Rates for Training Neural Networks", section 3.3), a diagnosis for a tr
 that failed.
 
 A fresh model trains on shuffled training batches while the learning rate grows
-exponentially from ``min_lr`` to ``max_lr`` over ``steps`` steps (every param group of the
-configured optimizer scaled alike, keeping their ratios). The per-step loss is smoothed by a
+exponentially from ``min_lr`` to ``max_lr`` over ``steps`` steps, or on to twice a configured
+lr above ``max_lr`` at as many steps a decade (every param group of the configured optimizer
+scaled alike, keeping their ratios). The per-step loss is smoothed by a
 centred moving average; then
 
 * the steepest-descent lr: where the smoothed loss falls fastest per decade of lr;
@@ -14,10 +15,15 @@ centred moving average; then
   sweep stops early on an explosion);
 * the configured lr (group 0's lr as the optimizer was built) is judged against both:
   fail at or above the divergence lr, warn when it is ``slow_factor`` or more below the
-  steepest-descent lr, pass otherwise.
+  steepest-descent lr, pass otherwise; fail too when a training check's run at the
+  configured lr diverged by the shared judgement (the run's own numbers), whatever the
+  sweep's few steps an lr show. The message names the usable range measured: from the
+  steepest descent / ``slow_factor`` to the divergence lr.
 
-It runs when overfit_batch or loss_decreases failed in this stage (``when: on_failure``),
-or on every run with ``when: always``.
+It runs when overfit_batch or loss_decreases failed in this stage, or when any training
+check's run diverged by the shared trajectory judgement (checks/_shared/_trajectory.py: the loss
+ended above its start, spiked, went non-finite, or the outputs exploded), under
+``when: on_failure``; on every run with ``when: always``. It is part of ``checks=fast``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared import _streams, _trajectory
 from trackcheck.checks._shared._common import require_trainable
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, ConfigError, SkipCheck, Status
@@ -56,6 +62,10 @@ class LrRangeParams:
     min_lr: float = 1e-6
     max_lr: float = 10.0
     steps: int = 84
+    # the most steps a sweep extended to a configured lr above max_lr takes (10 decades at
+    # 12 a decade: up to a configured lr of 5e3; beyond it the steps thin out): the fast
+    # selection's budget counts it (tests/test_fast_budget.py)
+    max_sweep_steps: int = 120
     # the curve analysed: a centred moving average of this many steps (0.75 decade at 12
     # steps per decade), without the lag of fastai's EMA, which shifts the curve right
     window: int = 9
@@ -84,8 +94,30 @@ class Sweep:
 
 
 def _triggered(ctx: Context, p: LrRangeParams) -> list[str]:
-    """The training checks in ``p.after`` that failed before this one."""
-    return [r.name for r in ctx.finished if r.name in p.after and r.status == Status.FAIL]
+    """The checks before this one that call for a range test: those in ``p.after`` that
+    failed, and every check whose run the shared trajectory judgement calls diverging (the
+    loss ended above its start, spiked, went non-finite, or the outputs exploded)."""
+    return [
+        f"{r.name}'s run {_trajectory.recorded(r)}"
+        if _trajectory.recorded(r) in _trajectory.DIVERGING
+        else f"{r.name} failed"
+        for r in ctx.finished
+        if (r.name in p.after and r.status == Status.FAIL and not r.metrics.get("loss_wiring"))
+        or _trajectory.recorded(r) in _trajectory.DIVERGING
+    ]
+
+
+def _blown_up(ctx: Context) -> list[str]:
+    """The checks whose run at the configured lr diverged by the shared judgement (a loss
+    that went non-finite, spiked or ended above its start, outputs that exploded): the
+    run's own numbers, whatever one sweep's few steps an lr show. On correct models the
+    judgement's margins are wide (checks/_shared/_trajectory.py: a spike ratio of at most 1.15
+    against a limit of 4)."""
+    return [
+        f"{r.name} ({_trajectory.recorded(r)})"
+        for r in ctx.finished
+        if _trajectory.recorded(r) in _trajectory.DIVERGING
+    ]
 
 
 def _sweep(ctx: Context, p: LrRangeParams) -> tuple[Sweep, float]:
@@ -97,11 +129,15 @@ def _sweep(ctx: Context, p: LrRangeParams) -> tuple[Sweep, float]:
     if not base or base[0] <= 0:
         raise SkipCheck(f"lr_range: the optimizer's lr is {base[:1]}: nothing to sweep")
     batches = ctx.train_batches(seed_offset=_streams.LR_RANGE)
-    growth = (p.max_lr / p.min_lr) ** (1 / max(p.steps - 1, 1))
+    # a configured lr above max_lr: the sweep goes on to it (x2), at the same steps a decade
+    top = max(p.max_lr, 2 * base[0])
+    decades = math.log(top / p.min_lr) / math.log(p.max_lr / p.min_lr)
+    steps = min(max(p.steps, round(p.steps * decades)), p.max_sweep_steps)
+    growth = (top / p.min_lr) ** (1 / max(steps - 1, 1))
     sweep = Sweep([], [], [], None)
     avg, best = 0.0, math.inf
     model.train()
-    for step in range(p.steps):
+    for step in range(steps):
         lr = p.min_lr * growth**step
         for g, b0 in zip(opt.param_groups, base, strict=True):
             g["lr"] = lr * b0 / base[0]  # the groups keep their ratios to group 0
@@ -118,7 +154,7 @@ def _sweep(ctx: Context, p: LrRangeParams) -> tuple[Sweep, float]:
         if smooth > p.diverge_factor * best and best > 0:
             break
     sweep.smoothed = _centred(sweep.losses, p.window)
-    sweep.diverged_at = _diverged(sweep, p)
+    sweep.diverged_at = _diverged(sweep, p, steps)
     return sweep, base[0]
 
 
@@ -134,7 +170,7 @@ def _centred(losses: list[float], window: int) -> list[float]:
     return [float(x) for x in out]
 
 
-def _diverged(sweep: Sweep, p: LrRangeParams) -> int | None:
+def _diverged(sweep: Sweep, p: LrRangeParams, steps: int) -> int | None:
     """The first step after the smoothed minimum whose smoothed loss is non-finite, above
     ``diverge_factor`` x the minimum, or back at the initial loss (the mean loss of the
     first decade of lr, where nothing is learnt yet): every gain undone. Cross-entropy
@@ -154,7 +190,7 @@ def _diverged(sweep: Sweep, p: LrRangeParams) -> int | None:
         back = learnt and s[i] >= start
         if not math.isfinite(s[i]) or s[i] > p.diverge_factor * best or back:
             return i
-    if len(sweep.losses) < p.steps:  # stopped early on the EMA's explosion
+    if len(sweep.losses) < steps:  # stopped early on the EMA's explosion
         return len(sweep.losses) - 1
     return None
 
@@ -192,23 +228,41 @@ def range_figure(
     return fig
 
 
+def usable(steepest: float, diverge: float, top: float, p: LrRangeParams) -> str:
+    """The usable range the sweep measured, in words: from the steepest descent /
+    ``slow_factor`` (slower than that warns) up to the divergence lr (which fails)."""
+    lo = f"{steepest / p.slow_factor:.2g}" if math.isfinite(steepest) else "?"
+    hi = f"{diverge:.2g})" if math.isfinite(diverge) else f"{top:.2g}] (no divergence up to it)"
+    return f"usable range measured [{lo}, {hi}"
+
+
 def _verdict(
-    configured: float, steepest: float, diverge: float, p: LrRangeParams
+    configured: float,
+    steepest: float,
+    diverge: float,
+    p: LrRangeParams,
+    blown: list[str],
+    top: float,
 ) -> tuple[Status, str]:
     found = f"configured lr {configured:.3g}, steepest descent at {steepest:.3g}, " + (
-        f"divergence at {diverge:.3g}"
-        if math.isfinite(diverge)
-        else f"no divergence up to {p.max_lr:g}"
+        f"divergence at {diverge:.3g}" if math.isfinite(diverge) else f"no divergence up to {top:g}"
     )
+    found += f"; {usable(steepest, diverge, top, p)}"
+    fix = f" (about {steepest:.2g}, the steepest descent)" if math.isfinite(steepest) else ""
     if math.isfinite(diverge) and configured >= diverge:
-        fix = f" (about {steepest:.2g}, the steepest descent)" if math.isfinite(steepest) else ""
         return Status.FAIL, (
             f"{found}: the configured lr is at or above the lr where the loss diverged "
             f"(smoothed loss > {p.diverge_factor:g}x its best): lower it{fix}"
         )
+    if blown:
+        return Status.FAIL, (
+            f"{found}: at the configured lr {configured:.3g} the run of {', '.join(blown)} "
+            "diverged, so the lr is above the usable range for a run longer than the sweep's "
+            f"few steps an lr: lower it{fix}"
+        )
     if not math.isfinite(steepest):
         return Status.WARN, (
-            f"{found}: no lr in [{p.min_lr:g}, {p.max_lr:g}] made the smoothed loss fall, so "
+            f"{found}: no lr in [{p.min_lr:g}, {top:g}] made the smoothed loss fall, so "
             "the lr is not what keeps it from training: look at the data, the loss and the "
             "gradients (contract, overfit_batch)"
         )
@@ -221,7 +275,7 @@ def _verdict(
     return Status.PASS, f"{found}: the configured lr is in the usable range"
 
 
-@register("lr_range", LrRangeParams)
+@register("lr_range", LrRangeParams, fast=True)
 def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     """The learning rate lies in the usable range of a range test (on failure, or always)."""
     if p.when not in WHEN:
@@ -229,7 +283,8 @@ def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     failed = _triggered(ctx, p)
     if p.when == "on_failure" and not failed:
         raise SkipCheck(
-            f"runs after a failed training check ({', '.join(p.after)} did not fail here); "
+            f"runs after a failed training check ({', '.join(p.after)} did not fail here) or "
+            "a training run that diverged (none did); "
             "to run it anyway: checks.lr_range.when=always (Python: params={'lr_range': "
             "{'when': 'always'}})"
         )
@@ -238,9 +293,10 @@ def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     diverge = sweep.lrs[sweep.diverged_at] if sweep.diverged_at is not None else math.nan
     finite = [(v, lr) for v, lr in zip(sweep.smoothed, sweep.lrs, strict=True) if math.isfinite(v)]
     best, best_lr = min(finite) if finite else (math.nan, math.nan)
-    status, msg = _verdict(configured, steepest, diverge, p)
+    top = max(p.max_lr, 2 * configured)
+    status, msg = _verdict(configured, steepest, diverge, p, _blown_up(ctx), top)
     if failed:
-        msg = f"after {', '.join(failed)} failed: {msg}"
+        msg = f"after {', '.join(failed)}: {msg}"
     metrics = {
         "configured_lr": configured,
         "steepest_lr": steepest,

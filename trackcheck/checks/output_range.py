@@ -31,6 +31,7 @@ from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable
 from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared._trajectory import of_run
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
@@ -352,11 +353,26 @@ def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
             bounded_loss=j.cost.bounded, floor_loss=j.cost.floor, reference_loss=j.cost.reference
         )
     status = Status.FAIL if j.cost.ratio > p.max_loss_ratio else Status.PASS
+    message = _message(j, fit, label, threshold, p)
+    # the shared judgement of the run: outputs that exploded reach any range, and say so
+    traj = of_run(ctx, fit.losses, fit.out, b.y)
+    metrics.update(traj.metrics())
+    if traj.verdict in ("nonfinite", "exploded"):
+        lr = opt.param_groups[0].get("lr") if opt.param_groups else None
+        at = f" at lr {lr:.3g}" if isinstance(lr, int | float) else ""
+        status, message = (
+            Status.FAIL,
+            (
+                f"{traj.why} after {len(fit.losses)} steps{at}: the weights blew up, so the range "
+                "they reach says nothing about the head. The learning rate is far too high: lower "
+                "it (lr_range measures the usable range)"
+            ),
+        )
     figure = plots.deferred(edges_figure, fit.lo, fit.hi, j.y_lo, j.y_hi, label)
     return CheckResult(
         "output_range",
         status,
-        _message(j, fit, label, threshold, p),
+        message,
         metrics=metrics,
         series={"low_edge": list(enumerate(fit.lo)), "high_edge": list(enumerate(fit.hi))},
         figures={"edges": figure},

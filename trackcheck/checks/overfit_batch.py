@@ -17,6 +17,7 @@ from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable, sample_targets
 from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared._trajectory import Trajectory, UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -52,6 +53,19 @@ class OverfitBatchParams:
     floor_lr: float = 0.1
     # training targets the reference loss is averaged over (a random sample, seeded)
     reference_examples: int = 1024
+    # A user's loss has no floor when Adam on free outputs lowers it, below 0, in the second
+    # half of the floor search by at least this share of what it did in the first half. A
+    # loss bounded below slows as it nears its floor (cross-entropy's fall halves about every
+    # logit unit: label-smoothed CE goes 2.30 -> 0.5003 -> 0.5000, a second half of 0.02%);
+    # one linear in the output (F.nll_loss on raw logits: -o[y]) keeps Adam's constant pace,
+    # 100%. 0.5 sits between them with wide margins.
+    unbounded_pace: float = 0.5
+    # "fit" also means each example predicted as its label (regression: within the error
+    # the loss target allows one example). At the loss target a long sequence's mean can
+    # hide a wrong position or two: up to this many more steps (one forward each to look)
+    # let a correct model settle them, within max_steps; a model whose every step overshoots
+    # (an lr far too high: the loss 0 at one step, a wrong label after the next) does not
+    settle_steps: int = 20
 
 
 @register("overfit_batch", OverfitBatchParams, fast=True)
@@ -64,36 +78,141 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     with torch.no_grad():
         out0 = ctx.forward(model, x).float()  # the output's shape on this batch
     floor = _floor(ctx, out0, y, p)
+    wiring = _wiring(ctx, out0, y, p)
+    if wiring:  # the loss itself cannot train this batch: no fit is meaningful
+        metrics = {"floor_loss": floor, "loss_wiring": 1.0}  # lr_range: not an lr matter
+        return CheckResult("overfit_batch", Status.FAIL, wiring, metrics=metrics)
     reference = _reference(ctx, out0, y, p.reference_examples)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
-    losses, lr, out = _fit(ctx, model, batch, p.lr, target, p.max_steps)
+    losses, lr, out, meter = _fit(ctx, model, batch, p.lr, target, p)
     best = _best(losses)
+    traj = of_run(ctx, losses, out, y, meter)
     figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
     result = _judge(p, len(y), losses, best, floor, reference, target, figure)
+    if p.lr is None:  # the configured lr's run: what lr_range reads
+        result.metrics.update(traj.metrics())
+    if result.status == Status.PASS and (unfit := _unfit(ctx, traj, out, y, p, lr)):
+        result.status = Status.FAIL
+        result.message = (
+            f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
+        )
     if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
         del model, out  # one model at a time
-        lr2 = lr * p.retry_lr_factor if _descending(losses) else lr / p.retry_lr_factor
-        retry = _fit(ctx, ctx.new_model(), batch, lr2, target, p.max_steps)
-        _judge_retry(result, losses, lr, retry, target)
+        up = _descending(losses) and not traj.diverging
+        lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
+        losses2, lr2_used, out2, meter2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p)
+        unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y, meter2), out2, y, p, lr2_used)
+        _judge_retry(result, losses, lr, (losses2, lr2_used, out2), target, unfit2)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
 
 
+def _unfit(
+    ctx: Context, traj: Trajectory, out: Tensor, y: Tensor, p: OverfitBatchParams, lr: float | None
+) -> str:
+    """Why a batch whose loss reached the target is not fit ('' when it is): "fit" means
+    finite, bounded outputs (the shared trajectory judgement) and each example predicted
+    as its label (regression: within the tolerance the loss target implies)."""
+    at = f" at lr {lr:.3g}" if lr else ""
+    if traj.verdict in ("nonfinite", "exploded"):
+        return (
+            f"but {traj.why}{at}: the weights blew up, so a loss near its floor says nothing. "
+            "The learning rate is far too high: lower it (lr_range measures the usable range)"
+        )
+    wrong = _mispredicted(ctx, out.float(), y, p)
+    if wrong:
+        return (
+            f"but after the last step example(s) {', '.join(map(str, wrong[:8]))} are not "
+            f"predicted as their label{at} (a fit predicts each example as its label): the "
+            "loss jumps between steps, the learning rate is too high to hold a fit"
+        )
+    return ""
+
+
+def _mispredicted(ctx: Context, out: Tensor, y: Tensor, p: OverfitBatchParams) -> list[int]:
+    """The examples of the batch whose prediction is not their label: the arg max over
+    classes (logits, probabilities and log-probabilities alike); binary: the label whose
+    loss is lower; a language model: the positions whose context (the tokens up to them,
+    ``x``) fixes the next token; regression: farther than sqrt(n x max_loss_ratio) target
+    std from the target, the largest one error a squared loss at its target allows."""
+    name, n = ctx.task.name, len(y)
+    with torch.no_grad():
+        if name == "binary":
+            yy = y.reshape(-1).float().to(out.device)
+            one = ctx.per_example_loss(out, torch.ones_like(yy).reshape(y.shape))
+            zero = ctx.per_example_loss(out, torch.zeros_like(yy).reshape(y.shape))
+            bad = (one < zero).float().cpu() != (y.reshape(-1).cpu() > 0.5).float()
+        elif name == "multiclass":
+            keep = valid_targets(y).cpu()
+            pred = out.reshape(n, -1).argmax(-1).cpu()
+            bad = keep & (pred != y.cpu().long())
+        elif name == "lm":
+            bad = (out.argmax(-1).cpu() != y.cpu()) & _determined(y.cpu())
+            bad = bad.reshape(n, -1).any(-1)
+        else:
+            yt = ctx.targets("train").double()
+            tol = math.sqrt(n * p.max_loss_ratio) * float(yt.std()) if yt.numel() > 1 else 0.0
+            if out.numel() != y.numel():  # not one prediction per target: nothing to compare
+                return []
+            err = (out.double().cpu().reshape(n, -1) - y.double().cpu().reshape(n, -1)).abs()
+            bad = err > tol + 1e-12
+    return [int(i) for i in torch.nonzero(bad.reshape(n, -1).any(-1)).reshape(-1)]
+
+
+def _determined(y: Tensor) -> Tensor:
+    """[B, T] bool: target positions that carry a target and whose next token the
+    batch's own sequences fix: no other sequence with the same targets before that position
+    continues differently (the targets are the inputs shifted by one, so equal targets up to
+    t mean an equal context). Shared starts (a start token) are not demanded."""
+    valid = valid_targets(y)
+    rows = y.reshape(len(y), -1).tolist()
+    out = torch.zeros(len(rows), len(rows[0]) if rows else 0, dtype=torch.bool)
+    keys: list[tuple[int, ...]] = [() for _ in rows]  # each row's prefix so far, as a key
+    for t in range(out.shape[1]):
+        nexts: dict[tuple[int, ...], set[int]] = {}
+        for key, row in zip(keys, rows, strict=True):
+            nexts.setdefault(key, set()).add(row[t])
+        for b, key in enumerate(keys):
+            out[b, t] = len(nexts[key]) == 1
+        keys = [(hash((k, row[t])),) for k, row in zip(keys, rows, strict=True)]
+    return out.reshape(valid.shape) & valid
+
+
 def _fit(
-    ctx: Context, model: torch.nn.Module, batch: Any, lr: float | None, target: float, steps: int
-) -> tuple[list[float], float | None, Tensor]:
+    ctx: Context,
+    model: torch.nn.Module,
+    batch: Any,
+    lr: float | None,
+    target: float,
+    p: OverfitBatchParams,
+) -> tuple[list[float], float | None, Tensor, UpdateMeter]:
     """Train ``model`` on ``batch`` until its loss reaches ``target`` (at most ``steps``):
-    the losses, the lr used (None when the optimizer has none) and the final output."""
+    the losses, the lr used (None when the optimizer has none), the final output and the
+    steps' sizes."""
+    steps, settle = p.max_steps, p.settle_steps
     opt = ctx.optimizer(model)
     for g in opt.param_groups:
         if lr is not None:
             g["lr"] = lr
     used = opt.param_groups[0].get("lr")
-    losses = train_steps(
-        ctx, model, repeat(batch), steps, opt, on_step=lambda _step, loss: loss <= target
-    )
+    meter = UpdateMeter(model)  # each step's size against the weights' (the trajectory's)
+
+    def on_step(_step: int, loss: float) -> bool:
+        meter()
+        return loss <= target
+
+    losses = train_steps(ctx, model, repeat(batch), steps, opt, on_step=on_step)
     with torch.no_grad():
         out = ctx.forward(model, batch.x)  # train mode, as in the last step
-    return losses, float(used) if isinstance(used, int | float) else None, out
+    # at the target, a fit also predicts each example as its label: a few more steps settle
+    # a correct model there (a long sequence's mean loss hides a position or two); a model
+    # whose steps overshoot does not settle
+    for _ in range(min(settle, steps - len(losses)) if losses and losses[-1] <= target else 0):
+        if not _mispredicted(ctx, out.float(), batch.y, p):
+            break
+        losses += train_steps(ctx, model, repeat(batch), 1, opt, on_step=meter)
+        with torch.no_grad():
+            out = ctx.forward(model, batch.x)
+    return losses, float(used) if isinstance(used, int | float) else None, out, meter
 
 
 def _best(losses: list[float]) -> float:
@@ -112,6 +231,7 @@ def _judge_retry(
     lr: float,
     retry: tuple[list[float], float | None, Tensor],
     target: float,
+    unfit: str = "",
 ) -> None:
     """Fold the other lr's fit into ``result``: it fits -> the lr is wrong, not the wiring."""
     losses2, lr2, _ = retry
@@ -120,6 +240,9 @@ def _judge_retry(
     result.series["loss_retry"] = list(enumerate(losses2))
     if not best2 <= target:
         result.message += f"; at lr {lr2:.3g} too it reached only {best2:.3g}"
+        return
+    if unfit:
+        result.message += f"; at lr {lr2:.3g} it reached {best2:.3g}, {unfit.split(': ')[0]}"
         return
     rose = max((v for v in losses if math.isfinite(v)), default=float("nan"))
     high = bool(lr2 is not None and lr2 < lr)
@@ -209,6 +332,59 @@ def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> floa
         # of large logits, or at the targets): the floor is known, no need to search for it
         return 0.0
     return best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+
+
+def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> str:
+    """What is wrong with a user's loss on this batch, judged on free outputs shaped like
+    the model's ('' when nothing): it has no floor (it keeps falling at an undiminished pace,
+    the mark of a loss linear in the output: F.nll_loss on raw logits), or (regression) the
+    targets themselves score no better than a constant (the loss does not compare each
+    output with its own target: shapes that broadcast, [B, 1] against [B] -> [B, B])."""
+    if not callable(ctx.pipeline.loss):
+        return ""  # the task's own losses are bounded below by 0 and reach it at the targets
+    with torch.no_grad():
+        if not ctx.task.classification and y.numel() == out0.numel() and len(y) > 1:
+            ideal = y.reshape(out0.shape).to(out0)
+            own = float(ctx.loss(ideal, y))
+            shifted = float(ctx.loss(ideal.roll(1, 0), y))  # each output given another's target
+            if bool((y != y[:1]).any()) and own >= shifted:
+                shapes = (
+                    f" The model's output {list(out0.shape)} and the targets {list(y.shape)} "
+                    "broadcast inside the loss (a [B, 1] output against [B] targets gives "
+                    "[B, B]: every output compared with every target): squeeze or reshape "
+                    "the output to the targets' shape."
+                    if out0.shape != y.shape
+                    else " Check that the loss compares each output with its own target."
+                )
+                return (
+                    "the loss does not reward predicting each example's own target: the "
+                    f"targets themselves as the output score {own:.4g}, no better than the "
+                    f"same values given to the wrong examples ({shifted:.4g}), so no model can "
+                    f"be fit to them.{shapes}"
+                )
+    if _log_probabilities(out0):
+        return ""  # log-probability outputs: a free tensor leaves their domain (issue: domains)
+    start = torch.zeros_like(out0)
+    v0 = float(ctx.loss(start, y))
+    half = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps // 2, p.floor_lr)[0]
+    full = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+    first, second = v0 - half, half - full
+    if full < 0 and first > 0 and second >= p.unbounded_pace * first:
+        return (
+            f"the loss has no floor: on free outputs it falls from {v0:.3g} to {half:.3g} in "
+            f"{p.floor_steps // 2} Adam steps and on to {full:.3g} in as many more, without "
+            f"slowing (second half {second / first:.0%} of the first), so training drives it "
+            "to minus infinity. F.nll_loss expects log-probabilities: apply log_softmax "
+            "first, or use cross_entropy on logits (a loss linear in the output has no floor)"
+        )
+    return ""
+
+
+def _log_probabilities(out: Tensor) -> bool:
+    """Outputs that are log-probabilities over the last dim (every row's exp sums to 1)."""
+    if out.dim() < 2 or out.shape[-1] < 2 or bool((out > 1e-6).any()):
+        return False
+    return bool(torch.allclose(out.exp().sum(-1), torch.ones(()), atol=1e-3))
 
 
 def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:

@@ -20,6 +20,9 @@ The leading underscore keeps this package out of the registry (no check is defin
 - ``_deps``: dependency maps by backprop (batch_independence, causality).
 - ``_data_read``: both splits read once, example by example, cached per Context (leakage,
   split_consistency).
+- ``_trajectory``: one judgement of a short training run (diverged: non-finite, exploded,
+  overstepped, spiked, rose; plateaued; decreased) with its documented thresholds
+  (input_independent, overfit_batch, output_range, loss_decreases; lr_range reads it).
 - ``_nonfinite``: where a NaN or Inf starts (the finite check, and the runner after every
   check that saw a non-finite loss).
 """

@@ -64,6 +64,7 @@ from torch import nn
 from trackcheck import plots
 from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._shared._park import HOST, move, on_device
+from trackcheck.checks._shared._trajectory import judge as judge_run
 from trackcheck.checks.input_independent._heldout import Plan, blank, heldout_losses, plan
 from trackcheck.checks.input_independent._stats import (
     below_effect_test,
@@ -335,7 +336,23 @@ def _judge(
             figures={"compare": fig},
             threshold=threshold,
         )
+    runs = {k: judge_run(c) for k, c in curves.items()}  # the shared trajectory judgement
+    if all(t.diverging for t in runs.values()):
+        why = "; ".join(f"{k}: {t.why}" for k, t in runs.items())
+        fig = plots.deferred(plots.curves, curves, "training loss (same init, same batches)")
+        return CheckResult(
+            "input_independent",
+            Status.FAIL,
+            f"both models diverged within {steps} steps ({why}), so neither is better than "
+            "the other in any useful sense: the learning rate is too high (lr_range measures "
+            "the usable range)",
+            metrics={"trajectory": runs["real inputs"].metrics()["trajectory"]},
+            series=series,
+            figures={"compare": fig},
+            threshold=threshold,
+        )
     metrics: dict[str, float] = {"steps": float(steps)}
+    metrics["trajectory"] = runs["real inputs"].metrics()["trajectory"]
     parts = []
     for name, j in sets.items():
         m, text = _set_metrics(name, j)
