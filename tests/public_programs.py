@@ -163,11 +163,12 @@ def offsets_text_data(n: int = 600, vocab: int = 50, seed: int = 0) -> DataSpec:
     y = torch.randint(0, 4, (n,), generator=g)
     lengths = torch.randint(4, 12, (n,), generator=g)
     rows = torch.full((n, 12), -1, dtype=torch.long)
+    block = vocab // 4
     for i in range(n):
-        own = torch.randint(0, vocab // 4, (int(lengths[i]),), generator=g) + int(y[i]) * (vocab // 4)
-        noise = torch.randint(0, vocab, (int(lengths[i]),), generator=g)
-        keep = torch.rand(int(lengths[i]), generator=g) < 0.6
-        rows[i, : int(lengths[i])] = torch.where(keep, own, noise)
+        k = int(lengths[i])
+        own = torch.randint(0, block, (k,), generator=g) + int(y[i]) * block
+        noise = torch.randint(0, vocab, (k,), generator=g)
+        rows[i, :k] = torch.where(torch.rand(k, generator=g) < 0.6, own, noise)
     cut = n * 3 // 4
     return DataSpec(
         train=TensorDataset(rows[:cut], y[:cut]),

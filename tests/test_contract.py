@@ -512,3 +512,43 @@ def test_later_checks_skip_with_a_pointer_when_the_contract_fails():
     assert report["contract"].status == Status.FAIL
     assert report["overfit_batch"].status == Status.SKIP
     assert "contract" in report["overfit_batch"].message
+
+
+# --- correct programs: what the loss receives, choices, batch layouts -------------------------
+def test_a_column_output_passes_when_the_users_loss_squeezes_it():
+    # [B, 1] output against [B] targets is fine when the loss squeezes first: judged on the
+    # shapes the loss pairs, not the raw output (the broadcasting twin above still fails)
+    from public_programs import Regressor1, regression_data, squeezed_mse
+
+    r = contract(lambda: Regressor1(8), regression_data(), loss=squeezed_mse)
+    assert r.status == Status.PASS, r.message
+    assert "your loss pairs each output with its own target" in r.message
+
+
+def test_a_summed_loss_with_a_clipping_step_is_noted_not_failed(text_data):
+    # the char-RNN tutorial's loss: NLL summed over positions and sequences, gradient norm
+    # clipped at 1 in the step: the update does not grow with the batch, a choice
+    from public_programs import CharRNN, clipped_step, summed_nll
+
+    r = contract(lambda: CharRNN(96), text_data, loss=summed_nll, step=clipped_step)
+    assert r.status == Status.PASS, r.message
+    assert "a summed loss, and the training step scales the gradient down" in r.message
+    assert r.metrics["step_grad_scale"] < 0.1
+    assert r.metrics["loss_scaling_exponent"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_same_summed_loss_without_clipping_fails(text_data):
+    from public_programs import CharRNN, summed_nll
+
+    r = contract(lambda: CharRNN(96), text_data, loss=summed_nll)
+    assert r.status == Status.FAIL
+    assert "grows with the batch" in r.message and "reduction='mean'" in r.message
+
+
+def test_a_flat_tokens_plus_offsets_batch_gets_one_line_not_an_index_error():
+    from public_programs import TextClassifier, offsets_text_data
+
+    r = contract(lambda: TextClassifier(50, 16, 4), offsets_text_data())
+    assert r.status == Status.FAIL, r.message
+    assert "no row per example" in r.message and "nn.EmbeddingBag" in r.message
+    assert "padding_idx" in r.message and r.message.count("(1)") == 1

@@ -170,6 +170,16 @@ def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: G
 MAX_SEED = 2**62
 
 
+def check_pretrained(value: object) -> bool | None:
+    """``pretrained``: True, False or None (detect), or ConfigError naming it."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(
+        f"pretrained={value!r}: expected true (the model loads trained weights), false "
+        "(random init) or null (tell from the factory)"
+    )
+
+
 def check_seed(seed: object) -> int:
     """The stage seed, or ConfigError naming it: an int in [0, 2**62] (not a bool or float:
     ``seed=1e23`` would overflow in every check)."""

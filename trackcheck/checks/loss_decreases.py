@@ -15,6 +15,7 @@ from trackcheck import plots
 from trackcheck._lazy import lazy_module
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable
+from trackcheck.checks._pretrained import weights
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -173,6 +174,7 @@ class _Run:
     metrics: dict[str, float]
     series: dict[str, list[tuple[int, float]]]
     curves: dict[str, list[float]]
+    notes: list[str] = field(default_factory=list)  # said in a passing message
 
 
 @register("loss_decreases", LossDecreasesParams, fast=False, order=70)
@@ -206,10 +208,11 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
             series=run.series,
             figures=figs,
         )
-    problems = _measure(model, before, stale, looks, run)
+    resumed = weights(ctx).resumed  # a checkpoint as saved: at its minimum already
+    problems = _measure(model, before, stale, looks, run, resumed)
     run.metrics["params_without_effect"] = float(len(inert))
     del model, before  # free them before the bigger model trains: one model in memory at a time
-    notes, bigger_worse = [], False
+    notes, bigger_worse = list(run.notes), False
     if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
         bigger_worse, note = _compare_bigger(ctx, p, run)
         notes.append(note)
@@ -222,7 +225,12 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
 
 
 def _measure(
-    model: nn.Module, before: dict[str, torch.Tensor], stale: list[str], looks: int, run: _Run
+    model: nn.Module,
+    before: dict[str, torch.Tensor],
+    stale: list[str],
+    looks: int,
+    run: _Run,
+    resumed: bool = False,
 ) -> list[str]:
     """The trend test's values and the parameters that never moved, into ``run.metrics``;
     returns the problems that fail the check."""
@@ -236,7 +244,24 @@ def _measure(
     metrics.update(kendall_tau=tau, p_value=p_down, level=run.level, steps=float(len(losses)))
     metrics.update(looks=float(looks), theil_sen_slope=slope, relative_drop=drop)
     metrics.update(unchanged_params=float(len(stale)), unchanged_fraction=n_stale / max(n_total, 1))
-    return _problems(model, stale, n_stale, n_total, losses, p_down, run.level, tau, drop)
+    problems = _problems(model, stale, n_stale, n_total, losses, p_down, run.level, tau, drop)
+    if resumed and p_down >= run.level:  # a checkpoint need not go down, only not up
+        problems = [q for q in problems if not q.startswith("no significant downward trend")]
+        p_up = 1 - p_down
+        metrics["p_value_up"] = p_up
+        if p_up < run.level:
+            problems.append(
+                f"the loss of the loaded weights goes UP over {len(losses)} steps (Kendall tau "
+                f"{tau:+.2f}, p={p_up:.2g} < {run.level:.2g}; median change {-drop:+.1%}): "
+                "the learning rate moves the checkpoint away from its minimum; lower it "
+                "(fine-tuning lrs are 1e-5 to 1e-4 for Adam)"
+            )
+        else:
+            run.notes.append(
+                f"the weights are loaded with every layer (a checkpoint as saved): no downward "
+                f"trend expected at its minimum, and none upward either (p={p_up:.2g})"
+            )
+    return problems
 
 
 def _judge(
@@ -254,7 +279,8 @@ def _judge(
         status = Status.WARN if bigger_worse else Status.PASS
         msg = (
             f"loss {losses[0]:.4g} -> {losses[-1]:.4g} over {len(losses)} steps (Kendall "
-            f"tau {tau:.2f}, p={p_down:.2g} < {level:.2g}; median drop {drop:.1%})"
+            f"tau {tau:.2f}, p={p_down:.2g} {'<' if p_down < level else '>='} {level:.2g}; "
+            f"median drop {drop:.1%})"
         )
         msg += "".join(f"; {n}" for n in notes)
     return CheckResult(
