@@ -307,10 +307,12 @@ def test_fails_layers_held_in_a_python_list():
 
 
 # --- the loss ---------------------------------------------------------------------------------
-def test_fails_loss_summed_over_the_batch():
+def test_warns_on_a_loss_summed_over_the_batch():
+    # a sum ties the lr to the batch size: a choice (pytorch/examples' VAE sums on purpose),
+    # so a warning that says so; whether the lr suits it is the training checks' question
     r = contract(mlp4, blobs(), loss=nn.CrossEntropyLoss(reduction="sum"))
-    assert r.status == Status.FAIL
-    assert "reduction='mean'" in r.message
+    assert r.status == Status.WARN, r.message
+    assert "a summed loss" in r.message and "reduction='mean'" in r.message
     assert r.metrics["loss_batch_ratio"] == pytest.approx(64, rel=1e-4)  # B = 64 examples
     assert r.metrics["loss_scaling_exponent"] == pytest.approx(1.0, abs=1e-4)
 
@@ -537,12 +539,12 @@ def test_a_summed_loss_with_a_clipping_step_is_noted_not_failed(text_data):
     assert r.metrics["loss_scaling_exponent"] == pytest.approx(1.0, abs=1e-3)
 
 
-def test_the_same_summed_loss_without_clipping_fails(text_data):
+def test_the_same_summed_loss_without_clipping_warns(text_data):
     from public_programs import CharRNN, summed_nll
 
     r = contract(lambda: CharRNN(96), text_data, loss=summed_nll)
-    assert r.status == Status.FAIL
-    assert "grows with the batch" in r.message and "reduction='mean'" in r.message
+    assert r.status == Status.WARN, r.message
+    assert "grows with the batch" in r.message and "learning rate is tied to it" in r.message
 
 
 def test_a_flat_tokens_plus_offsets_batch_gets_one_line_not_an_index_error():

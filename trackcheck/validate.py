@@ -239,8 +239,13 @@ def as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
         import copy
 
         # one instance: every check gets a copy of the same init (a factory is better:
-        # it lets determinism verify that the seed reaches the init)
-        return lambda: copy.deepcopy(model)
+        # it lets determinism verify that the seed reaches the init, and tells a random
+        # init from loaded weights: checks/_pretrained.py)
+        def copies() -> nn.Module:
+            return copy.deepcopy(model)
+
+        copies.copies_an_instance = True  # type: ignore[attr-defined]
+        return copies
     if not callable(model):
         raise ConfigError(
             f"model must be an nn.Module or a callable that builds one, not {type(model).__name__}"

@@ -7,7 +7,9 @@ biases are equal under any seed) and not the same storage (a factory that hands 
 the same module shares it; that is no checkpoint) is loaded; one that differs is fresh (a
 new head on a pretrained backbone). ``ctx.pretrained`` (``pretrained=`` in ``run``, the
 ``pretrained`` config key) overrides the detection: False never treats a model as loaded,
-True always does (the loaded and fresh tensors are still told apart by the two builds).
+True always does (the loaded and fresh tensors are still told apart by the two builds). A
+model instance passed to ``run`` (copied for every check) is the same under any seed
+whatever its weights: it is read as loaded only when ``pretrained`` says so.
 
 The init checks read this: on loaded weights the loss at start need only be at most chance
 (loss_at_init), and the prior in the bias is judged only on a fresh output layer (init_bias);
@@ -59,18 +61,21 @@ def _constant(t: torch.Tensor) -> bool:
 
 def weights(ctx: Context) -> Weights:
     """The factory's weights, told apart by two builds (seeds ``ctx.seed`` and + 1), once
-    per stage. Each build is dropped before the next: one model in memory at a time."""
+    per stage. Both builds are alive while compared: a freed tensor's memory can be handed
+    to the next build, and equal addresses would then read as one shared storage."""
     key = ("weights", ctx.seed)
     if key in ctx.cache:
         return ctx.cache[key]  # type: ignore[no-any-return]
     found = Weights(declared=ctx.pretrained)
-    if ctx.pretrained is not False:
+    instance = getattr(ctx.model_factory, "copies_an_instance", False)
+    if instance and ctx.pretrained is None:
+        found.declared = False  # one init copied: no seed tells loaded from random
+    elif ctx.pretrained is not False:
         first = ctx.new_model()
         seen = {
             n: (fingerprint(q.detach()), q.data_ptr(), _constant(q.detach()))
             for n, q in first.named_parameters()
         }
-        del first
         second = ctx.new_model(seed=ctx.seed + 1)
         for n, q in second.named_parameters():
             if n not in seen:
@@ -80,6 +85,6 @@ def weights(ctx: Context) -> Weights:
                 found.fresh.append(n)
             elif not constant and q.data_ptr() != ptr:
                 found.loaded.append(n)
-        del second
+        del first, second
     ctx.cache[key] = found
     return found
