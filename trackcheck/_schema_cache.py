@@ -151,6 +151,7 @@ CHECKS: dict[str, Any] = {
         "bigger_min_worse": 0.1,
         "allow_unchanged": [],
         "no_effect_rtol": 0.001,
+        "max_undone": 0.25,
     },
     "lr_range": {
         "when": "on_failure",

@@ -73,6 +73,13 @@ class LossDecreasesParams:
     # by at least 0.077 (shipped resnet and mlp, both d2l nets). 1e-3 sits 280x above the
     # first and 77x below the second.
     no_effect_rtol: float = 1e-3
+    # Loaded weights (a checkpoint, a pretrained backbone): the user's lr must not undo what
+    # they learned. Fail when the median loss over the last quarter of the run gives back
+    # more than this share of the checkpoint's gain over the best constant predictor
+    # (prior loss - the loss before the first step). Measured on an MLP checkpoint on digits
+    # (loss 0.007, prior 2.30): Adam 5e-5 gives back 0.4%, 1e-3 0.2%, 3e-2 3%, 0.1 41% (loss
+    # 0.96 after a jump: a trend test still calls that run "decreasing" from its spike)
+    max_undone: float = 0.25
 
 
 def _trend(losses: list[float]) -> tuple[float, float, float]:
@@ -112,6 +119,28 @@ def _train_until_decided(
         if not all(math.isfinite(v) for v in losses) or _trend(losses)[1] < level:
             return losses, look, level
     return losses, n_looks, level
+
+
+def _undone(ctx: Context, p: LossDecreasesParams, run: _Run) -> list[str]:
+    """Loaded weights: the share of their gain over the best constant predictor (the task's
+    prior loss) that the run gave back, into the metrics; a problem above ``max_undone``."""
+    losses = run.losses
+    start = losses[0]  # before any step: the loaded weights' own loss on one batch
+    end = float(np.median(losses[-max(len(losses) // 4, 1) :]))
+    prior = ctx.task.prior_loss(ctx.prior)
+    if not prior > start:  # the start is at chance or worse: nothing learned to give back
+        return []
+    undone = (end - start) / (prior - start)
+    run.metrics["share_undone"] = undone
+    if undone <= p.max_undone:
+        return []
+    return [
+        f"the loaded weights lose what they learned: the loss goes from {start:.4g} (before "
+        f"the first step) to {end:.4g} (median of the last quarter), {undone:.0%} of the way back "
+        f"to the best constant predictor's {prior:.4g} (limit {p.max_undone:.0%}): the "
+        "learning rate is too high for these weights; lower it (fine-tuning lrs are 1e-5 to "
+        "1e-4 for Adam)"
+    ]
 
 
 @torch.no_grad()
@@ -208,8 +237,10 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
             series=run.series,
             figures=figs,
         )
-    resumed = weights(ctx).resumed  # a checkpoint as saved: at its minimum already
-    problems = _measure(model, before, stale, looks, run, resumed)
+    loaded = weights(ctx)
+    problems = _measure(model, before, stale, looks, run, loaded.resumed)
+    if loaded.pretrained:
+        problems += _undone(ctx, p, run)
     run.metrics["params_without_effect"] = float(len(inert))
     del model, before  # free them before the bigger model trains: one model in memory at a time
     notes, bigger_worse = list(run.notes), False
