@@ -304,3 +304,12 @@ def test_noise_blanks_keep_the_inputs_moments_and_nothing_else():
     assert abs(float(torch.corrcoef(torch.stack([b[:, 1], x[:1024, 1]]))[0, 1])) < 0.1
     ids = torch.tensor([[5, 7]])
     assert torch.equal(blank(ids, token_id=3, noise=noise), torch.full_like(ids, 3))
+
+
+def test_the_lengths_of_packed_sequences_are_kept_when_blanking():
+    # a tuple batch (tokens, lengths, label) as for pack_padded_sequence: zero lengths crash
+    # it, and the lengths carry no more than the layout; the tokens are blanked
+    tokens, lengths = torch.tensor([[5, 7, 0], [4, 0, 0]]), torch.tensor([2, 1])
+    out_tokens, out_lengths = blank((tokens, lengths), token_id=3)
+    assert torch.equal(out_tokens, torch.full_like(tokens, 3))
+    assert torch.equal(out_lengths, lengths)

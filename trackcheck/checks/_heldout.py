@@ -24,8 +24,11 @@ def blank(x: Any, token_id: int = 0, noise: Noise | None = None) -> Any:
     for integer (token) inputs; tuples and lists are blanked leaf by leaf. A dict of keyword
     inputs has its content tensor blanked (``input_ids``, ``pixel_values``: see
     ``pipeline.primary``) and keeps the rest: an all-zero ``attention_mask`` would mask every
-    position (NaN in models with boolean masks), and padding stays padding. With ``noise``,
-    float tensors shaped like its statistics become draws of it instead of zeros."""
+    position (NaN in models with boolean masks), and padding stays padding. In a tuple of
+    inputs, an integer tensor of one value per example after the first input is the batch's
+    layout (the lengths of packed sequences) and is kept: zero lengths crash
+    pack_padded_sequence. With ``noise``, float tensors shaped like its statistics become
+    draws of it instead of zeros."""
     if isinstance(x, Tensor):
         if noise is not None and noise.fits(x):
             return noise.draw(x)
@@ -33,10 +36,21 @@ def blank(x: Any, token_id: int = 0, noise: Noise | None = None) -> Any:
             return torch.zeros_like(x)
         return torch.full_like(x, token_id)
     if isinstance(x, list | tuple):
-        return type(x)(blank(v, token_id, noise) for v in x)
+        return type(x)(
+            v if i > 0 and _per_example_ints(v) else blank(v, token_id, noise)
+            for i, v in enumerate(x)
+        )
     if isinstance(x, dict):
         return replace_primary(x, blank(primary(x), token_id, noise))
     return x
+
+
+def _per_example_ints(v: Any) -> bool:
+    return (
+        isinstance(v, Tensor)
+        and v.dim() == 1
+        and not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool)
+    )
 
 
 # normalisations whose statistics run over the examples or the positions of one input: a
