@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import blobs, run_check
-from models import SoftmaxBeforeCE
+from helpers.models import SoftmaxBeforeCE
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset, default_collate
 
@@ -520,7 +520,7 @@ def test_later_checks_skip_with_a_pointer_when_the_contract_fails():
 def test_a_column_output_passes_when_the_users_loss_squeezes_it():
     # [B, 1] output against [B] targets is fine when the loss squeezes first: judged on the
     # shapes the loss pairs, not the raw output (the broadcasting twin above still fails)
-    from public_programs import Regressor1, regression_data, squeezed_mse
+    from helpers.public_programs import Regressor1, regression_data, squeezed_mse
 
     r = contract(lambda: Regressor1(8), regression_data(), loss=squeezed_mse)
     assert r.status == Status.PASS, r.message
@@ -530,7 +530,7 @@ def test_a_column_output_passes_when_the_users_loss_squeezes_it():
 def test_a_summed_loss_with_a_clipping_step_is_noted_not_failed(text_data):
     # the char-RNN tutorial's loss: NLL summed over positions and sequences, gradient norm
     # clipped at 1 in the step: the update does not grow with the batch, a choice
-    from public_programs import CharRNN, clipped_step, summed_nll
+    from helpers.public_programs import CharRNN, clipped_step, summed_nll
 
     r = contract(lambda: CharRNN(96), text_data, loss=summed_nll, step=clipped_step)
     assert r.status == Status.PASS, r.message
@@ -540,7 +540,7 @@ def test_a_summed_loss_with_a_clipping_step_is_noted_not_failed(text_data):
 
 
 def test_the_same_summed_loss_without_clipping_warns(text_data):
-    from public_programs import CharRNN, summed_nll
+    from helpers.public_programs import CharRNN, summed_nll
 
     r = contract(lambda: CharRNN(96), text_data, loss=summed_nll)
     assert r.status == Status.WARN, r.message
@@ -548,7 +548,7 @@ def test_the_same_summed_loss_without_clipping_warns(text_data):
 
 
 def test_a_flat_tokens_plus_offsets_batch_gets_one_line_not_an_index_error():
-    from public_programs import TextClassifier, offsets_text_data
+    from helpers.public_programs import TextClassifier, offsets_text_data
 
     r = contract(lambda: TextClassifier(50, 16, 4), offsets_text_data())
     assert r.status == Status.FAIL, r.message

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import prior_bias, run_check
-from models import SlowBatchNormNet
+from helpers.models import SlowBatchNormNet
 from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from trackcheck.checks._stats import paired_test, power
 from trackcheck.checks.input_independent import InputIndependentParams, Judged, blank, weigh
+from trackcheck.checks.input_independent._stats import paired_test, power
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP
 
@@ -262,7 +262,7 @@ def test_a_batchnorm_models_baseline_trains_on_noise_with_the_inputs_moments(dig
     # d2l's ResNet-18 at its SGD lr 0.05: on all-zero inputs every BatchNorm sees zero
     # variance and the baseline diverged (NaN at step 4, a FAIL that said nothing about the
     # model); on noise with the inputs' per-pixel mean and std it trains to the prior
-    from public_programs import d2l_resnet18
+    from helpers.public_programs import d2l_resnet18
 
     r = run_check(
         "input_independent",
@@ -279,7 +279,7 @@ def test_a_batchnorm_models_baseline_trains_on_noise_with_the_inputs_moments(dig
 def test_shuffled_labels_still_fail_on_a_batchnorm_model(digits_data):
     # the noise baseline must not let the planted bug through: measured on seeds 0-2 at SGD
     # 0.05 and at Adam 3e-3, all FAIL
-    from public_programs import d2l_resnet18
+    from helpers.public_programs import d2l_resnet18
 
     r = run_check(
         "input_independent",
@@ -292,7 +292,7 @@ def test_shuffled_labels_still_fail_on_a_batchnorm_model(digits_data):
 
 
 def test_noise_blanks_keep_the_inputs_moments_and_nothing_else():
-    from trackcheck.checks._heldout import Noise
+    from trackcheck.checks.input_independent._heldout import Noise
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4096, 3) * torch.tensor([1.0, 5.0, 0.0]) + torch.tensor([0.0, 2.0, 7.0])

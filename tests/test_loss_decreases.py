@@ -1,6 +1,6 @@
 import torch
 from conftest import blobs, run_check
-from models import DetachedBody
+from helpers.models import DetachedBody
 
 from trackcheck import CheckResult, DataSpec
 from trackcheck.core import Status
@@ -108,7 +108,7 @@ def test_a_bias_before_batchnorm_is_not_an_untrained_parameter(digits_data):
     # gradient is ~1e-8, and plain SGD's update is below float32's resolution, so it never
     # moves. It has no effect on the output: a note, not "the optimizer holds the wrong
     # parameters" (the planted bugs above, a detached body and a wrong optimizer, still fail)
-    from public_programs import D2LResNet
+    from helpers.public_programs import D2LResNet
 
     r = run_check(
         "loss_decreases",

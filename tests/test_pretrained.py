@@ -15,7 +15,7 @@ from conftest import run_check
 from torch import nn
 
 from trackcheck import DataSpec
-from trackcheck.checks._pretrained import weights
+from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import ConfigError, Status
 from trackcheck.models import MLP

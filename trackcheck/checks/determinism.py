@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._fingerprint import fingerprint
-from trackcheck.checks._pretrained import weights
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._fingerprint import fingerprint
+from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -185,7 +185,7 @@ def _figure(l1: list[float], l2: list[float], l3: list[float]) -> Figure:
 
 def _other_seed_notes(r1: Run, r3: Run, loaded: bool = False) -> list[str]:
     """Warnings when a different seed changes nothing: the seed does not reach the model.
-    ``loaded``: the factory loads trained weights (checks/_pretrained.py), which are the
+    ``loaded``: the factory loads trained weights (checks/_shared/_pretrained.py), which are the
     same under any seed by design."""
     notes = []
     if not loaded and not _differing(r1.init, r3.init):
@@ -262,7 +262,7 @@ def _same_seed_verdict(
     )
 
 
-@register("determinism", DeterminismParams, fast=True, order=5)
+@register("determinism", DeterminismParams, fast=True)
 def determinism(ctx: Context, p: DeterminismParams) -> CheckResult:
     """Same seed twice gives identical batches, losses and weights; another seed differs."""
     r1 = _train(ctx, ctx.seed, p.seed_offset, p.steps)

@@ -7,7 +7,7 @@ property of that architecture, reported as information (a pass whose message say
 ``gate=strict`` does not fail a correct GPT-2 or nanoGPT), and the advice says what could be
 done instead.
 
-On loaded weights (trackcheck/checks/_pretrained.py) only a freshly initialised output layer
+On loaded weights (trackcheck/checks/_shared/_pretrained.py) only a freshly initialised output layer
 is judged (a new head on a pretrained backbone): a loaded one's bias is trained, and the
 check is skipped with that reason.
 """
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackcheck.checks._common import (
+from trackcheck.checks._shared._common import (
     fmt_values,
     init_outputs,
     output_layer,
     tied_to_embedding,
 )
-from trackcheck.checks._pretrained import weights
+from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.registry import register
@@ -43,7 +43,7 @@ class InitBiasParams:
     # with the finding in its message: the advice to set the bias cannot be followed there
 
 
-@register("init_bias", InitBiasParams, fast=True, order=20)
+@register("init_bias", InitBiasParams, fast=True)
 def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     """The final-layer bias carries the prior (mean prediction at init vs class prior / mean)."""
     task = ctx.task

@@ -7,7 +7,7 @@ computed by passing outputs shaped like the model's through ``ctx.per_example_lo
 expected values are exact for a user's loss too (label smoothing, class weights, focal,
 Huber, ignore_index), not only for the closed forms of the task's loss.
 
-Loaded weights (a checkpoint, a pretrained backbone: trackcheck/checks/_pretrained.py) have
+Loaded weights (a checkpoint, a pretrained backbone: trackcheck/checks/_shared/_pretrained.py) have
 no "init" to sit in a band: a trained model beats the constant predictor by design. There
 the loss at start must be at most chance, the band's top, judged on the real targets: a
 checkpoint that starts above it is worse than predicting the prior (the wrong checkpoint,
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trackcheck.checks import _streams
-from trackcheck.checks._common import init_outputs
-from trackcheck.checks._floor import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import init_outputs
+from trackcheck.checks._shared._floor import (
     aligned_spread,
     constant_output,
     mean_loss,
@@ -33,7 +33,7 @@ from trackcheck.checks._floor import (
     output_std,
     shuffled_loss,
 )
-from trackcheck.checks._pretrained import Weights, weights
+from trackcheck.checks._shared._pretrained import Weights, weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -75,7 +75,7 @@ class LossAtInitParams:
     z: float = 3.0
 
 
-@register("loss_at_init", LossAtInitParams, fast=True, order=10)
+@register("loss_at_init", LossAtInitParams, fast=True)
 def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     """The loss at init matches the derived value (ln C, label entropy, Var(y), H(p))."""
     out, y = init_outputs(ctx, p.n_examples)  # out [N, ...], y [N, ...]

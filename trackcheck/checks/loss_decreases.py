@@ -13,9 +13,9 @@ from torch import nn
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
-from trackcheck.checks._pretrained import weights
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
+from trackcheck.checks._shared._pretrained import weights
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -206,7 +206,7 @@ class _Run:
     notes: list[str] = field(default_factory=list)  # said in a passing message
 
 
-@register("loss_decreases", LossDecreasesParams, fast=False, order=70)
+@register("loss_decreases", LossDecreasesParams, fast=False)
 def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     """Training loss goes down over a short run (longer on a plateau); a bigger model is
     compared on the same batches."""
