@@ -81,6 +81,8 @@ def test_loaded_and_fresh_weights_are_told_apart_by_two_seeds(checkpoint, digits
     w = found(new_head(checkpoint))
     assert w.pretrained and not w.resumed and w.fresh == ["head.weight"]  # the bias is 0
     assert not found(build).pretrained  # a random init differs under another seed
+    prior = found(lambda: MLP([1, 8, 8], 10, out_bias=digits_data.prior_bias()))
+    assert not prior.pretrained and prior.loaded == ["head.bias"]  # a deterministic init
     assert not found(resumed(checkpoint), pretrained=False).pretrained  # the user says so
 
 

@@ -5,7 +5,9 @@ checkpoint gives the same. So two builds with different seeds tell them apart, p
 tensor: a tensor that is equal in both, not constant (LayerNorm's ones and zero-initialised
 biases are equal under any seed) and not the same storage (a factory that hands every call
 the same module shares it; that is no checkpoint) is loaded; one that differs is fresh (a
-new head on a pretrained backbone). ``ctx.pretrained`` (``pretrained=`` in ``run``, the
+new head on a pretrained backbone). The model counts as pretrained when a loaded tensor is
+a matrix or kernel (a bias vector set to the prior is a deterministic init, not training).
+``ctx.pretrained`` (``pretrained=`` in ``run``, the
 ``pretrained`` config key) overrides the detection: False never treats a model as loaded,
 True always does (the loaded and fresh tensors are still told apart by the two builds). A
 model instance passed to ``run`` (copied for every check) is the same under any seed
@@ -34,10 +36,14 @@ class Weights:
     loaded: list[str] = field(default_factory=list)  # equal across seeds, not constant
     fresh: list[str] = field(default_factory=list)  # drawn anew for each seed
     declared: bool | None = None  # what the user said (ctx.pretrained)
+    # loaded tensors with 2 or more dimensions: a weight matrix or kernel equal under two
+    # seeds is trained; a vector may be a deterministic init (a final bias set to the prior,
+    # model.out_bias=auto), so vectors alone do not make a model pretrained
+    matrices: int = 0
 
     @property
     def pretrained(self) -> bool:
-        return bool(self.declared) if self.declared is not None else bool(self.loaded)
+        return bool(self.declared) if self.declared is not None else self.matrices > 0
 
     @property
     def resumed(self) -> bool:
@@ -85,6 +91,7 @@ def weights(ctx: Context) -> Weights:
                 found.fresh.append(n)
             elif not constant and q.data_ptr() != ptr:
                 found.loaded.append(n)
+                found.matrices += q.dim() >= 2
         del first, second
     ctx.cache[key] = found
     return found
