@@ -279,3 +279,60 @@ def test_a_packed_sequence_model_with_shuffled_labels_fails():
 
     r = run_check("input_independent", PackedRNN, shuffled_labels(packed_data()))
     assert r.status == Status.FAIL, r.message
+
+
+def test_a_batchnorm_models_baseline_trains_on_noise_with_the_inputs_moments(digits_data):
+    # d2l's ResNet-18 at its SGD lr 0.05: on all-zero inputs every BatchNorm sees zero
+    # variance and the baseline diverged (NaN at step 4, a FAIL that said nothing about the
+    # model); on noise with the inputs' per-pixel mean and std it trains to the prior
+    from helpers.public_programs import d2l_resnet18
+
+    r = run_check(
+        "input_independent",
+        d2l_resnet18,
+        digits_data,
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=0.05),
+    )
+    assert r.status == Status.PASS, r.message
+    assert "blanked inputs are Gaussian noise" in r.message
+    assert r.metrics["test_split/loss_blanked"] == pytest.approx(2.3, abs=0.1)  # ~ ln 10
+
+
+@pytest.mark.slow
+def test_shuffled_labels_still_fail_on_a_batchnorm_model(digits_data):
+    # the noise baseline must not let the planted bug through: measured on seeds 0-2 at SGD
+    # 0.05 and at Adam 3e-3, all FAIL
+    from helpers.public_programs import d2l_resnet18
+
+    r = run_check(
+        "input_independent",
+        d2l_resnet18,
+        shuffled_labels(digits_data),
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=0.05),
+    )
+    assert r.status == Status.FAIL, r.message
+    assert "no information from its input" in r.message
+
+
+def test_noise_blanks_keep_the_inputs_moments_and_nothing_else():
+    from trackcheck.checks.input_independent._heldout import Noise
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 3) * torch.tensor([1.0, 5.0, 0.0]) + torch.tensor([0.0, 2.0, 7.0])
+    noise = Noise.fit([x[:2048], x[2048:]], g)
+    assert noise is not None
+    b = blank(x[:1024], noise=noise)
+    assert torch.allclose(b.mean(0), x.mean(0), atol=0.4)
+    assert torch.allclose(b.std(0), x.std(0), rtol=0.1, atol=1e-6)
+    assert abs(float(torch.corrcoef(torch.stack([b[:, 1], x[:1024, 1]]))[0, 1])) < 0.1
+    ids = torch.tensor([[5, 7]])
+    assert torch.equal(blank(ids, token_id=3, noise=noise), torch.full_like(ids, 3))
+
+
+def test_the_lengths_of_packed_sequences_are_kept_when_blanking():
+    # a tuple batch (tokens, lengths, label) as for pack_padded_sequence: zero lengths crash
+    # it, and the lengths carry no more than the layout; the tokens are blanked
+    tokens, lengths = torch.tensor([[5, 7, 0], [4, 0, 0]]), torch.tensor([2, 1])
+    out_tokens, out_lengths = blank((tokens, lengths), token_id=3)
+    assert torch.equal(out_tokens, torch.full_like(tokens, 3))
+    assert torch.equal(out_lengths, lengths)

@@ -101,3 +101,21 @@ def test_warns_without_capacity_gain_is_not_a_failure():
     r = run_check("loss_decreases", lambda: MLP([8], 4), blobs())
     assert r.status == Status.PASS
     assert "no bigger model" in r.message
+
+
+def test_a_bias_before_batchnorm_is_not_an_untrained_parameter(digits_data):
+    # d2l's ResNet keeps the conv bias before each BatchNorm: the batch mean removes it, its
+    # gradient is ~1e-8, and plain SGD's update is below float32's resolution, so it never
+    # moves. It has no effect on the output: a note, not "the optimizer holds the wrong
+    # parameters" (the planted bugs above, a detached body and a wrong optimizer, still fail)
+    from helpers.public_programs import D2LResNet
+
+    r = run_check(
+        "loss_decreases",
+        D2LResNet,
+        digits_data,
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01),
+    )
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["params_without_effect"] == 3
+    assert "no effect on the output" in r.message and "net.0.bias" in r.message

@@ -16,6 +16,7 @@ CHECKS: dict[str, Any] = {
         "excess_duplicates": 0.25,
         "dataset_items": 256,
         "grad_rtol": 0.001,
+        "clip_rtol": 0.001,
     },
     "leakage": {
         "max_examples": 10000,
@@ -110,6 +111,7 @@ CHECKS: dict[str, Any] = {
         "max_eval": 1024,
         "token_id": 0,
         "bn_batches": 4,
+        "noise_for_normalised": True,
         "min_effect": 0.38,
     },
     "gradient_flow": {
@@ -152,6 +154,8 @@ CHECKS: dict[str, Any] = {
         "bigger_alpha": 0.05,
         "bigger_min_worse": 0.1,
         "allow_unchanged": [],
+        "no_effect_rtol": 0.001,
+        "max_undone": 0.25,
     },
     "lr_range": {
         "when": "on_failure",
@@ -172,6 +176,7 @@ CHECKS: dict[str, Any] = {
         "record_every": 1,
         "max_jitter": 0.025,
         "worse_z": 3.0,
+        "min_rise": 0.05,
         "bn_batches": 2,
     },
     "batch_independence": {

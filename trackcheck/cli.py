@@ -205,6 +205,7 @@ def build_and_run(
         reference_fn=reference,
         run_name=run_name,
         progress=cfg.progress,
+        pretrained=cfg.get("pretrained"),
     )
 
 

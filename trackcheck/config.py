@@ -115,6 +115,9 @@ def _schema(checks: Any, checks_default: Any) -> type:
             ("step", Any, None),
             ("pipeline", PipelineConfig, field(default_factory=PipelineConfig)),
             ("seed", int, 0),
+            # the model loads trained weights (a checkpoint, a pretrained backbone with a new
+            # head): true, false, or null to tell from two builds with different seeds
+            ("pretrained", Any, None),
             ("device", str, "auto"),  # auto: CUDA when available, else CPU
             ("progress", bool, True),
             # torch threads per job: auto = its share of the cores when jobs run in parallel

@@ -124,6 +124,10 @@ class Context:
     output_dir: Path | None = None
     meter: Meter = field(default_factory=Meter)
     pipeline: Pipeline = field(default_factory=Pipeline)
+    # the model factory loads trained weights (a checkpoint, a pretrained backbone): True,
+    # False, or None to detect it (checks/_shared/_pretrained.py): the init checks then judge what
+    # is meaningful for a checkpoint, the training checks the user's lr on those weights
+    pretrained: bool | None = None
     # the results of the checks that ran before this one, in order (set by the runner), so a
     # diagnostic check can run only when an earlier one failed
     finished: list[CheckResult] = field(default_factory=list, repr=False)

@@ -46,6 +46,7 @@ from trackcheck.validate import (
     Plan,
     as_factory,
     check_data,
+    check_pretrained,
     check_seed,
     make_pipeline,
     output_dir_of,
@@ -354,12 +355,15 @@ def run(
     reference_fn: Callable[..., torch.Tensor] | None = None,
     run_name: str = "trackcheck",
     progress: bool = True,
+    pretrained: bool | None = None,
 ) -> Report:
     """Run the checklist on ``model`` (a factory, ideally) and ``data``; return the Report.
 
     ``loss``: your loss ``fn(output, target) -> scalar`` (or ``"model"``: the model's own
     ``.loss`` given ``labels=``); ``step``: your training step ``fn(model, batch, optimizer)
-    -> loss``; ``pipeline``: how batches and outputs are read (:mod:`trackcheck.pipeline`).
+    -> loss``; ``pipeline``: how batches and outputs are read (:mod:`trackcheck.pipeline`);
+    ``pretrained``: the factory loads trained weights (True), builds a random init (False),
+    or None to tell from two builds with different seeds (trackcheck/checks/_shared/_pretrained.py).
     Everything is validated first (ConfigError, before any compute and before a tracker run
     opens). The report is written to ``output_dir/report.json`` before anything is sent to
     the tracker, so a tracker failure loses nothing. ``report.passed`` is the gate's verdict.
@@ -379,6 +383,7 @@ def run(
         reference_fn=reference_fn,
         meter=Meter(),
         pipeline=make_pipeline(pipeline, loss, step),
+        pretrained=check_pretrained(pretrained),
     )
     tracker = make_tracker(tracker)  # "mlflow", "wandb", "auto" (the caller's active run)
     ctx.output_dir = out = output_dir_of(output_dir)

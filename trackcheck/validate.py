@@ -178,6 +178,16 @@ def validate(
 MAX_SEED = 2**62
 
 
+def check_pretrained(value: object) -> bool | None:
+    """``pretrained``: True, False or None (detect), or ConfigError naming it."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(
+        f"pretrained={value!r}: expected true (the model loads trained weights), false "
+        "(random init) or null (tell from the factory)"
+    )
+
+
 def check_seed(seed: object) -> int:
     """The stage seed, or ConfigError naming it: an int in [0, 2**62] (not a bool or float:
     ``seed=1e23`` would overflow in every check)."""
@@ -237,8 +247,13 @@ def as_factory(model: ModelFactory | nn.Module) -> ModelFactory:
         import copy
 
         # one instance: every check gets a copy of the same init (a factory is better:
-        # it lets determinism verify that the seed reaches the init)
-        return lambda: copy.deepcopy(model)
+        # it lets determinism verify that the seed reaches the init, and tells a random
+        # init from loaded weights: checks/_shared/_pretrained.py)
+        def copies() -> nn.Module:
+            return copy.deepcopy(model)
+
+        copies.copies_an_instance = True  # type: ignore[attr-defined]
+        return copies
     if not callable(model):
         raise ConfigError(
             f"model must be an nn.Module or a callable that builds one, not {type(model).__name__}"

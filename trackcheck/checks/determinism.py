@@ -25,6 +25,7 @@ from torch import Tensor
 from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._fingerprint import fingerprint
+from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -182,10 +183,12 @@ def _figure(l1: list[float], l2: list[float], l3: list[float]) -> Figure:
     return fig
 
 
-def _other_seed_notes(r1: Run, r3: Run) -> list[str]:
-    """Warnings when a different seed changes nothing: the seed does not reach the model."""
+def _other_seed_notes(r1: Run, r3: Run, loaded: bool = False) -> list[str]:
+    """Warnings when a different seed changes nothing: the seed does not reach the model.
+    ``loaded``: the factory loads trained weights (checks/_shared/_pretrained.py), which are the
+    same under any seed by design."""
     notes = []
-    if not _differing(r1.init, r3.init):
+    if not loaded and not _differing(r1.init, r3.init):
         notes.append(
             "seeds s and s+1 give the same initial weights: the model factory ignores the seed "
             "(a model instance passed to trackcheck.run is deep-copied, so every check sees "
@@ -281,7 +284,7 @@ def determinism(ctx: Context, p: DeterminismParams) -> CheckResult:
         "loss_run2": list(enumerate(r2.losses)),
         "loss_other_seed": list(enumerate(r3.losses)),
     }
-    notes = _other_seed_notes(r1, r3)
+    notes = _other_seed_notes(r1, r3, weights(ctx).pretrained)
     if notes:
         status = Status.WARN if status == Status.PASS else status
         msg += "; " + "; ".join(notes)

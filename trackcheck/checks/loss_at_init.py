@@ -6,6 +6,13 @@ loss of those constant outputs plus Gaussian logit noise of std ``max_logit_std`
 computed by passing outputs shaped like the model's through ``ctx.per_example_loss``, so the
 expected values are exact for a user's loss too (label smoothing, class weights, focal,
 Huber, ignore_index), not only for the closed forms of the task's loss.
+
+Loaded weights (a checkpoint, a pretrained backbone: trackcheck/checks/_shared/_pretrained.py) have
+no "init" to sit in a band: a trained model beats the constant predictor by design. There
+the loss at start must be at most chance, the band's top, judged on the real targets: a
+checkpoint that starts above it is worse than predicting the prior (the wrong checkpoint,
+a head that does not match the classes, inputs preprocessed otherwise than in training),
+and a new head on it is judged by the same top (a head initialised too large lifts it).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from trackcheck.checks._shared._floor import (
     output_std,
     shuffled_loss,
 )
+from trackcheck.checks._shared._pretrained import Weights, weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -99,7 +107,10 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
         f"{what} at init have std {std:.3g}"
     )
     head = f"loss at init {measured:.4g} +- {se:.2g}"
-    if not math.isfinite(measured) or not math.isfinite(shuffled):
+    loaded = weights(ctx)
+    if loaded.pretrained and math.isfinite(measured):
+        status, msg = _judge_loaded(loaded, measured, se, hi, ref, std, what)
+    elif not math.isfinite(measured) or not math.isfinite(shuffled):
         status, msg = Status.FAIL, f"loss at init is {measured}: the forward pass produces NaN/Inf"
     elif shuffled > hi:
         status = Status.FAIL
@@ -118,7 +129,27 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
         )
     else:
         status, msg = Status.PASS, f"{head}, {ref}"
+    metrics["weights_loaded"] = float(loaded.pretrained)
+    if loaded.pretrained:
+        band = f"<= {hi:.4g}"
     return CheckResult("loss_at_init", status, msg, metrics=metrics, value=measured, threshold=band)
+
+
+def _judge_loaded(
+    w: Weights, measured: float, se: float, hi: float, ref: str, std: float, what: str
+) -> tuple[Status, str]:
+    """Loaded weights: the loss at start is at most chance (the band's top)."""
+    head = f"loss at start {measured:.4g} +- {se:.2g}; {w.describe()}: at most chance expected"
+    if measured <= hi:
+        return Status.PASS, f"{head} (<= {hi:.4g}): {ref}"
+    fix = (
+        "the new layers are initialised too large: scale their weights down (x0.1 or "
+        "zero-init) and set the final bias to the prior"
+        if w.fresh
+        else "a checkpoint should beat a constant: is it the right checkpoint for these "
+        "classes, and are the inputs preprocessed as in its training?"
+    )
+    return Status.FAIL, f"{head}, and it is above that ({hi:.4g}; {ref}): {fix}"
 
 
 def _band(

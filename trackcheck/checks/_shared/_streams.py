@@ -14,6 +14,7 @@ SNAPSHOT: Final = 0  # input_snapshot: the first training batch, as training wou
 LOSS_DECREASES: Final = 7  # loss_decreases: the base and the bigger model see these batches
 INPUT_INDEPENDENT: Final = 11  # input_independent: batches both models train on
 PREDICTION_DYNAMICS: Final = 13  # prediction_dynamics: the short run's batches
+BLANK_NOISE: Final = 18  # input_independent: the noise that blanks a normalising model's inputs
 HOLDOUT_SPLIT: Final = 17  # input_independent: which training examples are held out
 PREDICTION_RECALIBRATION: Final = 19  # prediction_dynamics: BatchNorm recalibration batches
 AUGMENTATION: Final = 23  # augmentation_off: both seeded training loaders

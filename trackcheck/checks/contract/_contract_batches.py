@@ -18,6 +18,31 @@ from trackcheck.data.spec import length_of
 from trackcheck.pipeline import Batch, primary
 
 
+def check_layout(batch: Batch, f: Findings) -> bool:
+    """Every check reads a batch as rows: example i is row i of the content tensor and of
+    the target. A flat layout (every example's tokens concatenated, plus the offsets where
+    each starts, as nn.EmbeddingBag takes them) has no such rows; it is named in one line
+    instead of failing later as an IndexError deep inside a check."""
+    x, n = primary(batch.x), len(batch)
+    if x.dim() >= 1 and int(x.shape[0]) == n:
+        return True
+    shapes = ", ".join(
+        f"{list(t.shape)}"
+        for t in (batch.x if isinstance(batch.x, tuple) else (x,))
+        if isinstance(t, Tensor)
+    )
+    flat = x.dim() == 1 and not x.is_floating_point() and isinstance(batch.x, tuple)
+    why = " (a flat token tensor plus offsets, as nn.EmbeddingBag takes them)" if flat else ""
+    f.fail(
+        f"the batch's inputs have no row per example: inputs {shapes} for {n} targets"
+        f"{why}. trackcheck reads the first dimension of the content tensor as the batch, "
+        "example i being row i: collate the examples into one [batch, ...] tensor (for "
+        "nn.EmbeddingBag: pad them to [batch, length] with a padding id and pass "
+        "padding_idx; EmbeddingBag takes 2-D input without offsets)"
+    )
+    return False
+
+
 def check_batches(ctx: Context, f: Findings, p: Thresholds, seed_offset: int) -> None:
     """A training batch from the real loader (the stream ``seed_offset``): data.batch_size
     rows, distinct examples."""
@@ -30,6 +55,7 @@ def check_batches(ctx: Context, f: Findings, p: Thresholds, seed_offset: int) ->
             f"a training batch has {rows} input rows and {n} targets: the collate_fn "
             "misaligns inputs and targets"
         )
+        return  # its rows are not examples: nothing below can read them
     _check_batch_size(ctx, n, f)
     _check_duplicates(ctx, b, f, p)
 

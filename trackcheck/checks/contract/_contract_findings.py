@@ -29,6 +29,7 @@ class Thresholds(Protocol):
     excess_duplicates: float
     dataset_items: int
     grad_rtol: float
+    clip_rtol: float
 
 
 @dataclass

@@ -128,8 +128,10 @@ def _loss_on(ctx: Context, model: nn.Module, batch: Batch, out: Tensor, rows: sl
 
 def check_loss(
     ctx: Context, model: nn.Module, batch: Batch, out: Tensor, f: Findings, p: Thresholds
-) -> None:
-    """A finite scalar, and a per-example mean: the batch's loss lies between its halves'."""
+) -> str | None:
+    """A finite scalar, and a per-example mean: the batch's loss lies between its halves'.
+    A loss that grows with the batch (a sum) is not recorded but returned: whether it is a
+    bug depends on the training step (:func:`judge_sum`)."""
     n, h = len(batch), len(batch) // 2
     try:
         full = float(_loss_on(ctx, model, batch, out, slice(0, max(2 * h, 1))))
@@ -143,14 +145,14 @@ def check_loss(
             f"the loss failed on the first {n} training examples: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}"
         )
-        return
+        return None
     f.metrics["loss"] = full
     if not math.isfinite(full):
         f.fail(
             f"the loss on the first {2 * h} training examples is {full} at init: look for "
             "a log of 0 (probabilities into a log loss) or NaN inputs"
         )
-        return
+        return None
     pe = _per_example_mean(ctx, out[: 2 * h], batch.y[: 2 * h])
     mean_half = (a + b) / 2
     k = math.log2(full / mean_half) if full > 0 and mean_half > 0 else float("nan")
@@ -161,16 +163,14 @@ def check_loss(
     )
     tol = p.mean_rtol * max(abs(a), abs(b), abs(full), 1e-12)
     if not (math.isfinite(a) and math.isfinite(b)) or min(a, b) - tol <= full <= max(a, b) + tol:
-        return
+        return None
     if k >= p.max_scaling_exponent:
         ratio = f.metrics["loss_batch_ratio"]
         per_example = f"; {ratio:.3g}x the mean per-example loss" if math.isfinite(ratio) else ""
-        f.fail(
+        return (
             f"the loss grows with the batch: {full:.4g} on {2 * h} examples, {a:.4g} and "
             f"{b:.4g} on its halves (a mean lies between them, a sum is their total, "
-            f"{a + b:.4g}){per_example}. Reduce with a mean (reduction='mean', or divide "
-            "by the batch size): a summed loss scales the gradients, so the learning rate, "
-            "with the batch size"
+            f"{a + b:.4g}){per_example}"
         )
     else:
         f.warn(
@@ -179,6 +179,34 @@ def check_loss(
             "them. It depends on which examples share the batch (in-batch negatives, batch "
             "statistics?); the checks that compare per-example losses assume a mean"
         )
+    return None
+
+
+def judge_sum(f: Findings, summed: str, p: Thresholds) -> None:
+    """A loss that grows with the batch (a sum) is a choice, never a contract failure: the
+    gradient then scales with the batch size, so the lr is tied to it, and whether the lr
+    suits it is what the training checks judge (a sum with an lr tuned for a mean diverges
+    there). When the user's step clips (the gradient norm the optimizer steps with, measured
+    by the step probe as ``step_grad_scale``, is below the loss's own), the update does not
+    even scale with the batch: information only (the per-sequence NLL summed and clipped of
+    character-level RNN tutorials). Otherwise a warning with the consequence (pytorch/
+    examples' VAE and the polynomial-fit tutorial sum on purpose, at an lr chosen for it)."""
+    scale = f.metrics.get("step_grad_scale", 1.0)
+    if scale < 1 - p.clip_rtol:  # information: a warning would fail gate=strict on a choice
+        f.note(
+            f"{summed[0].upper()}{summed[1:]}: a summed loss, and the training step scales "
+            f"the gradient down before the optimizer steps (to {scale:.3g} of the loss's "
+            "gradient norm: clipping), so the update does not grow with the batch size: a "
+            "choice, not a bug (reduction='mean' would make the lr independent of it)."
+        )
+        return
+    f.warn(
+        f"{summed}: a summed loss, so the gradient (and with SGD the step) grows with the "
+        "batch size and the learning rate is tied to it. Fine if the lr was chosen for the "
+        "sum (Adam-style optimizers normalise the scale away); otherwise reduce with a mean "
+        "(reduction='mean', or divide by the batch size), or clip the gradient norm in the "
+        "training step"
+    )
 
 
 def _per_example_mean(ctx: Context, out: Tensor, y: Tensor) -> float:

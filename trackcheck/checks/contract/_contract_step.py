@@ -28,11 +28,18 @@ def check_step(ctx: Context, f: Findings, p: Thresholds, seed_offset: int) -> No
     opt = ctx.optimizer(model)
     batches = ctx.train_batches(seed_offset=seed_offset)
     b1, b2 = next(batches), next(batches)
+    raw = _loss_grad_norm(ctx, model, b1)  # before the hook below: not one of the step's
     modes: list[bool] = []  # module.training at each forward the step runs
     model.register_forward_pre_hook(lambda m, _args: modes.append(m.training))
+    stepped: list[float] = []  # the gradient norm at each optimizer.step() the step calls
+    hook = opt.register_step_pre_hook(lambda *_: stepped.append(_norm(_grads(model))))
     before = [q.detach().clone() for q in model.parameters()]
-    if _run_step(ctx, model, b1, opt, f, "first") is None:
+    ran_first = _run_step(ctx, model, b1, opt, f, "first") is not None
+    hook.remove()
+    if not ran_first:
         return
+    if stepped and raw > 0:
+        f.metrics["step_grad_scale"] = stepped[0] / raw
     moved_first = _moved(model, before)
     g_prev = _grads(model)
     move(HOST, model, opt)  # the copy trains alone on the device (checks/_shared/_park.py)
@@ -84,6 +91,26 @@ def _run_step(
         f.fail(f"the training step returned {v} on its {which} call: a finite loss expected")
         return None
     return v
+
+
+def _loss_grad_norm(ctx: Context, model: nn.Module, b: Batch) -> float:
+    """The norm of the loss's gradient on ``b`` at the current weights, as the step's own
+    forward would compute it (the random state and the buffers are restored after, .grad is
+    cleared): what an optimizer step that does not touch the gradient steps with."""
+    state = _rng_state(ctx)
+    buffers = [t.detach().clone() for t in model.buffers()]
+    try:
+        loss, _ = ctx.batch_loss(model, b)
+        loss.backward()
+        return _norm(_grads(model))
+    except Exception:  # noqa: BLE001 - the step's own call reports what breaks
+        return 0.0
+    finally:
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for t, v in zip(model.buffers(), buffers, strict=True):
+                t.copy_(v)
+        _set_rng_state(ctx, state)
 
 
 def _grads(model: nn.Module) -> list[Tensor]:

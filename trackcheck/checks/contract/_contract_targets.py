@@ -133,9 +133,43 @@ def check_shapes(ctx: Context, out: Tensor, y: Tensor, f: Findings) -> bool:
         problem = _binary_shape(os_, ys, user)
     else:
         problem = None if os_ == ys or (not user and os_ == ys + [1]) else _shape_msg(os_, ys)
+    if problem and user and ctx.task.name in ("binary", "regression") and os_ != ys:
+        if _loss_pairs_rows(ctx, out, y):  # the shapes the loss itself receives fit
+            f.note(
+                f"The output is {os_} and the targets {ys}; your loss pairs each output "
+                "with its own target (its gradient for one example does not move when the "
+                "others' targets change), so it reshapes them itself: fine."
+            )
+            return True
     if problem:
         f.fail(problem)
     return problem is None
+
+
+def _loss_pairs_rows(ctx: Context, out: Tensor, y: Tensor) -> bool:
+    """Whether the user's loss pairs output row i with target i, whatever the raw shapes:
+    the judgment is on what the loss receives after its own squeeze or view. Row 0's
+    gradient is computed twice, with every OTHER target changed the second time: a loss
+    that pairs rows leaves it as it was (up to float rounding; a mean's 1/B is unchanged),
+    one that broadcasts [B, 1] against [B] mixes every target into every row's gradient
+    (MSE: d/d out_0 = 2/B^2 sum_j (out_0 - y_j)) and moves it. A loss that raises on the
+    shapes does not pair them."""
+    if len(y) < 2 or not y.is_floating_point():
+        return False
+    other = y.clone()
+    if ctx.task.name == "binary":
+        other[1:] = 1 - other[1:]
+    else:
+        other[1:] = other[1:] + (float(y.std()) or 1.0) * 3
+    grads = []
+    try:
+        for t in (y, other):
+            o = out.detach().clone().requires_grad_(True)
+            grads.append(torch.autograd.grad(ctx.loss(o, t), o)[0][0])
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return False
+    a, b = grads
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.abs().max() + 1e-12)))
 
 
 def _class_shape(task: Task, os_: list[int], ys: list[int], y: Tensor) -> str | None:

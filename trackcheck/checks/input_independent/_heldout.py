@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from trackcheck.checks._shared import _streams
@@ -17,7 +19,7 @@ from trackcheck.context import Context
 from trackcheck.pipeline import primary, replace_primary
 
 
-def blank(x: Any, token_id: int = 0) -> Any:
+def blank(x: Any, token_id: int = 0, noise: Noise | None = None) -> Any:
     """The input with its information removed: zeros for float inputs, one constant token id
     for integer (token) inputs; tuples and lists are blanked leaf by leaf. A dict of keyword
     inputs has its content tensor blanked (``input_ids``, ``pixel_values``: see
@@ -29,17 +31,21 @@ def blank(x: Any, token_id: int = 0) -> Any:
     boolean tensors (masks) and integer tensors of at most one value per example (``[B]``
     or a scalar: sequence lengths for ``pack_padded_sequence``, which zeros would make
     invalid; offsets). Float tensors and integer tensors with a per-position axis
-    (``[B, T]`` token ids) carry content and are blanked."""
+    (``[B, T]`` token ids) carry content and are blanked. With ``noise``, float tensors shaped
+    like its statistics become draws of it instead of zeros."""
     if isinstance(x, Tensor):
+        if noise is not None and noise.fits(x):
+            return noise.draw(x)
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             return torch.zeros_like(x)
         return torch.full_like(x, token_id)
     if isinstance(x, tuple) and x and isinstance(x[0], Tensor):
-        return (blank(x[0], token_id), *(v if _reads(v) else blank(v, token_id) for v in x[1:]))
+        content = blank(x[0], token_id, noise)
+        return (content, *(v if _reads(v) else blank(v, token_id, noise) for v in x[1:]))
     if isinstance(x, list | tuple):
-        return type(x)(blank(v, token_id) for v in x)
+        return type(x)(blank(v, token_id, noise) for v in x)
     if isinstance(x, dict):
-        return replace_primary(x, blank(primary(x), token_id))
+        return replace_primary(x, blank(primary(x), token_id, noise))
     return x
 
 
@@ -51,6 +57,45 @@ def _reads(v: Any) -> bool:
     if v.dtype == torch.bool:
         return True
     return not (v.is_floating_point() or v.is_complex()) and v.dim() <= 1
+
+
+# normalisations whose statistics run over the examples or the positions of one input: a
+# blank (constant) input has zero variance there, so they divide rounding error by
+# sqrt(eps) (x316 at eps 1e-5) layer after layer, and its training diverges (a d2l
+# ResNet-18 at its SGD lr 0.05 on zero inputs: loss 4e4 at step 1, NaN at step 4)
+NORMALISING = (_BatchNorm, _InstanceNorm)
+
+
+def normalises_over_inputs(model: nn.Module) -> bool:
+    return any(isinstance(m, NORMALISING) for m in model.modules())
+
+
+@dataclass
+class Noise:
+    """Gaussian inputs with each input element's mean and standard deviation over training
+    examples (mean, std [*input shape]), drawn independently per example from a seeded
+    generator: the input's first two moments without its content, so a model that normalises
+    over the batch sees a blank it can train on. Independent of the labels by construction:
+    a baseline on these inputs can learn the prior only, as on zeros."""
+
+    mean: Tensor
+    std: Tensor
+    generator: torch.Generator
+
+    @classmethod
+    def fit(cls, xs: list[Tensor], generator: torch.Generator) -> Noise | None:
+        """From the content tensors of training batches ([B, ...] each); None unless float."""
+        if not xs or not xs[0].is_floating_point() or xs[0].dim() < 2:
+            return None
+        allx = torch.cat([x.detach().float().cpu() for x in xs])  # [N, ...]
+        return cls(allx.mean(0), allx.std(0), generator)
+
+    def fits(self, x: Tensor) -> bool:
+        return x.is_floating_point() and tuple(x.shape[1:]) == tuple(self.mean.shape)
+
+    def draw(self, like: Tensor) -> Tensor:
+        z = torch.randn(like.shape, generator=self.generator)  # on the CPU: one stream
+        return (self.mean + self.std * z).to(device=like.device, dtype=like.dtype)
 
 
 @dataclass
@@ -109,15 +154,16 @@ def heldout_losses(
     loader: Iterable[Any],
     max_eval: int,
     token_id: int | None = None,
+    noise: Noise | None = None,
 ) -> Tensor:
     """[N] per-example losses in eval mode over the first ``max_eval`` examples of
-    ``loader``; with ``token_id`` set, on blanked inputs."""
+    ``loader``; with ``token_id`` set, on blanked inputs (``noise``: see :func:`blank`)."""
     model.eval()
     losses: list[Tensor] = []
     seen = 0
     for x, y in ctx.batches(loader):
         if token_id is not None:
-            x = blank(x, token_id)
+            x = blank(x, token_id, noise)
         losses.append(ctx.per_example_loss(ctx.forward(model, x), y).double().cpu())
         seen += len(y)
         if seen >= max_eval:
