@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable
-from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._domain import domain_note, logit_view, output_domain, to_domain
+from trackcheck.checks._floor import best_output, constant_output, domain_loss, mean_loss
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
@@ -68,7 +69,8 @@ class Fit:
     losses: list[float]
     lo: list[float]  # [steps + 1] lowest output entry before each step, then at the end
     hi: list[float]
-    out: Tensor  # the last output (CPU, float)
+    out: Tensor  # the last output (CPU, float), read as logits
+    domain: str = "logits"  # what the loss reads the outputs as; edges are taken in logits
 
 
 def _fit(ctx: Context, model: nn.Module, opt: Any, b: Batch, steps: int, fit: Fit) -> None:
@@ -79,7 +81,7 @@ def _fit(ctx: Context, model: nn.Module, opt: Any, b: Batch, steps: int, fit: Fi
         fit.lo.pop(), fit.hi.pop()
 
     def record(out: Tensor) -> None:
-        o = out.detach().float()
+        o = logit_view(ctx, out.detach().float(), fit.domain)
         fit.lo.append(float(o.min()))
         fit.hi.append(float(o.max()))
 
@@ -101,7 +103,7 @@ def _fit(ctx: Context, model: nn.Module, opt: Any, b: Batch, steps: int, fit: Fi
     with torch.no_grad():
         out = ctx.forward(model, b.x).detach().float()
     record(out)
-    fit.out = out.cpu()
+    fit.out = logit_view(ctx, out, fit.domain).cpu()
 
 
 def _limit(values: list[float], sign: float) -> tuple[float, float]:
@@ -177,12 +179,13 @@ def _corners(ctx: Context, like: Tensor, y: Tensor, lo: float, hi: float) -> Ten
 
 
 def _classification_cost(
-    ctx: Context, out: Tensor, y: Tensor, lo: float, hi: float, p: OutputRangeParams
+    ctx: Context, out: Tensor, y: Tensor, lo: float, hi: float, p: OutputRangeParams, domain: str
 ) -> Cost:
     """The batch's best loss with every logit inside [lo, hi]: in closed form for the
-    task's loss, by Adam on a free tensor for the user's own (label smoothing moves it)."""
+    task's loss, by Adam on a free tensor for the user's own (label smoothing moves it),
+    the logits mapped into the loss's ``domain``."""
     out = out.to(ctx.device)
-    reference = mean_loss(ctx, constant_output(ctx, out, ctx.prior), y)[0]
+    reference = domain_loss(ctx, constant_output(ctx, out, ctx.prior), y, domain)[0]
     if not callable(ctx.pipeline.loss):
         wide = p.floor_steps * p.floor_lr  # as far as best_output lets a logit travel
         lo_c, hi_c = max(lo, -wide), min(hi, wide)
@@ -191,9 +194,11 @@ def _classification_cost(
             floor = float(ctx.loss(_corners(ctx, out, y, -wide, wide), y))
         return Cost(bounded, floor, reference)
     box, zero = _box(lo, hi), torch.zeros_like(out)
+    bounded = lambda z: ctx.loss(to_domain(ctx, box(z), domain), y)  # noqa: E731
+    free = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
     return Cost(
-        bounded=best_output(lambda z: ctx.loss(box(z), y), zero, p.floor_steps, p.floor_lr)[0],
-        floor=best_output(lambda o: ctx.loss(o, y), zero, p.floor_steps, p.floor_lr)[0],
+        bounded=best_output(bounded, zero, p.floor_steps, p.floor_lr)[0],
+        floor=best_output(free, zero, p.floor_steps, p.floor_lr)[0],
         reference=reference,
     )
 
@@ -290,10 +295,11 @@ def _judge(ctx: Context, fit: Fit, b: Batch, p: OutputRangeParams) -> Judged:
     if not j.edges:
         return j
     if ctx.task.classification:
-        j.cost = _classification_cost(ctx, fit.out, b.y, lo, hi, p)
+        j.cost = _classification_cost(ctx, fit.out, b.y, lo, hi, p, fit.domain)
         j.detail = (
             f"logits never leave [{lo:.3g}, {hi:.3g}] after {steps} steps (where their "
             f"lowest and highest entry are heading; now [{min(fit.lo):.3g}, {max(fit.hi):.3g}])"
+            f"{domain_note(fit.domain)}"
         )
     else:
         j.cost, y = _regression_cost(ctx, fit.out, lo, hi)
@@ -320,6 +326,18 @@ def _message(j: Judged, fit: Fit, label: str, threshold: str, p: OutputRangePara
     return f"{said}, both edges still widening: nothing caps the {label}s"
 
 
+@torch.no_grad()
+def _domain_of(ctx: Context, model: nn.Module, b: Batch) -> str:
+    """The loss's output domain (``_domain``), from the untrained model's output on ``b``
+    in eval mode (a train-mode forward would move BatchNorm statistics before the fit)."""
+    was = model.training
+    model.eval()
+    try:
+        return output_domain(ctx, ctx.forward(model, b.x), b.y)
+    finally:
+        model.train(was)
+
+
 @register("output_range", OutputRangeParams, fast=True, order=65)
 def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
     """The outputs can reach the targets: no activation caps the head's range."""
@@ -327,7 +345,7 @@ def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
     require_trainable(model, "output_range")
     b = next(ctx.train_batches(_streams.OUTPUT_RANGE, batch_size=p.n_examples))
     opt = ctx.optimizer(model)
-    fit = Fit([], [], [], torch.empty(0))
+    fit = Fit([], [], [], torch.empty(0), _domain_of(ctx, model, b))
     _fit(ctx, model, opt, b, p.steps, fit)
     j = _judge(ctx, fit, b, p)
     if j.cost.ratio > p.max_loss_ratio and p.extend_steps > 0:

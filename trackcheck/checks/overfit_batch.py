@@ -16,7 +16,8 @@ from torch import Tensor
 from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable, sample_targets
-from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._domain import logit_view, output_domain, to_domain
+from trackcheck.checks._floor import best_output, constant_output, domain_loss
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -63,12 +64,14 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     x, y = batch
     with torch.no_grad():
         out0 = ctx.forward(model, x).float()  # the output's shape on this batch
-    floor = _floor(ctx, out0, y, p)
-    reference = _reference(ctx, out0, y, p.reference_examples)
+    domain = output_domain(ctx, out0, y)
+    out0 = logit_view(ctx, out0, domain)  # floor and reference are built as logits
+    floor = _floor(ctx, out0, y, p, domain)
+    reference = _reference(ctx, out0, y, p.reference_examples, domain)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
     losses, lr, out = _fit(ctx, model, batch, p.lr, target, p.max_steps)
     best = _best(losses)
-    figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
+    figure = _overlay(ctx, logit_view(ctx, out.float(), domain).cpu(), y.cpu(), best)
     result = _judge(p, len(y), losses, best, floor, reference, target, figure)
     if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
         del model, out  # one model at a time
@@ -198,9 +201,10 @@ def _verdict(
     )
 
 
-def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> float:
-    """The lowest loss any output reaches on targets ``y``: a free tensor shaped like the
-    model's output ``out0`` optimised against ``ctx.loss`` (the loss training uses)."""
+def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain: str) -> float:
+    """The lowest loss any output reaches on targets ``y``: free logits shaped like the
+    model's output ``out0``, mapped into the loss's ``domain``, optimised against
+    ``ctx.loss`` (the loss training uses)."""
     start = torch.zeros_like(out0)
     if not ctx.task.classification and y.numel() == out0.numel():
         start = y.reshape(out0.shape).to(out0)  # regression: the targets are the optimum
@@ -208,10 +212,11 @@ def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> floa
         # the task's own losses (cross-entropy, BCE, MSE) are >= 0 and reach 0 (in the limit
         # of large logits, or at the targets): the floor is known, no need to search for it
         return 0.0
-    return best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+    objective = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
+    return best_output(objective, start, p.floor_steps, p.floor_lr)[0]
 
 
-def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
+def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int, domain: str) -> float:
     """The loss a constant predictor with the prior in the bias pays, averaged over ``n``
     shuffled training targets (the batch alone is too few: 4 regression targets may sit
     near their mean); the batch's own targets when the shapes differ (variable lengths)."""
@@ -221,7 +226,7 @@ def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
         ys = y.cpu()
     ys = ys.to(out0.device)
     like = out0.new_zeros((len(ys), *out0.shape[1:]))  # [n, ...] shaped like the model's output
-    return mean_loss(ctx, constant_output(ctx, like, ctx.prior), ys)[0]
+    return domain_loss(ctx, constant_output(ctx, like, ctx.prior), ys, domain)[0]
 
 
 def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferred:
