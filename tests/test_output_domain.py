@@ -68,9 +68,7 @@ CHECKS = ["loss_at_init", "overfit_batch", "output_range"]
 
 
 def _run(model, data, loss, optimizer, **kw):  # type: ignore[no-untyped-def]
-    report = run(
-        model, data, checks=CHECKS, loss=loss, optimizer=optimizer, progress=False, **kw
-    )
+    report = run(model, data, checks=CHECKS, loss=loss, optimizer=optimizer, progress=False, **kw)
     return {c.name: c for c in report.checks}
 
 

@@ -169,3 +169,23 @@ def best_output(
     if math.isfinite(value) and value < best:
         best, arg = value, o.detach().clone()
     return best, arg
+
+
+def box(lo: float, hi: float) -> Callable[[Tensor], Tensor]:
+    """A map from free z onto outputs inside [lo, hi] (either side may be infinite)."""
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lambda z: lo + (hi - lo) * torch.sigmoid(z)
+    if math.isfinite(lo):
+        return lambda z: lo + torch.nn.functional.softplus(z)
+    return lambda z: hi - torch.nn.functional.softplus(z)
+
+
+def corners(ctx: Context, like: Tensor, y: Tensor, lo: float, hi: float) -> Tensor:
+    """The best outputs inside [lo, hi] for the task's own loss, in closed form: the
+    target's logit at hi and every other at lo (cross-entropy falls with the target's logit
+    and rises with each other one); binary: hi for a 1, lo for a 0. Shaped like ``like``."""
+    if ctx.task.name == "binary":
+        return torch.where(y.reshape(like.shape) > 0.5, hi, lo).to(like)
+    ids = y.long().clamp_min(0)  # ignored positions (-100) get any valid id: they carry no loss
+    onehot = torch.nn.functional.one_hot(ids, like.shape[-1]).to(like)
+    return lo + (hi - lo) * onehot

@@ -19,7 +19,6 @@ and is judged again, so a clean head that merely slowed is not mistaken for a bo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,14 @@ from trackcheck import plots
 from trackcheck.checks import _streams
 from trackcheck.checks._common import require_trainable
 from trackcheck.checks._domain import domain_note, logit_view, output_domain, to_domain
-from trackcheck.checks._floor import best_output, constant_output, domain_loss, mean_loss
+from trackcheck.checks._floor import (
+    best_output,
+    box,
+    constant_output,
+    corners,
+    domain_loss,
+    mean_loss,
+)
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
@@ -158,26 +164,6 @@ def _regression_cost(ctx: Context, out: Tensor, lo: float, hi: float) -> tuple[C
     return cost, y.cpu()
 
 
-def _box(lo: float, hi: float) -> Callable[[Tensor], Tensor]:
-    """A map from free z onto outputs inside [lo, hi] (either side may be infinite)."""
-    if math.isfinite(lo) and math.isfinite(hi):
-        return lambda z: lo + (hi - lo) * torch.sigmoid(z)
-    if math.isfinite(lo):
-        return lambda z: lo + torch.nn.functional.softplus(z)
-    return lambda z: hi - torch.nn.functional.softplus(z)
-
-
-def _corners(ctx: Context, like: Tensor, y: Tensor, lo: float, hi: float) -> Tensor:
-    """The best outputs inside [lo, hi] for the task's own loss, in closed form: the
-    target's logit at hi and every other at lo (cross-entropy falls with the target's logit
-    and rises with each other one); binary: hi for a 1, lo for a 0. Shaped like ``like``."""
-    if ctx.task.name == "binary":
-        return torch.where(y.reshape(like.shape) > 0.5, hi, lo).to(like)
-    ids = y.long().clamp_min(0)  # ignored positions (-100) get any valid id: they carry no loss
-    onehot = torch.nn.functional.one_hot(ids, like.shape[-1]).to(like)
-    return lo + (hi - lo) * onehot
-
-
 def _classification_cost(
     ctx: Context, out: Tensor, y: Tensor, lo: float, hi: float, p: OutputRangeParams, domain: str
 ) -> Cost:
@@ -190,11 +176,11 @@ def _classification_cost(
         wide = p.floor_steps * p.floor_lr  # as far as best_output lets a logit travel
         lo_c, hi_c = max(lo, -wide), min(hi, wide)
         with torch.no_grad():
-            bounded = float(ctx.loss(_corners(ctx, out, y, lo_c, hi_c), y))
-            floor = float(ctx.loss(_corners(ctx, out, y, -wide, wide), y))
+            bounded = float(ctx.loss(corners(ctx, out, y, lo_c, hi_c), y))
+            floor = float(ctx.loss(corners(ctx, out, y, -wide, wide), y))
         return Cost(bounded, floor, reference)
-    box, zero = _box(lo, hi), torch.zeros_like(out)
-    bounded = lambda z: ctx.loss(to_domain(ctx, box(z), domain), y)  # noqa: E731
+    inside, zero = box(lo, hi), torch.zeros_like(out)
+    bounded = lambda z: ctx.loss(to_domain(ctx, inside(z), domain), y)  # noqa: E731
     free = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
     return Cost(
         bounded=best_output(bounded, zero, p.floor_steps, p.floor_lr)[0],
