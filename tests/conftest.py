@@ -111,7 +111,7 @@ def tracked_stage(
     a small MLP. ``fail=True`` plants softmax before the cross-entropy: the outputs cannot
     leave [0, 1], overfit_batch fails on it within 20 steps, and the gate fails.
     """
-    from models import SoftmaxBeforeCE
+    from helpers.models import SoftmaxBeforeCE
 
     from trackcheck.models import MLP
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from trackcheck import DataSpec, make_task
-from trackcheck.checks import _deps
+from trackcheck.checks._shared import _deps
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP
 from trackcheck.models.gpt import CausalSelfAttention
@@ -152,7 +152,7 @@ class PadUnmaskingLM(nn.Module):
 
 
 def left_padded_lm():  # type: ignore[no-untyped-def]
-    from hf_models import lm_dicts  # dict items; imports transformers only to build models
+    from helpers.hf_models import lm_dicts  # dict items; imports transformers only to build models
 
     return lm_dicts(pad_every=1, padding_side="left")
 

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import prior_bias, run_check
-from models import SlowBatchNormNet
+from helpers.models import SlowBatchNormNet
 from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from trackcheck.checks._stats import paired_test, power
 from trackcheck.checks.input_independent import InputIndependentParams, Judged, blank, weigh
+from trackcheck.checks.input_independent._stats import paired_test, power
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP
 

@@ -16,7 +16,7 @@ from conftest import run_check
 from torch import nn
 
 from trackcheck import run
-from trackcheck.checks._domain import output_domain
+from trackcheck.checks._shared._domain import output_domain
 from trackcheck.context import Context
 from trackcheck.core import Status
 from trackcheck.models import MLP

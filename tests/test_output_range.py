@@ -7,7 +7,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from conftest import blobs, run_check
-from models import SoftmaxBeforeCE
+from helpers.models import SoftmaxBeforeCE
 from torch import nn
 from torch.utils.data import TensorDataset
 

@@ -93,7 +93,7 @@ class Pipeline:
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     # what the loss reads the model's output as: "logits", "probs" (a softmax / sigmoid head
     # under MSE or nn.BCELoss), "log_probs" (log_softmax + F.nll_loss); None: detected from
-    # the loss and the outputs (trackcheck.checks._domain)
+    # the loss and the outputs (trackcheck.checks._shared._domain)
     output_domain: str | None = None
     task_name: str = ""  # set by the Context: shifting applies to language modeling only
 

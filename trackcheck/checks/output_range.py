@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
-from trackcheck.checks._domain import domain_note, logit_view, output_domain, to_domain
-from trackcheck.checks._floor import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
+from trackcheck.checks._shared._domain import domain_note, logit_view, output_domain, to_domain
+from trackcheck.checks._shared._floor import (
     best_output,
     box,
     constant_output,
@@ -206,10 +206,10 @@ def _classification_cost(
             floor = float(ctx.loss(corners(ctx, out, y, -wide, wide), y))
         return Cost(bounded, floor, reference)
     inside, zero = box(lo, hi), torch.zeros_like(out)
-    bounded = lambda z: ctx.loss(to_domain(ctx, inside(z), domain), y)  # noqa: E731
+    confined = lambda z: ctx.loss(to_domain(ctx, inside(z), domain), y)  # noqa: E731
     free = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
     return Cost(
-        bounded=best_output(bounded, zero, p.floor_steps, p.floor_lr)[0],
+        bounded=best_output(confined, zero, p.floor_steps, p.floor_lr)[0],
         floor=best_output(free, zero, p.floor_steps, p.floor_lr)[0],
         reference=reference,
     )
@@ -432,7 +432,7 @@ def _domain_of(ctx: Context, model: nn.Module, b: Batch) -> str:
         model.train(was)
 
 
-@register("output_range", OutputRangeParams, fast=True, order=65)
+@register("output_range", OutputRangeParams, fast=True)
 def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
     """The outputs can reach the targets: no activation caps the head's range."""
     model = ctx.new_model()

@@ -16,10 +16,16 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable, sample_targets
-from trackcheck.checks._domain import logit_view, output_domain, to_domain
-from trackcheck.checks._floor import best_output, box, constant_output, corners, domain_loss
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable, sample_targets
+from trackcheck.checks._shared._domain import logit_view, output_domain, to_domain
+from trackcheck.checks._shared._floor import (
+    best_output,
+    box,
+    constant_output,
+    corners,
+    domain_loss,
+)
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -69,7 +75,7 @@ class OverfitBatchParams:
     pin_ratio: float = 0.05
 
 
-@register("overfit_batch", OverfitBatchParams, fast=True, order=60)
+@register("overfit_batch", OverfitBatchParams, fast=True)
 def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     """A few examples can be fit to near-zero loss (the model, loss and optimizer are wired)."""
     model = ctx.new_model()

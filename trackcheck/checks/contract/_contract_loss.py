@@ -1,0 +1,189 @@
+"""The contract check's loss probes: the kind of output the model gives (logits,
+probabilities, log-probabilities) against the kind its loss expects, and the loss's
+reduction (a finite scalar, a per-example mean: the batch's loss lies between its halves')."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trackcheck.checks.contract._contract_findings import Findings, Thresholds
+from trackcheck.context import Context
+from trackcheck.pipeline import Batch, slice_inputs
+
+
+def _output_kind(out: Tensor, final_op: str, binary: bool, atol: float) -> str:
+    """'probabilities', 'log-probabilities' or 'logits', from the values (and, for a single
+    binary output, whose values alone cannot tell, the op that produced them)."""
+    o = out.float()
+    in01 = bool(((o >= -atol) & (o <= 1 + atol)).all())
+    if binary:
+        return "probabilities" if in01 and final_op in ("Sigmoid", "Softmax") else "logits"
+    rows = o.reshape(-1, o.shape[-1])  # [B * T, C]
+    if in01 and bool(((rows.sum(-1) - 1).abs() <= atol).all()):
+        return "probabilities"
+    if bool((rows <= atol).all()) and bool((rows.logsumexp(-1).abs() <= atol).all()):
+        return "log-probabilities"
+    return "logits"
+
+
+_EXPECTS: list[tuple[Any, str]] = [
+    (
+        (
+            nn.CrossEntropyLoss,
+            nn.BCEWithLogitsLoss,
+            F.cross_entropy,
+            F.binary_cross_entropy_with_logits,
+        ),
+        "logits",
+    ),
+    ((nn.NLLLoss, F.nll_loss), "log-probabilities"),
+    ((nn.BCELoss, F.binary_cross_entropy), "probabilities"),
+]
+
+
+def _loss_expects(ctx: Context) -> tuple[str | None, str]:
+    """(the output kind the loss expects, or None when unknown; the loss's name)."""
+    fn = ctx.pipeline.loss
+    if fn is None:
+        name = "BCEWithLogitsLoss" if ctx.task.name == "binary" else "CrossEntropyLoss"
+        return "logits", f"the task's loss ({name})"
+    if not callable(fn):
+        return None, "the model's own loss"
+    base = fn.func if isinstance(fn, functools.partial) else fn
+    name = type(base).__name__ if isinstance(base, nn.Module) else getattr(base, "__name__", "")
+    for kinds, kind in _EXPECTS:
+        if any(base is k or (isinstance(k, type) and isinstance(base, k)) for k in kinds):
+            return kind, name
+    return None, name or "your loss"
+
+
+def check_output_kind(ctx: Context, out: Tensor, final_op: str, f: Findings, p: Thresholds) -> None:
+    binary = ctx.task.name == "binary"
+    kind = _output_kind(out, final_op, binary, p.prob_atol)
+    want, name = _loss_expects(ctx)
+    f.metrics["output_is_probabilities"] = float(kind == "probabilities")
+    f.metrics["output_is_log_probabilities"] = float(kind == "log-probabilities")
+    if kind == (want or "logits"):
+        if want == "probabilities":  # sigmoid + BCELoss: consistent, but not logits
+            f.warn(
+                f"the model ends in a sigmoid for {name}: trackcheck reads binary outputs "
+                "as logits (accuracy at 0, the init-bias prior), so those numbers are off. "
+                "Drop the sigmoid and use BCEWithLogitsLoss (numerically safer too)"
+            )
+        return
+    seen = "every value in [0, 1], made by a sigmoid" if binary else "rows in [0, 1] summing to 1"
+    if kind == "probabilities" and want == "logits":
+        last, inner = ("sigmoid", "sigmoid") if binary else ("softmax", "log_softmax")
+        f.fail(
+            f"the model outputs probabilities ({seen}) but {name} expects logits and "
+            f"applies {inner} itself: the loss cannot approach 0 and its gradients "
+            f"shrink. Drop the final {last} from the model"
+        )
+    elif kind == "log-probabilities" and want in ("logits", None):
+        f.note(
+            f"The model outputs log-probabilities (logsumexp of each row is 0); {name} "
+            "re-normalises them, so this trains as logits would."
+        )
+    elif want == "log-probabilities":
+        fix = (
+            "use log_softmax instead of softmax"
+            if kind == "probabilities"
+            else "end the model in log_softmax, or use CrossEntropyLoss on the logits (NLLLoss "
+            "of raw logits has no minimum)"
+        )
+        f.fail(f"{name} expects log-probabilities but the model outputs {kind}: {fix}")
+    elif want == "probabilities":
+        f.fail(
+            f"{name} expects probabilities but the model outputs logits: use "
+            "BCEWithLogitsLoss on the logits (or end the model in a sigmoid)"
+        )
+    else:  # probabilities, and a loss of unknown kind
+        f.warn(
+            f"the model outputs probabilities ({seen}), and trackcheck reads "
+            f"{ctx.task.name} outputs as logits (softmax/sigmoid, the init-bias prior): if "
+            f"{name} expects logits, drop the final softmax/sigmoid"
+        )
+
+
+@torch.no_grad()
+def _loss_on(ctx: Context, model: nn.Module, batch: Batch, out: Tensor, rows: slice) -> Tensor:
+    """The scalar loss of the examples ``rows``: the configured loss on that slice of the
+    output, or the model's own loss from an eval-mode forward of those rows (eval: no
+    dropout noise between the slices compared)."""
+    if not ctx.pipeline.model_loss:
+        return ctx.loss(out[rows], batch.y[rows])
+    model.eval()
+    try:
+        sub = Batch(slice_inputs(batch.x, rows), batch.y[rows], None)
+        return ctx.batch_loss(model, sub)[0]
+    finally:
+        model.train()
+
+
+def check_loss(
+    ctx: Context, model: nn.Module, batch: Batch, out: Tensor, f: Findings, p: Thresholds
+) -> None:
+    """A finite scalar, and a per-example mean: the batch's loss lies between its halves'."""
+    n, h = len(batch), len(batch) // 2
+    try:
+        full = float(_loss_on(ctx, model, batch, out, slice(0, max(2 * h, 1))))
+        if h == 0:  # a one-example dataset: no halves to compare
+            a = b = float("nan")
+        else:
+            a = float(_loss_on(ctx, model, batch, out, slice(0, h)))
+            b = float(_loss_on(ctx, model, batch, out, slice(h, 2 * h)))
+    except (ValueError, RuntimeError, IndexError, TypeError) as e:
+        f.fail(
+            f"the loss failed on the first {n} training examples: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        )
+        return
+    f.metrics["loss"] = full
+    if not math.isfinite(full):
+        f.fail(
+            f"the loss on the first {2 * h} training examples is {full} at init: look for "
+            "a log of 0 (probabilities into a log loss) or NaN inputs"
+        )
+        return
+    pe = _per_example_mean(ctx, out[: 2 * h], batch.y[: 2 * h])
+    mean_half = (a + b) / 2
+    k = math.log2(full / mean_half) if full > 0 and mean_half > 0 else float("nan")
+    f.metrics.update(
+        loss_batch_ratio=full / pe if pe else float("nan"),
+        loss_half_ratio=full / mean_half if mean_half else float("nan"),
+        loss_scaling_exponent=k,
+    )
+    tol = p.mean_rtol * max(abs(a), abs(b), abs(full), 1e-12)
+    if not (math.isfinite(a) and math.isfinite(b)) or min(a, b) - tol <= full <= max(a, b) + tol:
+        return
+    if k >= p.max_scaling_exponent:
+        ratio = f.metrics["loss_batch_ratio"]
+        per_example = f"; {ratio:.3g}x the mean per-example loss" if math.isfinite(ratio) else ""
+        f.fail(
+            f"the loss grows with the batch: {full:.4g} on {2 * h} examples, {a:.4g} and "
+            f"{b:.4g} on its halves (a mean lies between them, a sum is their total, "
+            f"{a + b:.4g}){per_example}. Reduce with a mean (reduction='mean', or divide "
+            "by the batch size): a summed loss scales the gradients, so the learning rate, "
+            "with the batch size"
+        )
+    else:
+        f.warn(
+            f"the batch's loss ({full:.4g} on {2 * h} examples) is not a mean of its "
+            f"examples' losses: its halves give {a:.4g} and {b:.4g}, and a mean lies between "
+            "them. It depends on which examples share the batch (in-batch negatives, batch "
+            "statistics?); the checks that compare per-example losses assume a mean"
+        )
+
+
+def _per_example_mean(ctx: Context, out: Tensor, y: Tensor) -> float:
+    try:
+        with torch.no_grad():
+            return float(ctx.per_example_loss(out, y).mean())
+    except (ValueError, RuntimeError, TypeError):  # a loss vmap cannot split: ratio unknown
+        return float("nan")
