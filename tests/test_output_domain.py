@@ -9,11 +9,15 @@ classifier trained with MSE against one-hot targets (Nielsen's "quadratic cost")
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_check
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from trackcheck import run
 from trackcheck.checks._shared._domain import output_domain
@@ -143,3 +147,30 @@ def test_the_user_can_say_the_domain(digits_data) -> None:
     assert r.status == Status.PASS, r.message
     with pytest.raises(PipelineError, match="output_domain"):
         Pipeline(output_domain="softmax")
+
+
+class SigmoidColumn(SigmoidBinary):
+    """The same head returning [B, 1], for targets stored as [N, 1] (Keras-style)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_sigmoid_bce_with_column_targets_draws_its_overlay(cancer_data) -> None:
+    # before: the whole stage raised "only 0-dimensional arrays can be converted to Python
+    # scalars" drawing overfit_batch's overlay of [B, 1] labels
+    (xtr, ytr), (xte, yte) = cancer_data.train.tensors, cancer_data.test.tensors
+    data = dataclasses.replace(
+        cancer_data,
+        train=TensorDataset(xtr, ytr.reshape(-1, 1)),
+        test=TensorDataset(xte, yte.reshape(-1, 1)),
+    )
+    r = run_check(
+        "overfit_batch",
+        SigmoidColumn,
+        data,
+        loss=nn.BCELoss(),
+        optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    )
+    assert r.status == Status.PASS, r.message
+    assert Path(r.figures["overlay"]).is_file()
