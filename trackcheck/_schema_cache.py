@@ -132,6 +132,7 @@ CHECKS: dict[str, Any] = {
         "reference_examples": 1024,
         "extend_to": 1200,
         "pin_ratio": 0.05,
+        "min_progress": 0.001,
     },
     "output_range": {
         "n_examples": 16,
@@ -141,6 +142,7 @@ CHECKS: dict[str, Any] = {
         "extend_to": 384,
         "settle": 0.1,
         "settle_rounds": 2,
+        "min_progress": 0.001,
         "pin_share": 0.5,
         "tol_std": 0.1,
         "floor_steps": 300,

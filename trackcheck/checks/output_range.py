@@ -77,6 +77,9 @@ class OutputRangeParams:
     # lull (pytorch/examples' polynomial fit by its own SGD on smooth L1: its lower edge
     # rests from step 24 to 48, costing 6.3% both times, and moves on later)
     settle_rounds: int = 2
+    # a doubling happens only while the fit moves: the run's second half lowered its best
+    # loss by at least this share of the prior's gap (as overfit_batch.min_progress)
+    min_progress: float = 1e-3
     # ...and the fit uses what the range allows: its loss has come at least this close to
     # the range's best (a share of the prior's distance to it). A ReLU/softmax/sigmoid head
     # gets there within 48 steps (measured in the tests, see _used); a net on a plateau
@@ -371,12 +374,24 @@ def _settle(
         else:
             held = 0
         n = len(fit.losses)
-        if n >= p.extend_to or not math.isfinite(fit.losses[-1]):
+        if n >= p.extend_to or not math.isfinite(fit.losses[-1]) or not _moving(fit, j, p):
             return j, False
         prev = j
         _fit(ctx, model, opt, b, min(n, p.extend_to - n), fit)
         j = _judge(ctx, fit, b, p)
     return j, False
+
+
+def _moving(fit: Fit, j: Judged, p: OutputRangeParams) -> bool:
+    """The fit still moves: the second half of the run lowered its best loss by at least
+    min_progress of the prior's gap (a run that stands still says nothing with more steps)."""
+    half = len(fit.losses) // 2
+    finite = lambda v: [x for x in v if math.isfinite(x)]  # noqa: E731
+    before, after = finite(fit.losses[:half]), finite(fit.losses[half:])
+    if not before or not after:
+        return False
+    gap = max(j.cost.reference - j.cost.floor, 1e-12)
+    return min(before) - min(after) >= p.min_progress * gap
 
 
 def _used(fit: Fit, j: Judged) -> float:
