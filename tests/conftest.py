@@ -108,16 +108,19 @@ def tracked_stage(
     """A real two-check stage for the tracker tests, about a second on CPU.
 
     loss_at_init (scalars) and overfit_batch (a loss series, an overlay figure) on blobs with
-    a small MLP. ``fail=True`` gives overfit_batch 2 steps, far too few to memorise a batch,
-    so the gate fails on it.
+    a small MLP. ``fail=True`` plants softmax before the cross-entropy: the outputs cannot
+    leave [0, 1], overfit_batch fails on it within 20 steps, and the gate fails.
     """
+    from helpers.models import SoftmaxBeforeCE
+
     from trackcheck.models import MLP
 
+    model = SoftmaxBeforeCE if fail else MLP
     return run(
-        lambda: MLP([8], 4, width=32),
+        lambda: model([8], 4, width=32),
         blobs(),
         checks=["loss_at_init", "overfit_batch"],
-        params={"overfit_batch": {"max_steps": 2}} if fail else None,
+        params={"overfit_batch": {"max_steps": 20}} if fail else None,
         optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-2),
         tracker=tracker,
         output_dir=out,

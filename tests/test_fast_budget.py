@@ -8,11 +8,13 @@ from conftest import blobs
 import trackcheck
 from trackcheck.models import MLP
 
-# overfit_batch's cap dominates: 300 steps (300 forward + 300 backward), twice when it fails
-# (its retry at another lr); the rest of the fast selection took about 170 passes on
-# resnet/digits (docs/checks.md quotes it). lr_range runs in checks=fast after a failed or
-# diverging training run: its sweep adds at most 2 x 120 passes (84 steps, 168 passes, here)
-FAST_BUDGET = 1400 + 2 * 120
+# overfit_batch's cap dominates: a fit that still moves goes from 300 to 1200 steps, then
+# 300 more at another lr (1500 forward + 1500 backward); output_range's fit doubles up to
+# 384 steps while undecided (768 passes); the rest of the fast selection took about 170
+# passes on resnet/digits (docs/checks.md quotes it). Measured: 3148 (SGD 3e-4 below).
+# lr_range runs in checks=fast after a failed or diverging training run: its sweep adds at
+# most 2 x 120 passes
+FAST_BUDGET = 4000 + 2 * 120
 
 
 def test_the_fast_selection_stays_within_its_budget_of_model_passes():
@@ -20,12 +22,13 @@ def test_the_fast_selection_stays_within_its_budget_of_model_passes():
         lambda: MLP([8], 4, width=8),
         blobs(),
         checks="fast",
-        # nothing fits, at this lr or at its retry's: every cap is reached
-        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-12),
+        # a fit that moves, too slowly to fit at this lr or at its retry's: every cap is
+        # reached (at 1e-12 nothing moves and nothing is extended: 1347 passes)
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=3e-4),
         progress=False,
     )
     names = [c.name for c in report.checks]
     assert "loss_decreases" not in names and "prediction_dynamics" not in names
-    assert report["overfit_batch"].n_backward >= 600  # the worst case was measured
+    assert report["overfit_batch"].n_backward >= 1500  # the worst case was measured
     passes = {c.name: c.n_forward + c.n_backward for c in report.checks if c.name != "full_eval"}
     assert sum(passes.values()) <= FAST_BUDGET, passes

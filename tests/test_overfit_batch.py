@@ -4,11 +4,14 @@ import pytest
 import torch
 from conftest import blobs, prior_bias, run_check
 from helpers.models import SoftmaxBeforeCE
+from torch.utils.data import TensorDataset
 
+from trackcheck import DataSpec
 from trackcheck.checks.overfit_batch import _overlay
 from trackcheck.context import Context
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP, ResNet
+from trackcheck.tasks import make_task
 
 
 def test_resnet_memorises_four_digits(digits_data):
@@ -159,12 +162,110 @@ def test_lr_too_high_to_memorise_warns_when_a_lower_lr_fits() -> None:
 
 def test_lr_too_low_to_memorise_warns_when_a_higher_lr_fits() -> None:
     # SGD at 1e-2 is still descending after 300 steps (loss 0.28); at 0.1 the batch fits
+    # (no extension past the budget here: with it, 1e-2 fits in 466 steps, the next test)
+    r = run_check(
+        "overfit_batch",
+        lambda: MLP([8], 4, width=32),
+        blobs(),
+        {"extend_to": 300},
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-2),
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["retry_lr"] == pytest.approx(0.1)
+    assert "the lr is too low to memorise" in r.message
+
+
+def test_a_slow_fit_past_the_budget_passes() -> None:
+    # SGD at 1e-2: 300 steps leave the loss at 0.28, still descending; the run goes on to
+    # the cap (1200) and fits at step 466: a slow lr is not a wiring bug
     r = run_check(
         "overfit_batch",
         lambda: MLP([8], 4, width=32),
         blobs(),
         optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-2),
     )
+    assert r.status == Status.PASS, r.message
+    assert 300 < r.metrics["steps"] <= 1200
+    assert "past the budget of 300" in r.message
+
+
+def test_a_run_the_cap_cannot_decide_warns_with_what_it_measured() -> None:
+    # SGD at 1e-3 descends too slowly to fit within a cap of 100 (no lr retry): the run
+    # neither diverged nor sits at its output range's limit, so it cannot be called broken
+    r = run_check(
+        "overfit_batch",
+        lambda: MLP([8], 4, width=32),
+        blobs(),
+        {"max_steps": 50, "extend_to": 100, "retry_lr_factor": 0},
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-3),
+    )
     assert r.status == Status.WARN, r.message
-    assert r.metrics["retry_lr"] == pytest.approx(0.1)
-    assert "the lr is too low to memorise" in r.message
+    assert r.metrics["steps"] == 100
+    assert "not fit within 100 steps" in r.message and "not evidence of a wiring bug" in r.message
+
+
+def test_a_diverging_run_is_not_extended_and_fails_when_no_lr_fits() -> None:
+    # SGD at lr 1e3 blows up; at 1e2 too: diverged at both lrs, a fail, not an undecided warn
+    r = run_check(
+        "overfit_batch",
+        lambda: MLP([8], 4, width=32),
+        blobs(),
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e3),
+    )
+    assert r.status == Status.FAIL, r.message
+    assert r.metrics["steps"] <= 300
+
+
+NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper"] * 8
+
+
+def names_data() -> DataSpec:
+    """makemore's names as next-character sequences: '.' starts each name (position 0 is
+    the same input for every name) and ends it; padding targets are -100."""
+    itos = ["."] + sorted(set("".join(NAMES)))
+    stoi = {c: i for i, c in enumerate(itos)}
+    t = max(len(n) for n in NAMES) + 1
+    x = torch.zeros(len(NAMES), t, dtype=torch.long)
+    y = torch.full((len(NAMES), t), -100, dtype=torch.long)
+    for i, n in enumerate(NAMES):
+        ids = [stoi[c] for c in n]
+        x[i, 1 : len(ids) + 1] = torch.tensor(ids)
+        y[i, : len(ids) + 1] = torch.tensor([*ids, 0])
+    ds = TensorDataset(x, y)
+    return DataSpec(ds, ds, make_task("lm", len(itos)), kind="tokens", batch_size=8, itos=itos)
+
+
+class Bigram(torch.nn.Module):
+    """makemore's Bigram: a table of next-character logits looked up by the current one."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros((n, n)))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits[idx]  # [B, T, V]
+
+
+def test_sequences_sharing_a_start_token_fit_to_the_floor_their_inputs_allow() -> None:
+    # four names all start from '.': at position 0 no model can tell them apart, so the
+    # floor is the entropy of their first letters (e, o, a, i: ln 4 at 1 of ~5 positions)
+    data = names_data()
+    r = run_check("overfit_batch", lambda: GPT(len(data.itos), 9, d_model=32, n_layer=1), data)
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["floor_loss"] > 0.1
+    assert r.metrics["indistinguishable_positions"] == 4
+    assert "no model can fit them apart" in r.message
+
+
+def test_a_bigram_table_fits_to_the_floor_of_its_one_token_context() -> None:
+    # a bigram reads one token: the a of "emma" is followed by '.', of "ava" by v and '.'
+    data = names_data()
+    r = run_check(
+        "overfit_batch",
+        lambda: Bigram(len(data.itos)),
+        data,
+        optimizer=lambda ps: torch.optim.Adam(ps, lr=0.1),
+    )
+    assert r.status == Status.PASS, r.message
+    assert "last 1 token(s)" in r.message
+    assert r.metrics["indistinguishable_positions"] > 4

@@ -56,6 +56,9 @@ class PipelineConfig:
     shift_labels: bool | None = None  # LM dict batches: null = shift by one (Hugging Face)
     ignore_index: int = -100  # targets with this value carry no target (padding)
     mask_key: str | None = "attention_mask"  # where it is 0 the target is ignored
+    # what the loss reads the model's output as: logits, probs (sigmoid + nn.BCELoss, softmax
+    # + MSE) or log_probs (log_softmax + F.nll_loss); null: detected from the loss and outputs
+    output_domain: str | None = None
 
 
 def checks_schema(specs: Iterable[CheckSpec] | None = None) -> type:

@@ -24,6 +24,11 @@ pipeline=Pipeline(...))``):
   ``loss(output, target) -> scalar`` is the user's own (``nn.CrossEntropyLoss(
   label_smoothing=0.1)``, a focal loss); ``"model"`` uses the loss the model computes itself
   when given ``labels=`` (Hugging Face), read from ``output.loss``.
+* Output domain: what the loss reads the output as, ``logits`` (the task's losses),
+  ``probs`` (a sigmoid or softmax head under ``nn.BCELoss`` or MSE) or ``log_probs``
+  (``log_softmax`` + ``F.nll_loss``); unset, it is detected from the loss and the outputs,
+  and the checks build the outputs they compare against (uniform, the prior, the best
+  reachable) in that domain.
 * Step: ``None`` runs ``zero_grad, loss, backward, step``; a callable ``step(model, batch,
   optimizer) -> loss`` is the user's own training step, given the batch as the loader yields
   it, so a bug in the step shows in the checks that train.
@@ -86,6 +91,10 @@ class Pipeline:
     ignore_index: int = IGNORE_INDEX
     mask_key: str | None = "attention_mask"  # 0 there -> target ignored (None: not used)
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    # what the loss reads the model's output as: "logits", "probs" (a softmax / sigmoid head
+    # under MSE or nn.BCELoss), "log_probs" (log_softmax + F.nll_loss); None: detected from
+    # the loss and the outputs (trackcheck.checks._shared._domain)
+    output_domain: str | None = None
     task_name: str = ""  # set by the Context: shifting applies to language modeling only
 
     def __post_init__(self) -> None:
@@ -96,6 +105,11 @@ class Pipeline:
             )
         if self.loss == "task":
             self.loss = None
+        if self.output_domain not in (None, "logits", "probs", "log_probs"):
+            raise PipelineError(
+                f"pipeline.output_domain={self.output_domain!r}: use logits, probs or log_probs "
+                "(what your loss reads the model's output as), or leave it unset to detect it"
+            )
 
     @property
     def model_loss(self) -> bool:

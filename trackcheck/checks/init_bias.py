@@ -23,6 +23,7 @@ from trackcheck.checks._shared._common import (
     tied_to_embedding,
 )
 from trackcheck.checks._shared._pretrained import weights
+from trackcheck.checks._shared._domain import logit_view, output_domain
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.registry import register
@@ -47,8 +48,9 @@ class InitBiasParams:
 def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     """The final-layer bias carries the prior (mean prediction at init vs class prior / mean)."""
     task = ctx.task
-    out, _ = init_outputs(ctx, p.n_examples)  # shared with loss_at_init: one forward
-    mean_pred = task.mean_prediction(out)
+    out, y = init_outputs(ctx, p.n_examples)  # shared with loss_at_init: one forward
+    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits
+    mean_pred = task.mean_prediction(logit_view(ctx, out, output_domain(ctx, out, y)))
     best = task.prior_loss(ctx.prior)
     excess = task.constant_loss(ctx.prior, mean_pred) - best
     share = excess / best if best > 0 else 0.0

@@ -5,7 +5,9 @@ losses) and of the bias that carries the prior (H(labels), Var(y)); the band's t
 loss of those constant outputs plus Gaussian logit noise of std ``max_logit_std``. All are
 computed by passing outputs shaped like the model's through ``ctx.per_example_loss``, so the
 expected values are exact for a user's loss too (label smoothing, class weights, focal,
-Huber, ignore_index), not only for the closed forms of the task's loss.
+Huber, ignore_index), not only for the closed forms of the task's loss. The references are
+built as logits and mapped into the domain the loss reads (uniform log-probabilities for a
+log_softmax + nll_loss model, probabilities for a sigmoid under nn.BCELoss: ``_domain``).
 
 Loaded weights (a checkpoint, a pretrained backbone: trackcheck/checks/_shared/_pretrained.py) have
 no "init" to sit in a band: a trained model beats the constant predictor by design. There
@@ -25,9 +27,11 @@ from torch import Tensor
 
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import init_outputs
+from trackcheck.checks._shared._domain import domain_note, logit_view, output_domain
 from trackcheck.checks._shared._floor import (
     aligned_spread,
     constant_output,
+    domain_loss,
     mean_loss,
     noisy_loss,
     output_std,
@@ -82,8 +86,10 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     measured, se = mean_loss(ctx, out, y)
     g = ctx.generator(offset=_streams.INIT_NOISE)
     shuffled, shuffled_se = shuffled_loss(ctx, out, y, p.shuffles, g)
-    m = _band(ctx, out, y, p, g, se, shuffled_se)
-    std = output_std(ctx, out)
+    domain = output_domain(ctx, out, y)
+    logits = logit_view(ctx, out, domain)  # the references are built as logits
+    m = _band(ctx, logits, y, p, g, se, shuffled_se, domain)
+    std = output_std(ctx, logits)
     uniform, prior_loss = m["expected_uniform"], m["expected_prior"]
     lo, hi = m["band_lo"], m["band_hi"]
     expected = uniform if abs(measured - uniform) <= abs(measured - prior_loss) else prior_loss
@@ -100,11 +106,12 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     }
     band = f"[{lo:.4g}, {hi:.4g}]"
     what = "logits" if ctx.task.classification else "outputs"
+    zero = "a zero output" if domain == "logits" else "uniform predictions"
     ref = (
-        f"expected {uniform:.4g} for a zero output or {prior_loss:.4g} with the prior in the "
+        f"expected {uniform:.4g} for {zero} or {prior_loss:.4g} with the prior in the "
         f"bias, up to {m['expected_noisy']:.4g} with {what} of std {p.max_logit_std:g}; band "
         f"{band} ({p.z:g} SE; the top judges the loss on shuffled labels, {shuffled:.4g}); "
-        f"{what} at init have std {std:.3g}"
+        f"{what} at init have std {std:.3g}{domain_note(domain)}"
     )
     head = f"loss at init {measured:.4g} +- {se:.2g}"
     loaded = weights(ctx)
@@ -160,18 +167,21 @@ def _band(
     g: torch.Generator,
     se: float,
     shuffled_se: float,
+    domain: str,
 ) -> dict[str, float]:
-    """The references and the band's edges, each computed through the loss in use."""
+    """The references and the band's edges, each computed through the loss in use (``out``:
+    the model's outputs read as logits; the references are mapped into ``domain``)."""
     # zero output, the train prior in the bias, and the sample's own prior: the best
     # constant for the task's losses, so the lower edge never sits above it
     zero, prior = constant_output(ctx, out), constant_output(ctx, out, ctx.prior)
-    uniform, prior_loss = mean_loss(ctx, zero, y)[0], mean_loss(ctx, prior, y)[0]
-    sample_best = mean_loss(ctx, constant_output(ctx, out, ctx.task.prior(y)), y)[0]
-    noisy = [noisy_loss(ctx, r, y, p.max_logit_std, p.mc_draws, g) for r in (zero, prior)]
+    uniform, prior_loss = (domain_loss(ctx, c, y, domain)[0] for c in (zero, prior))
+    sample_best = domain_loss(ctx, constant_output(ctx, out, ctx.task.prior(y)), y, domain)[0]
+    noisy = [noisy_loss(ctx, r, y, p.max_logit_std, p.mc_draws, g, domain) for r in (zero, prior)]
     top, top_se = max(noisy)
     n = min(len(y), p.align_examples)
     align = max(
-        aligned_spread(ctx, r[:n], y[:n], p.max_logit_std, p.align_draws, g) for r in (zero, prior)
+        aligned_spread(ctx, r[:n], y[:n], p.max_logit_std, p.align_draws, g, domain)
+        for r in (zero, prior)
     )
     # Jensen: noise raises a convex loss, so a constant's loss is the lowest expectation;
     # the noisy means join in for a non-convex user loss, which noise may lower

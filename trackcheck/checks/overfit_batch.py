@@ -6,7 +6,9 @@ the batch), so a loss with a floor above zero (label smoothing) can be fit too.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +18,24 @@ from torch import Tensor
 from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable, sample_targets
-from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared._domain import logit_view, output_domain, to_domain
+from trackcheck.checks._shared._floor import (
+    best_output,
+    box,
+    constant_output,
+    corners,
+    domain_loss,
+)
 from trackcheck.checks._shared._trajectory import Trajectory, UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
-from trackcheck.pipeline import valid_targets
+from trackcheck.pipeline import IGNORE_INDEX, primary, primary_key, valid_targets
 from trackcheck.registry import register
 from trackcheck.training import repeat, train_steps
+
+# a peak this many times the first loss above it is a divergence (_diverged)
+SPIKE_FACTOR = 10.0
 
 
 @dataclass
@@ -53,6 +65,20 @@ class OverfitBatchParams:
     floor_lr: float = 0.1
     # training targets the reference loss is averaged over (a random sample, seeded)
     reference_examples: int = 1024
+    # The cap: a run not fit in max_steps that neither diverged nor sits at the best its
+    # output range allows goes on, up to this many steps in all, and then warns with what it
+    # measured. Slow correct nets need it: d2l's sigmoid LeNet (SGD 0.9) and NiN (SGD 0.1)
+    # sit on plateaus for 1000-1500 steps on 4 digits (seeds 0-2; some longer still).
+    extend_to: int = 1200
+    # A fit that stops at the best its outputs' current range allows (within this share of
+    # the prior's gap, like max_loss_ratio), while that best is above the target, is held by
+    # a bounded head: it fails at once, more steps do not move a bound
+    pin_ratio: float = 0.05
+    # the run goes on past max_steps only while it moves: its last quarter lowered its best
+    # by at least this share of the way from the prior to the target (SGD at 1e-12 moves
+    # it by ~1e-12; the test MLP at SGD 1e-2 by 20%). A run that does not move warns at
+    # max_steps: more steps of nothing are no evidence either way
+    min_progress: float = 1e-3
     # A user's loss has no floor when Adam on free outputs lowers it, below 0, in the second
     # half of the floor search by at least this share of what it did in the first half. A
     # loss bounded below slows as it nears its floor (cross-entropy's fall halves about every
@@ -77,32 +103,62 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     x, y = batch
     with torch.no_grad():
         out0 = ctx.forward(model, x).float()  # the output's shape on this batch
-    floor = _floor(ctx, out0, y, p)
-    wiring = _wiring(ctx, out0, y, p)
+    domain = output_domain(ctx, out0, y)
+    wiring = _wiring(ctx, out0, y, p, domain)
     if wiring:  # the loss itself cannot train this batch: no fit is meaningful
-        metrics = {"floor_loss": floor, "loss_wiring": 1.0}  # lr_range: not an lr matter
+        metrics = {"loss_wiring": 1.0}  # lr_range: not an lr matter
         return CheckResult("overfit_batch", Status.FAIL, wiring, metrics=metrics)
-    reference = _reference(ctx, out0, y, p.reference_examples)
+    out0 = logit_view(ctx, out0, domain)  # floor and reference are built as logits
+    groups = _groups(ctx, model, x, y, out0)
+    floor = _floor(ctx, out0, y, p, domain, groups)
+    reference = _reference(ctx, out0, y, p.reference_examples, domain)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
-    losses, lr, out, meter = _fit(ctx, model, batch, p.lr, target, p)
+    opt = _optimizer(ctx, model, p.lr)
+    meter = UpdateMeter(model)  # each step's size against the weights' (the trajectory's)
+    losses = _fit(ctx, model, opt, batch, target, p.max_steps, [], meter)
+    pinned = _pinned(ctx, model, batch, losses, floor, reference, target, p, domain)
+    moving = _progress(losses) >= p.min_progress * max(reference - target, 1e-12)
+    if (
+        _best(losses) > target
+        and pinned is None
+        and moving
+        and not _diverging(ctx, model, batch, losses, meter)
+    ):
+        # not fit yet, not held back by its output range, not diverging: slow, or on a
+        # plateau a saddle may explain (sigmoid LeNet, NiN at their book lr): more steps
+        _fit(ctx, model, opt, batch, target, p.extend_to - len(losses), losses, meter)
+        pinned = _pinned(ctx, model, batch, losses, floor, reference, target, p, domain)
+    raw = _settle(ctx, model, opt, batch, target, p, losses, meter)  # in the loss's domain
+    out = logit_view(ctx, raw, domain)
     best = _best(losses)
     traj = of_run(ctx, losses, out, y, meter)
-    figure = _overlay(ctx, out.float().cpu(), y.cpu(), best)
-    result = _judge(p, len(y), losses, best, floor, reference, target, figure)
+    figure = _overlay(ctx, out.cpu(), y.cpu(), best)
+    result = _judge(p, len(y), losses, best, floor, reference, target, figure, groups)
     if p.lr is None:  # the configured lr's run: what lr_range reads
         result.metrics.update(traj.metrics())
-    if result.status == Status.PASS and (unfit := _unfit(ctx, traj, out, y, p, lr)):
+    lr = _lr_of(opt)
+    if result.status == Status.PASS and (unfit := _unfit(ctx, traj, raw, y, p, lr)):
         result.status = Status.FAIL
         result.message = (
             f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
         )
-    if result.status == Status.FAIL and p.retry_lr_factor > 0 and lr:
-        del model, out  # one model at a time
-        up = _descending(losses) and not traj.diverging
-        lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
-        losses2, lr2_used, out2, meter2 = _fit(ctx, ctx.new_model(), batch, lr2, target, p)
-        unfit2 = _unfit(ctx, of_run(ctx, losses2, out2, y, meter2), out2, y, p, lr2_used)
-        _judge_retry(result, losses, lr, (losses2, lr2_used, out2), target, unfit2)
+    if pinned is not None and result.status == Status.FAIL:
+        result.metrics["range_floor_loss"] = pinned[0]
+        result.message += pinned[1]
+    if result.status == Status.FAIL and pinned is None:
+        if p.retry_lr_factor > 0 and lr:
+            del model, opt, out, raw  # one model at a time
+            up = _descending(losses) and not traj.diverging
+            lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
+            model2 = ctx.new_model()
+            opt2, meter2 = _optimizer(ctx, model2, lr2), UpdateMeter(model2)
+            losses2 = _fit(ctx, model2, opt2, batch, target, p.max_steps, [], meter2)
+            raw2 = _settle(ctx, model2, opt2, batch, target, p, losses2, meter2)
+            traj2 = of_run(ctx, losses2, logit_view(ctx, raw2, domain), y, meter2)
+            unfit2 = _unfit(ctx, traj2, raw2, y, p, lr2)
+            _judge_retry(result, losses, lr, (losses2, lr2), target, unfit2)
+        if result.status == Status.FAIL and not _diverged(losses) and not traj.diverging:
+            _undecided(result, losses, target, p)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
 
 
@@ -177,42 +233,97 @@ def _determined(y: Tensor) -> Tensor:
     return out.reshape(valid.shape) & valid
 
 
+def _optimizer(ctx: Context, model: torch.nn.Module, lr: float | None) -> torch.optim.Optimizer:
+    opt = ctx.optimizer(model)
+    if lr is not None:
+        for g in opt.param_groups:
+            g["lr"] = lr
+    return opt
+
+
+def _lr_of(opt: torch.optim.Optimizer) -> float | None:
+    used = opt.param_groups[0].get("lr")
+    return float(used) if isinstance(used, int | float) else None
+
+
 def _fit(
     ctx: Context,
     model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
     batch: Any,
-    lr: float | None,
     target: float,
-    p: OverfitBatchParams,
-) -> tuple[list[float], float | None, Tensor, UpdateMeter]:
-    """Train ``model`` on ``batch`` until its loss reaches ``target`` (at most ``steps``):
-    the losses, the lr used (None when the optimizer has none), the final output and the
-    steps' sizes."""
-    steps, settle = p.max_steps, p.settle_steps
-    opt = ctx.optimizer(model)
-    for g in opt.param_groups:
-        if lr is not None:
-            g["lr"] = lr
-    used = opt.param_groups[0].get("lr")
-    meter = UpdateMeter(model)  # each step's size against the weights' (the trajectory's)
+    steps: int,
+    losses: list[float],
+    meter: UpdateMeter,
+) -> list[float]:
+    """Train ``model`` on ``batch`` until its loss reaches ``target`` (at most ``steps``
+    more), appending to ``losses`` (a run goes on where it stopped); ``meter`` sees each
+    step."""
 
     def on_step(_step: int, loss: float) -> bool:
         meter()
         return loss <= target
 
-    losses = train_steps(ctx, model, repeat(batch), steps, opt, on_step=on_step)
+    if steps > 0:
+        losses += train_steps(ctx, model, repeat(batch), steps, opt, on_step=on_step)
+    return losses
+
+
+def _settle(
+    ctx: Context,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Any,
+    target: float,
+    p: OverfitBatchParams,
+    losses: list[float],
+    meter: UpdateMeter,
+) -> Tensor:
+    """The model's output on the batch (train mode, as trained; in the loss's domain) after
+    at most ``settle_steps`` more steps, within the run's cap, that let a fit at the target
+    predict each example as its label (a long sequence's mean loss hides a position or
+    two); a model whose steps overshoot does not settle."""
     with torch.no_grad():
-        out = ctx.forward(model, batch.x)  # train mode, as in the last step
-    # at the target, a fit also predicts each example as its label: a few more steps settle
-    # a correct model there (a long sequence's mean loss hides a position or two); a model
-    # whose steps overshoot does not settle
-    for _ in range(min(settle, steps - len(losses)) if losses and losses[-1] <= target else 0):
-        if not _mispredicted(ctx, out.float(), batch.y, p):
+        out = ctx.forward(model, batch.x).float()
+    cap = max(p.max_steps, p.extend_to) - len(losses)
+    for _ in range(min(p.settle_steps, cap) if losses and losses[-1] <= target else 0):
+        if not _mispredicted(ctx, out, batch.y, p):
             break
         losses += train_steps(ctx, model, repeat(batch), 1, opt, on_step=meter)
         with torch.no_grad():
-            out = ctx.forward(model, batch.x)
-    return losses, float(used) if isinstance(used, int | float) else None, out, meter
+            out = ctx.forward(model, batch.x).float()
+    return out
+
+
+def _diverging(
+    ctx: Context, model: torch.nn.Module, batch: Any, losses: list[float], meter: UpdateMeter
+) -> bool:
+    """The run so far diverged, by its own losses (:func:`_diverged`) or by the shared
+    trajectory judgement (outputs that exploded, a step that replaced the weights)."""
+    if _diverged(losses):
+        return True
+    with torch.no_grad():
+        out = ctx.forward(model, batch.x).float()
+    return of_run(ctx, losses, out, batch.y, meter).diverging
+
+
+def _progress(losses: list[float]) -> float:
+    """How much the run's last quarter lowered its best loss."""
+    n = max(1, len(losses) // 4)
+    before, last = _best(losses[:-n]), _best(losses[-n:])
+    return before - last if math.isfinite(before) and math.isfinite(last) else 0.0
+
+
+def _diverged(losses: list[float]) -> bool:
+    """The run's own numbers say it diverged: a non-finite loss, a peak an order of
+    magnitude above the first step's loss (a fit of one fixed batch has no reason to
+    rise so far; SGD at lr 10 on the test MLP peaks at 1e17), or the last tenth of the
+    steps above the first step's loss (it went the wrong way)."""
+    if not losses or not all(math.isfinite(v) for v in losses):
+        return bool(losses)
+    tail = losses[-max(1, len(losses) // 10) :]
+    start = losses[0]
+    return max(losses) > start + SPIKE_FACTOR * abs(start) or sum(tail) / len(tail) > start
 
 
 def _best(losses: list[float]) -> float:
@@ -220,21 +331,26 @@ def _best(losses: list[float]) -> float:
 
 
 def _descending(losses: list[float]) -> bool:
-    """Still at its best at the end (within 1% of it): the loss was descending, not spiking."""
-    best, last = _best(losses), losses[-1] if losses else float("nan")
-    return math.isfinite(last) and last <= best + 0.01 * abs(best) + 1e-12
+    """The loss was descending, not spiking: the run did not diverge and its best came in
+    its last quarter. (The last step alone is noisy: with dropout a net still descending
+    sits above its best on most steps, and a retry would lower the lr of a net too slow.)"""
+    finite = [v for v in losses if math.isfinite(v)]
+    if _diverged(losses) or not finite:
+        return False
+    at = min(range(len(losses)), key=lambda i: losses[i])
+    return at >= len(losses) - max(1, len(losses) // 4)
 
 
 def _judge_retry(
     result: CheckResult,
     losses: list[float],
     lr: float,
-    retry: tuple[list[float], float | None, Tensor],
+    retry: tuple[list[float], float | None],
     target: float,
     unfit: str = "",
 ) -> None:
     """Fold the other lr's fit into ``result``: it fits -> the lr is wrong, not the wiring."""
-    losses2, lr2, _ = retry
+    losses2, lr2 = retry
     best2 = _best(losses2)
     result.metrics.update(retry_lr=lr2 or float("nan"), retry_best_loss=best2)
     result.series["loss_retry"] = list(enumerate(losses2))
@@ -268,6 +384,7 @@ def _judge(
     reference: float,
     target: float,
     figure: plots.Deferred,
+    groups: Groups | None = None,
 ) -> CheckResult:
     """The run's numbers, and the verdict: did the ``n`` examples' best loss reach the
     target between the loss's floor and the prior's reference loss?"""
@@ -281,12 +398,18 @@ def _judge(
         "reference_loss": reference,
         "steps": float(steps),
         "loss_ratio": (best - floor) / gap if gap > 0 else float("nan"),
+        "budget_steps": float(p.max_steps),
     }
     series = {"loss": list(enumerate(losses))}
     threshold = (
         f"<= {target:.3g} (floor {floor:.3g} + {p.max_loss_ratio:g} x ({reference:.3g} - floor))"
     )
     status, msg = _verdict(n, best, target, steps, threshold, floor, reference)
+    if groups is not None:
+        metrics["indistinguishable_positions"] = float(groups.tied)
+        msg += f"; {groups.why}"
+    if status == Status.PASS and steps > p.max_steps:
+        msg += f" (past the budget of {p.max_steps}: a slow fit, up to {p.extend_to} allowed)"
     return CheckResult(
         "overfit_batch",
         status,
@@ -321,9 +444,20 @@ def _verdict(
     )
 
 
-def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> float:
-    """The lowest loss any output reaches on targets ``y``: a free tensor shaped like the
-    model's output ``out0`` optimised against ``ctx.loss`` (the loss training uses)."""
+def _floor(
+    ctx: Context,
+    out0: Tensor,
+    y: Tensor,
+    p: OverfitBatchParams,
+    domain: str,
+    groups: Groups | None = None,
+) -> float:
+    """The lowest loss any output reaches on targets ``y``: free logits shaped like the
+    model's output ``out0``, mapped into the loss's ``domain``, optimised against
+    ``ctx.loss`` (the loss training uses). Positions the model cannot tell apart
+    (``groups``) share one free output: the floor is then what the best model reaches."""
+    if groups is not None:
+        return _tied_floor(ctx, out0, y, p, domain, groups)
     start = torch.zeros_like(out0)
     if not ctx.task.classification and y.numel() == out0.numel():
         start = y.reshape(out0.shape).to(out0)  # regression: the targets are the optimum
@@ -331,10 +465,202 @@ def _floor(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> floa
         # the task's own losses (cross-entropy, BCE, MSE) are >= 0 and reach 0 (in the limit
         # of large logits, or at the targets): the floor is known, no need to search for it
         return 0.0
-    return best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+    objective = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
+    return best_output(objective, start, p.floor_steps, p.floor_lr)[0]
 
 
-def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> str:
+def _tied_floor(
+    ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain: str, groups: Groups
+) -> float:
+    """:func:`_floor` with one free output per group of indistinguishable positions: a
+    table ``[G, ...]`` gathered to ``out0``'s shape (regression: starting at each group's
+    mean target, the optimum of MSE)."""
+    gid = groups.ids.to(out0.device)  # [B] / [B, T]: y's shape
+    extra = out0.shape[y.dim() :]  # [C] / [V] / [1] / []
+    start = out0.new_zeros((groups.count, *extra))
+    if not ctx.task.classification:
+        sums = torch.zeros(groups.count, dtype=torch.float64).index_add_(
+            0, gid.reshape(-1).cpu(), y.reshape(-1).double().cpu()
+        )
+        counts = torch.bincount(gid.reshape(-1).cpu(), minlength=groups.count).clamp_min(1)
+        start = start + (sums / counts).to(start).reshape(-1, *([1] * len(extra)))
+    objective = lambda t: ctx.loss(to_domain(ctx, t[gid], domain), y)  # noqa: E731
+    return max(best_output(objective, start, p.floor_steps, p.floor_lr)[0], 0.0)
+
+
+@dataclass
+class Groups:
+    """Positions of the batch the model cannot tell apart: same ``ids``, same output."""
+
+    ids: Tensor  # [B] / [B, T] (y's shape): the group of each target position
+    count: int  # number of groups
+    tied: int  # positions that share their group with a position of another target
+    why: str  # for the message
+
+
+@torch.no_grad()
+def _groups(ctx: Context, model: torch.nn.Module, x: Any, y: Tensor, out0: Tensor) -> Groups | None:
+    """Which target positions have the same visible input, so no model can fit them apart:
+    identical examples; for a language model, positions whose context (as far back as the
+    model reads: its reach, probed at init) is the same, such as position 0 of sequences
+    that share a start token, or a bigram table's positions that hold the same token. None
+    when every position can be told apart (or the inputs cannot be read as token ids)."""
+    if out0.shape[: y.dim()] != y.shape:
+        return None
+    try:
+        ids = primary(x)
+    except Exception:  # noqa: BLE001 - inputs the probe cannot read: no grouping
+        return None
+    if not isinstance(ids, Tensor) or len(ids) != len(y):
+        return None
+    if (
+        ctx.task.name == "lm"
+        and y.dim() == 2
+        and ids.shape == y.shape
+        and not ids.is_floating_point()
+    ):
+        reach = _reach(ctx, model, x, ids)
+        if reach is None:
+            return None
+        rows = ids.cpu().tolist()
+        keys = [tuple(r[max(0, t - reach + 1) : t + 1]) for r in rows for t in range(len(r))]
+        why_kind = (
+            "positions whose visible context is the same"
+            if reach >= ids.shape[1]
+            else f"positions whose last {reach} token(s) (the model's reach) are the same"
+        )
+    else:
+        flat = ids.reshape(len(ids), -1).cpu()
+        keys = [tuple(r) for r in flat.tolist()]
+        keys = [k for k in keys for _ in range(y[0].numel())]
+        why_kind = "identical examples"
+    index: dict[tuple, int] = {}
+    gid = torch.tensor([index.setdefault(k, len(index)) for k in keys]).reshape(y.shape)
+    tied = _conflicting(gid, y)
+    if tied == 0:
+        return None
+    why = (
+        f"{tied} target positions share their input with a position of another target "
+        f"({why_kind}): no model can fit them apart, the floor allows for it"
+    )
+    return Groups(gid, len(index), tied, why)
+
+
+def _conflicting(gid: Tensor, y: Tensor) -> int:
+    """Positions (with a target) whose group holds another target too."""
+    g, t = gid.reshape(-1).tolist(), y.reshape(-1).tolist()
+    seen: dict[int, set] = {}
+    for a, b in zip(g, t, strict=True):
+        if b != IGNORE_INDEX:
+            seen.setdefault(a, set()).add(b)
+    return sum(1 for a, b in zip(g, t, strict=True) if b != IGNORE_INDEX and len(seen[a]) > 1)
+
+
+def _reach(ctx: Context, model: torch.nn.Module, x: Any, ids: Tensor) -> int | None:
+    """How far back the model reads: 1 + the last position whose output changes when the
+    first token changes (1: a bigram table, T: a full causal context), in eval mode (no
+    dropout noise), on a copy whose parameters are jittered (a table initialised to zeros,
+    as makemore's bigram, reads nothing until its entries differ). None when the first
+    token changes no output (nothing to group by)."""
+    model = _jittered(model)
+    was = model.training
+    model.eval()
+    try:
+        vocab = getattr(ctx.task, "num_classes", 0) or int(ids.max()) + 1
+        other = (ids[:, :1] + 1) % max(vocab, 2)  # another first token
+        ids2 = torch.cat([other, ids[:, 1:]], 1)
+        x2 = {**x, primary_key(x): ids2} if isinstance(x, Mapping) else ids2
+        a, b = ctx.forward(model, x).float(), ctx.forward(model, x2).float()
+    finally:
+        model.train(was)
+    if a.shape[:2] != ids.shape:
+        return None
+    scale = float(a.detach().abs().max().clamp_min(1e-12))
+    changed = ((a - b).abs().reshape(*ids.shape, -1).amax(-1) > 1e-6 * scale).any(0)  # [T]
+    where = changed.nonzero()
+    return int(where.max()) + 1 if len(where) else None
+
+
+def _jittered(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with each parameter moved by N(0, 0.01^2) (the model itself when
+    it cannot be copied)."""
+    try:
+        probe = copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - e.g. tensors that are not graph leaves
+        return model
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for q in probe.parameters():
+            q.add_(0.01 * torch.randn(q.shape, generator=g).to(q))
+    return probe
+
+
+def _pinned(
+    ctx: Context,
+    model: torch.nn.Module,
+    batch: Any,
+    losses: list[float],
+    floor: float,
+    reference: float,
+    target: float,
+    p: OverfitBatchParams,
+    domain: str,
+) -> tuple[float, str] | None:
+    """(the best loss of outputs inside the range the model's outputs span now, a note) when
+    that range is what holds the fit back: the best loss reached is within pin_ratio of the
+    prior's gap of that range's best, which is itself above the target (probabilities fed
+    to a loss of logits sit at [0, 1]'s corners: cross-entropy 1.46 on 10 classes)."""
+    best = _best(losses)
+    if not math.isfinite(best) or best <= target:
+        return None
+    with torch.no_grad():
+        out = logit_view(ctx, ctx.forward(model, batch.x).float(), domain)
+    lo, hi = float(out.min()), float(out.max())
+    if ctx.task.classification:
+        if callable(ctx.pipeline.loss) or domain != "logits":
+            inside = box(lo, hi)
+            objective = lambda z: ctx.loss(to_domain(ctx, inside(z), domain), batch.y)  # noqa: E731
+            ranged = best_output(objective, torch.zeros_like(out), p.floor_steps, p.floor_lr)[0]
+        else:
+            with torch.no_grad():
+                ranged = float(ctx.loss(corners(ctx, out, batch.y, lo, hi), batch.y))
+    else:
+        y = batch.y.float()
+        shaped = y.clamp(lo, hi).reshape(out.shape) if y.numel() == out.numel() else None
+        if shaped is None:
+            return None
+        with torch.no_grad():
+            ranged = float(ctx.loss(shaped, batch.y))
+    gap = max(reference - floor, 1e-12)
+    if ranged <= target or best - ranged > p.pin_ratio * gap:
+        return None
+    return ranged, (
+        f"; the outputs span [{lo:.3g}, {hi:.3g}] (as logits) and no output inside that range "
+        f"gets below {ranged:.3g}: the range, not the time, stops the fit (a bounded head: "
+        "softmax/sigmoid before a loss of logits, a clamp, a ReLU)"
+    )
+
+
+def _undecided(
+    result: CheckResult, losses: list[float], target: float, p: OverfitBatchParams
+) -> None:
+    """Not fit within the cap, not diverged, not held back by the output range: the run's
+    numbers cannot tell a slow or stuck-on-a-plateau correct net from a broken one."""
+    n = max(1, len(losses) // 4)
+    early, late = _best(losses[: len(losses) - n]), _best(losses[-n:])
+    result.status = Status.WARN
+    result.metrics["last_quarter_drop"] = early - late if math.isfinite(early) else float("nan")
+    result.message = (
+        f"not fit within {len(losses)} steps (budget {p.max_steps}, extended to the cap "
+        f"{p.extend_to}): best loss {_best(losses):.3g}, target <= {target:.3g}; the last "
+        f"quarter of the run moved the best by {early - late:.3g}. The run did not diverge "
+        "and the outputs are not held by their range, so this is a slow fit or a plateau "
+        "(sigmoid nets, a small lr), not evidence of a wiring bug: train longer or raise "
+        "the lr to confirm"
+    ) + (result.message[result.message.find("; at lr") :] if "; at lr" in result.message else "")
+
+
+def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain: str) -> str:
     """What is wrong with a user's loss on this batch, judged on free outputs shaped like
     the model's ('' when nothing): it has no floor (it keeps falling at an undiminished pace,
     the mark of a loss linear in the output: F.nll_loss on raw logits), or (regression) the
@@ -362,8 +688,8 @@ def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> str
                     f"same values given to the wrong examples ({shifted:.4g}), so no model can "
                     f"be fit to them.{shapes}"
                 )
-    if _log_probabilities(out0):
-        return ""  # log-probability outputs: a free tensor leaves their domain (issue: domains)
+    if domain != "logits":
+        return ""  # probabilities, log-probabilities: a free tensor leaves their domain
     start = torch.zeros_like(out0)
     v0 = float(ctx.loss(start, y))
     half = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps // 2, p.floor_lr)[0]
@@ -380,14 +706,7 @@ def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams) -> str
     return ""
 
 
-def _log_probabilities(out: Tensor) -> bool:
-    """Outputs that are log-probabilities over the last dim (every row's exp sums to 1)."""
-    if out.dim() < 2 or out.shape[-1] < 2 or bool((out > 1e-6).any()):
-        return False
-    return bool(torch.allclose(out.exp().sum(-1), torch.ones(()), atol=1e-3))
-
-
-def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
+def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int, domain: str) -> float:
     """The loss a constant predictor with the prior in the bias pays, averaged over ``n``
     shuffled training targets (the batch alone is too few: 4 regression targets may sit
     near their mean); the batch's own targets when the shapes differ (variable lengths)."""
@@ -397,7 +716,7 @@ def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int) -> float:
         ys = y.cpu()
     ys = ys.to(out0.device)
     like = out0.new_zeros((len(ys), *out0.shape[1:]))  # [n, ...] shaped like the model's output
-    return mean_loss(ctx, constant_output(ctx, like, ctx.prior), ys)[0]
+    return domain_loss(ctx, constant_output(ctx, like, ctx.prior), ys, domain)[0]
 
 
 def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferred:
@@ -417,11 +736,10 @@ def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferre
         probs = out[keep].softmax(-1).numpy()
         return plots.deferred(plots.overlay_classes, probs, y[keep].long().numpy(), title)
     if task.name == "binary":
-        # one bar pair per output unit: [B], [B, 1] (targets shaped like the output, as for
-        # BCELoss) and multi-label [B, K] all read as B*K binary examples
         p1 = torch.sigmoid(out.reshape(-1))
         probs = torch.stack([1 - p1, p1], 1).numpy()
-        return plots.deferred(plots.overlay_classes, probs, y.reshape(-1).long().numpy(), title)
+        labels = y.reshape(-1).long().numpy()  # [B] or [B, 1] targets: one label each
+        return plots.deferred(plots.overlay_classes, probs, labels, title)
     return plots.deferred(
         plots.overlay_values,
         y.reshape(len(y), -1).mean(-1).numpy(),

@@ -5,7 +5,10 @@ class weights, a focal or Huber loss, ``ignore_index`` each move it. So the chec
 the outputs whose loss they need (an all-zero output, the prior in the bias, the prior plus
 Gaussian logit noise, the best output a free tensor can reach) shaped like the model's and
 pass them through ``ctx.per_example_loss`` / ``ctx.loss``: the expected value is then exact
-for whatever loss is configured.
+for whatever loss is configured. They are built as logits and mapped into the domain the loss
+reads (probabilities, log-probabilities: :mod:`trackcheck.checks._shared._domain`) by the ``domain``
+argument, so a log_softmax + nll_loss model is compared with uniform log-probabilities, not
+with a zero it could never output.
 
 Shapes: ``out`` is the model's prediction, [B, C] / [B, T, V] logits, [B] or [B, 1] for
 binary and regression; ``y`` the aligned target, [B] / [B, T].
@@ -19,13 +22,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from trackcheck.checks._shared._domain import to_domain
 from trackcheck.context import Context
 from trackcheck.tasks import Prior
 
 
 def constant_output(ctx: Context, like: Tensor, prior: Prior | None = None) -> Tensor:
-    """An input-independent output shaped like ``like``: all zeros (uniform probabilities,
-    logit 0, prediction 0), or the bias that carries ``prior`` broadcast over the last dim."""
+    """An input-independent output shaped like ``like``, in logits: all zeros (uniform
+    probabilities, logit 0, prediction 0), or the bias that carries ``prior`` broadcast over
+    the last dim. :func:`domain_loss` passes it to the loss in the loss's domain."""
     zero = torch.zeros_like(like, dtype=torch.float32)
     if prior is None:
         return zero
@@ -40,8 +45,19 @@ def mean_loss(ctx: Context, out: Tensor, y: Tensor) -> tuple[float, float]:
     return float(v.mean()), se
 
 
+def domain_loss(ctx: Context, z: Tensor, y: Tensor, domain: str) -> tuple[float, float]:
+    """:func:`mean_loss` of logits ``z`` mapped into the loss's ``domain``."""
+    return mean_loss(ctx, to_domain(ctx, z, domain), y)
+
+
 def noisy_loss(
-    ctx: Context, ref: Tensor, y: Tensor, std: float, draws: int, g: torch.Generator
+    ctx: Context,
+    ref: Tensor,
+    y: Tensor,
+    std: float,
+    draws: int,
+    g: torch.Generator,
+    domain: str = "logits",
 ) -> tuple[float, float]:
     """Monte Carlo (mean, SE) of the loss of ``ref + std * N(0, 1)``: the loss of a model whose
     outputs are the constant ``ref`` plus input-dependent noise of that size, the picture of
@@ -50,7 +66,8 @@ def noisy_loss(
     with torch.no_grad():
         for _ in range(draws):
             noise = torch.randn(ref.shape, generator=g).to(ref)
-            vals.append(ctx.per_example_loss(ref + std * noise, y).double())  # [B]
+            o = to_domain(ctx, ref + std * noise, domain)
+            vals.append(ctx.per_example_loss(o, y).double())  # [B]
     v = torch.cat(vals)
     se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else 0.0
     return float(v.mean()), se
@@ -92,20 +109,27 @@ def label_noise(ctx: Context, y: Tensor, like: Tensor, g: torch.Generator) -> Te
 
 
 def aligned_spread(
-    ctx: Context, ref: Tensor, y: Tensor, std: float, draws: int, g: torch.Generator
+    ctx: Context,
+    ref: Tensor,
+    y: Tensor,
+    std: float,
+    draws: int,
+    g: torch.Generator,
+    domain: str = "logits",
 ) -> float:
     """Standard deviation, over draws, of the mean loss of ``ref + std * label_noise``: how
     far one init's chance alignment with the labels can move the loss, either way."""
     vals = []
     with torch.no_grad():
         for _ in range(draws):
-            o = ref + std * label_noise(ctx, y, ref, g)
+            o = to_domain(ctx, ref + std * label_noise(ctx, y, ref, g), domain)
             vals.append(float(ctx.per_example_loss(o, y).double().mean()))
     return float(torch.tensor(vals, dtype=torch.float64).std()) if draws > 1 else 0.0
 
 
 def output_std(ctx: Context, out: Tensor) -> float:
-    """The spread of the outputs at init: for logits over classes (multiclass, lm) their std
+    """The spread of the outputs at init (``out`` read as logits: ``_domain.logit_view``):
+    for logits over classes (multiclass, lm) their std
     over the classes of each example (position), averaged; for one output per example
     (binary, regression) the std over examples. The noise in :func:`noisy_loss` has this
     std by construction, so the two are on one scale."""
@@ -145,3 +169,23 @@ def best_output(
     if math.isfinite(value) and value < best:
         best, arg = value, o.detach().clone()
     return best, arg
+
+
+def box(lo: float, hi: float) -> Callable[[Tensor], Tensor]:
+    """A map from free z onto outputs inside [lo, hi] (either side may be infinite)."""
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lambda z: lo + (hi - lo) * torch.sigmoid(z)
+    if math.isfinite(lo):
+        return lambda z: lo + torch.nn.functional.softplus(z)
+    return lambda z: hi - torch.nn.functional.softplus(z)
+
+
+def corners(ctx: Context, like: Tensor, y: Tensor, lo: float, hi: float) -> Tensor:
+    """The best outputs inside [lo, hi] for the task's own loss, in closed form: the
+    target's logit at hi and every other at lo (cross-entropy falls with the target's logit
+    and rises with each other one); binary: hi for a 1, lo for a 0. Shaped like ``like``."""
+    if ctx.task.name == "binary":
+        return torch.where(y.reshape(like.shape) > 0.5, hi, lo).to(like)
+    ids = y.long().clamp_min(0)  # ignored positions (-100) get any valid id: they carry no loss
+    onehot = torch.nn.functional.one_hot(ids, like.shape[-1]).to(like)
+    return lo + (hi - lo) * onehot
