@@ -22,8 +22,8 @@ from trackcheck.checks._shared._common import (
     output_layer,
     tied_to_embedding,
 )
-from trackcheck.checks._shared._pretrained import weights
 from trackcheck.checks._shared._domain import logit_view, output_domain
+from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.registry import register
