@@ -149,3 +149,20 @@ def interrupted_stage(tracker: Any, out: Any) -> None:
         output_dir=out,
         progress=False,
     )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--corpus",
+        action="store_true",
+        help="also run the full false-alarm corpus over 3 seeds (about 37 min on 2 cores)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--corpus"):
+        return
+    skip = pytest.mark.skip(reason="the full corpus runs with --corpus (about 37 min)")
+    for item in items:
+        if item.get_closest_marker("corpus") is not None:
+            item.add_marker(skip)

@@ -163,14 +163,14 @@ def test_dict_inputs_are_counted_on_the_target():
 def test_a_packed_sequence_model_is_charted_without_vmap():
     # pack_padded_sequence reads its input's data pointer, which torch.func's wrapped
     # tensors have none of: the map falls back to plain autograd
-    from packed import PackedRNN, packed_data
+    from helpers.packed import PackedRNN, packed_data
 
     r = run_check("batch_independence", PackedRNN, packed_data())
     assert r.status == Status.PASS, r.message
 
 
 def test_batch_mixing_in_a_packed_sequence_model_fails():
-    from packed import PackedRNN, packed_data
+    from helpers.packed import PackedRNN, packed_data
 
     r = run_check("batch_independence", lambda: PackedRNN(mix=True), packed_data())
     assert r.status == Status.FAIL, r.message

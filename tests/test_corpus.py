@@ -1,10 +1,10 @@
 """The false-alarm corpus: correct programs re-implemented from official public examples
 (tests/corpus) pass the full checklist, with no fail and no error, on every seed.
 
-The full corpus over 3 seeds runs only under the ``slow`` marker
-(``python -m pytest -m slow tests/test_corpus.py``: about 37 minutes on 2 idle cores, 15-60 s a
-run; ``CORPUS_ONLY=a,b`` narrows it); the default run checks three of the cheapest programs on
-one seed (about 30 s). ``python scripts/corpus.py`` prints the same runs as a table.
+The full corpus over 3 seeds runs only when asked for, being far longer than the rest of
+the suite (``python -m pytest --corpus tests/test_corpus.py``: about 37 minutes on 2 idle
+cores, 15-60 s a run; ``CORPUS_ONLY=a,b`` narrows it); the default run checks three of the
+cheapest programs on one seed (about 30 s). ``python scripts/corpus.py`` prints the same runs as a table.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def test_cheap_correct_program_passes_the_checklist(name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.corpus
 def test_corpus_passes_the_checklist_on_every_seed() -> None:
     """Every program x every seed; the failures of all of them in one message."""
     if os.environ.get("CORPUS_ONLY"):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from conftest import blobs
-from models import ConvBN, GRUClassifier
+from helpers.models import ConvBN, GRUClassifier
 
 import trackcheck
 from trackcheck import DataSpec, Report, Status

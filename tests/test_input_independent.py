@@ -268,14 +268,14 @@ def test_a_tuple_keeps_its_lengths_and_masks_and_blanks_its_content():
 
 
 def test_a_packed_sequence_model_with_a_lengths_input_passes():
-    from packed import PackedRNN, packed_data
+    from helpers.packed import PackedRNN, packed_data
 
     r = run_check("input_independent", PackedRNN, packed_data())
     assert r.status == Status.PASS, r.message
 
 
 def test_a_packed_sequence_model_with_shuffled_labels_fails():
-    from packed import PackedRNN, packed_data
+    from helpers.packed import PackedRNN, packed_data
 
     r = run_check("input_independent", PackedRNN, shuffled_labels(packed_data()))
     assert r.status == Status.FAIL, r.message

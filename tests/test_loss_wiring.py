@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from conftest import blobs, run_check
-from models import ColumnHead
+from helpers.models import ColumnHead
 from torch import nn
 
 from trackcheck.checks.overfit_batch import _determined
