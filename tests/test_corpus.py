@@ -4,7 +4,8 @@
 The full corpus over 3 seeds runs only when asked for, being far longer than the rest of
 the suite (``python -m pytest --corpus tests/test_corpus.py``: about 37 minutes on 2 idle
 cores, 15-60 s a run; ``CORPUS_ONLY=a,b`` narrows it); the default run checks three of the
-cheapest programs on one seed (about 30 s). ``python scripts/corpus.py`` prints the same runs as a table.
+cheapest programs on one seed (about 30 s). ``python scripts/corpus.py`` prints the same
+runs as a table.
 """
 
 from __future__ import annotations
