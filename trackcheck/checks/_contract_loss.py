@@ -164,6 +164,9 @@ def check_loss(
         loss_half_ratio=full / mean_half if mean_half else float("nan"),
         loss_scaling_exponent=k,
     )
+    unknown = callable(ctx.pipeline.loss) and _loss_expects(ctx)[0] is None
+    if unknown and ctx.task.name in ("multiclass", "lm", "binary"):
+        _check_plateau(ctx, out, batch.y, f)
     tol = p.mean_rtol * max(abs(a), abs(b), abs(full), 1e-12)
     if not (math.isfinite(a) and math.isfinite(b)) or min(a, b) - tol <= full <= max(a, b) + tol:
         return
@@ -184,6 +187,42 @@ def check_loss(
             "them. It depends on which examples share the batch (in-batch negatives, batch "
             "statistics?); the checks that compare per-example losses assume a mean"
         )
+
+
+# A loss of unknown kind (the user's callable, a framework's step) at outputs that put k on
+# every target (one-hot * k; +-k for one binary logit): a loss fed logits falls towards 0 as
+# k grows (cross-entropy, class weights, focal: e^-k; label smoothing rises again past its
+# floor), a softmax or sigmoid inside it before a log loss levels off at
+# ln(e + C - 1) - 1 of ln C at k = 0 (0.45 for C = 2, 0.63 for 10), log(1 + 1/e) (0.66 of
+# the value at 0) for one binary logit. Still above this share of the value at k = 0 at
+# k = 30, and no higher than at k = 5: the plateau of probabilities fed to a log loss.
+PLATEAU_KS = (0.0, 5.0, 30.0)
+PLATEAU_SHARE = 0.25
+
+
+def _check_plateau(ctx: Context, out: Tensor, y: Tensor, f: Findings) -> None:
+    """Fail a loss that levels off far above 0 however confident the correct output is."""
+    yy = y.long().clamp_min(0)
+    if ctx.task.name == "binary":
+        hot = (2 * y.float() - 1).reshape(out.shape).to(out.dtype)  # [B] or [B, 1]: +-1
+    else:
+        if out.shape[:-1] != y.shape:
+            return
+        hot = F.one_hot(yy, out.shape[-1]).to(out.dtype)  # [..., C]
+    try:
+        with torch.no_grad():
+            v0, v5, v30 = (float(ctx.loss(k * hot, y)) for k in PLATEAU_KS)
+    except (ValueError, RuntimeError, IndexError, TypeError):
+        return
+    f.metrics["loss_at_confident_output"] = v30
+    if not (v0 > 0 and v30 > PLATEAU_SHARE * v0 and v30 <= v5):
+        return
+    f.fail(
+        f"the loss levels off at {v30:.3g} (from {v0:.3g} at a zero output) however "
+        "confident the correct output is: a softmax or sigmoid inside the loss before a "
+        "cross-entropy that applies its own (it cannot approach 0 and its gradients "
+        "vanish). Feed the logits to the cross-entropy"
+    )
 
 
 def _per_example_mean(ctx: Context, out: Tensor, y: Tensor) -> float:
