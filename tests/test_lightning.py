@@ -53,7 +53,13 @@ def check(cls: type, tmp_path: Path, checks: Any = "all", seed: int = 0) -> Repo
     dm = M.DigitsDataModule()
     dm.setup("fit")
     return check_module(
-        cls(), dm, trainer(tmp_path), checks=checks, seed=seed, tracker=None, progress=False,
+        cls(),
+        dm,
+        trainer(tmp_path),
+        checks=checks,
+        seed=seed,
+        tracker=None,
+        progress=False,
         output_dir=tmp_path / "trackcheck",
     )
 

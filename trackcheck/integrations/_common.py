@@ -34,6 +34,7 @@ def loader_spec(
     with its own seeded generator; workers and custom samplers are not carried over).
     Without a validation loader the last HELD_OUT_SHARE of the training set is held out."""
     train_ds: Dataset[Any] = train.dataset
+    test_ds: Dataset[Any]
     if val is None:
         n = length_of(train_ds)
         if n is None or n < 4:
@@ -89,9 +90,7 @@ class Owners:
     model (``configure_optimizers``, named weight-decay groups)."""
 
     def __init__(self) -> None:
-        self._by_param: weakref.WeakValueDictionary[int, nn.Module] = (
-            weakref.WeakValueDictionary()
-        )
+        self._by_param: weakref.WeakValueDictionary[int, nn.Module] = weakref.WeakValueDictionary()
 
     def add(self, model: nn.Module) -> nn.Module:
         first = next(model.parameters(), None)

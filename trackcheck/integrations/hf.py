@@ -64,7 +64,7 @@ class _Stage:
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
         self.owners = _common.Owners()
-        self.pristine = None if trainer.model_init else copy.deepcopy(trainer.model).cpu()
+        self.pristine: Any = None if trainer.model_init else copy.deepcopy(trainer.model).cpu()
 
     def new_model(self) -> nn.Module:
         t = self.trainer
@@ -304,10 +304,16 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
             return  # rank 0 runs the stage; a failure there stops the job
         try:
             self.report = check_trainer(
-                trainer, task=self.task, num_outputs=self.num_outputs, kind=self.kind,
-                checks=self.checks, params=self.params,
-                gate=Gate(**self.gate) if self.gate else None, seed=self.seed,
-                progress=self.progress, run_name="sanity",
+                trainer,
+                task=self.task,
+                num_outputs=self.num_outputs,
+                kind=self.kind,
+                checks=self.checks,
+                params=self.params,
+                gate=Gate(**self.gate) if self.gate else None,
+                seed=self.seed,
+                progress=self.progress,
+                run_name="sanity",
             )
         except (ConfigError, PipelineError) as e:
             error(e)

@@ -122,7 +122,7 @@ class _Harness:
         from lightning.pytorch.core.optimizer import _configure_optimizers
 
         params = list(params)
-        module = self.owners.find(params)
+        module: Any = self.owners.find(params)
         if module is None:  # a check's dummy parameter (the optimizer probe), or a stray copy
             return _first_optimizer(self.new_module(), _configure_optimizers, params)
         opts, scheds, _ = _configure_optimizers(module.configure_optimizers())
@@ -178,7 +178,7 @@ class _Harness:
         forward (it calls a submodule directly) or its loss does not match, then the checks
         judge the task's loss and train through training_step alone."""
         raw = data.head("train", min(8, data.batch_size))
-        module = self.new_module().to(device)
+        module: Any = self.new_module().to(device)
         _common.mute_metrics(module)
         module.eval()  # no dropout: the probe compares two computations of one loss
         injected = _common.InjectedOutput()
@@ -258,7 +258,7 @@ class _Joint(torch.optim.Optimizer):
             o.zero_grad(set_to_none=set_to_none)
 
 
-def _shimmed_class(cls: type, harness: _Harness) -> type:
+def _shimmed_class(cls: Any, harness: _Harness) -> type:
     """The module's own class with what a Trainer's loop provides standing in: a read-only
     view of the Trainer, ``log`` dropped, the optimizers of the check's optimizer factory.
     A class, not instance attributes, so a check's ``copy.deepcopy`` of a copy keeps them."""
@@ -441,13 +441,24 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
         out = Path(self.output_dir or Path(trainer.default_root_dir) / "trackcheck")
         try:
             stage = build_stage(
-                module, trainer.datamodule, trainer, self.task, self.num_outputs, self.kind,
+                module,
+                getattr(trainer, "datamodule", None),
+                trainer,
+                self.task,
+                self.num_outputs,
+                self.kind,
                 module.device,
             )
             self.report = trackcheck.run(
-                **stage, checks=self.checks, params=self.params,
-                gate=Gate(**self.gate) if self.gate else None, seed=self.seed, tracker=None,
-                output_dir=out, progress=self.progress, run_name="sanity",
+                **stage,
+                checks=self.checks,
+                params=self.params,
+                gate=Gate(**self.gate) if self.gate else None,
+                seed=self.seed,
+                tracker=None,
+                output_dir=out,
+                progress=self.progress,
+                run_name="sanity",
             )
         except (ConfigError, PipelineError) as e:
             error(e)
