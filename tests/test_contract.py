@@ -512,3 +512,38 @@ def test_later_checks_skip_with_a_pointer_when_the_contract_fails():
     assert report["contract"].status == Status.FAIL
     assert report["overfit_batch"].status == Status.SKIP
     assert "contract" in report["overfit_batch"].message
+
+
+# --- a loss of unknown kind that levels off: a softmax inside the user's own loss -------------
+def softmax_then_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(out.softmax(-1), y)  # planted bug: the loss normalises twice
+
+
+def focal(out: Tensor, y: Tensor) -> Tensor:
+    ce = F.cross_entropy(out, y, reduction="none")  # [B]
+    return ((1 - torch.exp(-ce)) ** 2 * ce).mean()
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_fails_a_loss_that_applies_softmax_before_its_cross_entropy(classes: int):
+    r = contract(lambda: MLP([8], classes), blobs(c=classes), loss=softmax_then_cross_entropy)
+    assert r.status == Status.FAIL
+    assert "levels off" in r.message and "softmax" in r.message
+
+
+def test_fails_a_binary_loss_that_applies_sigmoid_before_bce_with_logits():
+    def sigmoid_then_bce(out: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(out.sigmoid().reshape(y.shape), y)
+
+    r = contract(lambda: MLP([8], 1), blobs("binary"), loss=sigmoid_then_bce)
+    assert r.status == Status.FAIL and "levels off" in r.message
+
+
+# bound __call__s: losses trackcheck does not recognise by type, so their kind is probed
+@pytest.mark.parametrize(
+    "loss",
+    [nn.CrossEntropyLoss(label_smoothing=0.1).__call__, focal, nn.CrossEntropyLoss().__call__],
+)
+def test_user_losses_that_reach_their_floor_at_confident_logits_pass(loss: Any):
+    r = contract(lambda: MLP([8], 4), blobs(), loss=loss)
+    assert r.status == Status.PASS, r.message
