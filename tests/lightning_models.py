@@ -156,3 +156,26 @@ class ManualWithoutZeroGrad(ManualLitModule):
 
     def zero(self, opt: Any) -> None:
         pass
+
+
+class TwoOptimizers(ManualLitModule):
+    """Manual optimization with one optimizer for the body and one for the head (as GANs and
+    layer-wise learning rates do), both stepped by the step."""
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        body, head = self.optimizers()
+        loss, _, _ = self.model_step(batch)
+        body.zero_grad()
+        head.zero_grad()
+        self.manual_backward(loss)
+        body.step()
+        head.step()
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        *body, head = self.net.model
+        params = [p for m in body for p in m.parameters()]
+        return [
+            torch.optim.Adam(params, lr=self.hparams.lr),
+            torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9),
+        ]

@@ -91,6 +91,12 @@ def test_clean_manual_optimization_module_passes_the_training_checks(tmp_path: P
     assert "training step" in report["contract"].message
 
 
+def test_a_module_with_two_optimizers_trains_both_parts(tmp_path: Path) -> None:
+    report = check(M.TwoOptimizers, tmp_path, checks=["contract", "overfit_batch"])
+    assert_clean(report)  # the contract finds every parameter in one of the optimizers
+    assert report["contract"].metrics["params_not_in_optimizer"] == 0
+
+
 # --- planted bugs in the step and its loss -----------------------------------------------------
 def test_softmax_before_cross_entropy_in_the_step_fails_the_contract(tmp_path: Path) -> None:
     r = check(M.SoftmaxBeforeCrossEntropy, tmp_path, checks=["contract"])["contract"]
