@@ -9,6 +9,7 @@ The clean module on seeds 1 and 2 runs only when asked for:
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,37 @@ def test_failed_gate_is_logged_to_mlflow_under_the_trainers_run(
     assert run.data.metrics["sanity/passed"] == 0.0
     assert run.data.metrics["sanity/contract/ok"] == 0.0
     assert run.data.params["sanity/gated_on"] == "contract"
+
+
+# --- python -m trackcheck on lightning-hydra-template configs ----------------------------------
+@pytest.mark.parametrize(
+    ("module", "code"), [("DigitsLitModule", 0), ("SoftmaxBeforeCrossEntropy", 2)]
+)
+def test_cli_takes_a_lightning_module_and_datamodule_from_the_users_configs(
+    tmp_path: Path, module: str, code: int
+) -> None:
+    configs = tmp_path / "configs"
+    (configs / "model").mkdir(parents=True)
+    (configs / "data").mkdir()
+    (configs / "model" / "lit_digits.yaml").write_text(
+        f"_target_: lightning_models.{module}\nlr: 0.003\n"
+    )
+    (configs / "data" / "lit_digits.yaml").write_text(
+        "_target_: lightning_models.DigitsDataModule\nbatch_size: 64\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        *("--config-dir", str(configs), "+model=lit_digits", "+data=lit_digits"),
+        *("checks.run=[contract,overfit_batch]", "tracker=none", "progress=false"),
+        f"hydra.run.dir={tmp_path / 'out'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "trackcheck", *args], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == code, out.stderr[-2000:]
+    if code:
+        assert "levels off" in out.stderr and "softmax" in out.stderr
 
 
 def test_import_trackcheck_does_not_import_lightning() -> None:

@@ -111,10 +111,16 @@ def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
         ) from e
 
 
-def build_data(cfg: DictConfig) -> DataSpec:
+def build_data(cfg: DictConfig, data: Any = None) -> DataSpec:
+    """``cfg.data`` built (or ``data``, already built from it) and checked to be a DataSpec."""
     from trackcheck.data.spec import DataSpec
 
-    data = _instantiate(cfg.data, "data")
+    data = _instantiate(cfg.data, "data") if data is None else data
+    if data is None:
+        raise UsageError(
+            "no data selected: pick a data config with data=NAME (+data=NAME when the model "
+            "config brings none), or give the data node a _target_"
+        )
     if not isinstance(data, DataSpec):
         raise UsageError(
             f"data._target_ returned {type(data).__name__}, not a trackcheck DataSpec: wrap your "
@@ -179,13 +185,19 @@ def build_and_run(
     """
     from trackcheck.runner import Gate, run
 
-    data = build_data(cfg)
-    factory, bigger = build_model_factories(cfg, data)
-    optim = _instantiate(cfg.optim, "optim")
+    built = _instantiate(cfg.data, "data") if cfg.get("data") is not None else None
+    if _is_lightning_datamodule(built):  # lightning-hydra-template: model= a LightningModule
+        stage = _lightning_stage(cfg, built)
+        factory, data, bigger = stage.pop("model"), stage.pop("data"), None
+        stage.pop("device")
+        optim, pipeline = stage.pop("optimizer"), None
+    else:
+        data = build_data(cfg, built)
+        factory, bigger = build_model_factories(cfg, data)
+        optim, pipeline, stage = _instantiate(cfg.optim, "optim"), build_pipeline(cfg), {}
     tracker = tracker if tracker is not None else build_tracker(cfg)
     reference = _instantiate(cfg.reference, "reference") if cfg.get("reference") else None
     params = {name: OmegaConf.to_object(cfg.checks[name]) for name in all_checks()}
-    pipeline = build_pipeline(cfg)
     config = {str(k): v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}  # type: ignore[union-attr]
     return run(
         factory,
@@ -194,6 +206,7 @@ def build_and_run(
         params=params,
         optimizer=optim,
         pipeline=pipeline,
+        **stage,  # the LightningModule's step and loss
         device=cfg.device,
         seed=cfg.seed,
         gate=Gate(required=list(cfg.gate.required), fail_on_warn=cfg.gate.fail_on_warn),
@@ -205,6 +218,26 @@ def build_and_run(
         run_name=run_name,
         progress=cfg.progress,
     )
+
+
+def _is_lightning_datamodule(obj: Any) -> bool:
+    """Without importing Lightning: a module that never imported it built no DataModule."""
+    pl = sys.modules.get("lightning.pytorch") or sys.modules.get("pytorch_lightning")
+    return pl is not None and isinstance(obj, pl.LightningDataModule)
+
+
+def _lightning_stage(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """``data=`` a LightningDataModule and ``model=`` a LightningModule: the module's own
+    step, loss and configure_optimizers on the DataModule's loaders
+    (trackcheck.integrations.lightning)."""
+    from trackcheck.integrations.lightning import build_stage
+    from trackcheck.validate import resolve_device
+
+    if cfg.get("model") is None:
+        raise UsageError("data is a LightningDataModule: pick its LightningModule with model=NAME")
+    module = _instantiate(cfg.model, "model")
+    datamodule.prepare_data()
+    return build_stage(module, datamodule, device=resolve_device(cfg.device))
 
 
 # --- gate, then train --------------------------------------------------------------------------
