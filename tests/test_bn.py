@@ -3,7 +3,7 @@ from models import SlowBatchNormNet
 from torch import nn
 
 from trackcheck import DataSpec
-from trackcheck.checks._bn import batchnorms, recalibrate
+from trackcheck.checks._shared._bn import batchnorms, recalibrate
 from trackcheck.context import Context
 from trackcheck.models import MLP
 from trackcheck.pipeline import Batch

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from trackcheck import DataSpec, make_task
-from trackcheck.checks import _deps
+from trackcheck.checks._shared import _deps
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP
 from trackcheck.models.gpt import CausalSelfAttention

@@ -6,7 +6,7 @@ from conftest import blobs, run_check
 from torch.utils.data import DataLoader
 
 from trackcheck import DataSpec
-from trackcheck.checks._eval import estimate
+from trackcheck.checks._shared._eval import estimate
 from trackcheck.core import Status
 from trackcheck.models import MLP
 

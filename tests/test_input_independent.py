@@ -10,8 +10,8 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from trackcheck.checks._stats import paired_test, power
 from trackcheck.checks.input_independent import InputIndependentParams, Judged, blank, weigh
+from trackcheck.checks.input_independent._stats import paired_test, power
 from trackcheck.core import Status
 from trackcheck.models import GPT, MLP
 

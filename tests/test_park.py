@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from trackcheck.checks._park import on_device
+from trackcheck.checks._shared._park import on_device
 
 
 def trained() -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from trackcheck._version import __version__
 
 # The public names, imported on first use (PEP 562): ``import trackcheck`` (which every
 # ``python -m trackcheck`` does) then costs no torch import, so ``--help`` and the no-model

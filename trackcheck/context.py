@@ -128,10 +128,10 @@ class Context:
     # diagnostic check can run only when an earlier one failed
     finished: list[CheckResult] = field(default_factory=list, repr=False)
     _targets: dict[tuple[str, int], Tensor] = field(default_factory=dict, repr=False)
-    # what several checks compute alike, computed once per stage (checks/_common.py: the
+    # what several checks compute alike, computed once per stage (checks/_shared/_common.py: the
     # outputs at init that loss_at_init and init_bias both judge)
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
-    # non-finite losses seen (read and cleared after each check: checks/_nonfinite.py): the
+    # non-finite losses seen (read and cleared after each check: checks/_shared/_nonfinite.py): the
     # first training batch whose loss was, and a device flag "all losses finite" (no sync)
     _nonfinite_batch: Batch | None = field(default=None, repr=False)
     _losses_finite: Tensor | None = field(default=None, repr=False)
@@ -229,7 +229,7 @@ class Context:
             opt.step()
         return self._note_step(float(loss.detach()), b)
 
-    # --- non-finite losses: noted here, located by checks/_nonfinite.py --------------------
+    # --- non-finite losses: noted here, located by checks/_shared/_nonfinite.py -------------
     def _watch(self, loss: Tensor) -> Tensor:
         """``loss``, noted in the "all finite" flag: one isfinite on the device, no sync
         (tensors inside torch.func transforms are left alone)."""

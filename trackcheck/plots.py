@@ -16,6 +16,8 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+# the resolution figures are saved at (trackcheck.render) and text is measured at here
+DPI = 80
 
 # rcParams the Deferred figures are built under (never set on the process: a notebook or a
 # user's own figures keep their style)
@@ -135,8 +137,6 @@ def text_inches(texts: Sequence[str], fontsize: float) -> float:
     margin that tick labels of arbitrary length (layer names, class names) need."""
     from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.font_manager import FontProperties
-
-    from trackcheck.render import DPI
 
     # measured as drawn at the DPI figures are saved at: glyph hinting makes small text up
     # to ~7% wider than its unhinted outline

@@ -1,8 +1,9 @@
 """The check registry: ``@register("id", Params)`` on a function makes it a check.
 
-Check modules live in :mod:`trackcheck.checks` and are imported automatically, so adding a
-check is one module plus its test, with no list to edit. Another package's checks come in
-through entry points of the group ``trackcheck.checks`` (in its pyproject.toml)::
+Check modules and packages live in :mod:`trackcheck.checks` and are imported automatically;
+the order a stage runs them in is ``trackcheck.checks.CHECKLIST`` (with the checks'
+relations, in that package's docstring). Another package's checks come in through entry
+points of the group ``trackcheck.checks`` (in its pyproject.toml)::
 
     [project.entry-points."trackcheck.checks"]
     my_check = "my_pkg.my_check"      # a module whose @register runs on import
@@ -30,7 +31,9 @@ class CheckSpec:
     fn: Callable[..., CheckResult]
     params: type  # a dataclass of documented defaults; its fields are the Hydra keys
     fast: bool  # part of the quick ``checks=fast`` selection
-    order: int  # position in the checklist (cheap, foundational checks first)
+    # among the checks outside trackcheck.checks.CHECKLIST (plugins), which run after the
+    # built-ins: the lower first (then by name)
+    order: int
     doc: str  # one line: what the check proves
     # the checks after it cannot run meaningfully when it fails (the pipeline contract):
     # they are skipped with a pointer to it instead of repeating its error
@@ -47,7 +50,9 @@ def register(
     name: str, params: type, *, fast: bool = False, order: int = 100, precondition: bool = False
 ) -> Callable[[Callable[..., Any]], Any]:
     """Register ``fn(ctx, params) -> CheckResult`` as the check ``name``; ``precondition``:
-    when it fails or errors, the checks after it are skipped with a pointer to it."""
+    when it fails or errors, the checks after it are skipped with a pointer to it. A
+    built-in check's place is its position in ``trackcheck.checks.CHECKLIST``; ``order``
+    places a check that is not listed there (after all listed ones)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
@@ -73,7 +78,7 @@ _import_error: CheckImportError | None = None
 def _import_builtin_checks() -> None:
     import trackcheck.checks as pkg
 
-    for mod in pkgutil.iter_modules(pkg.__path__):
+    for mod in pkgutil.iter_modules(pkg.__path__):  # modules and packages alike
         if not mod.name.startswith("_"):
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
 
@@ -115,10 +120,20 @@ def _import_checks() -> None:
             raise
 
 
+def _place(spec: CheckSpec) -> tuple[int, int, str]:
+    """The sort key of the checklist order: a listed check's position in
+    ``trackcheck.checks.CHECKLIST``, then the unlisted ones by ``order`` and name."""
+    from trackcheck.checks import CHECKLIST
+
+    if spec.name in CHECKLIST:
+        return (CHECKLIST.index(spec.name), 0, spec.name)
+    return (len(CHECKLIST), spec.order, spec.name)
+
+
 def all_checks() -> dict[str, CheckSpec]:
-    """Every registered check (built-in and plugins), in checklist order (then by name)."""
+    """Every registered check (built-in and plugins), in checklist order."""
     _import_checks()
-    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: _place(kv[1])))
 
 
 def get_check(name: str) -> CheckSpec:

@@ -34,14 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trackcheck.plots import Deferred
+from trackcheck.plots import DPI, Deferred
 from trackcheck.threads import cores
 
 ENV = "TRACKCHECK_FIGURE_WORKER"  # "0": always in-process, "1": always the worker
 # A stage of 1-3 checks draws 0-3 figures (~0.1 s each): the worker's start-up (~2 s of CPU
 # importing torch and matplotlib) would cost more than it saves.
 WORKER_MIN_CHECKS = 4
-DPI = 80
 # how long the stage waits for the figure the worker is drawing before drawing it here as
 # well: about what drawing one takes; longer means the worker is starved of CPU
 IN_FLIGHT_WAIT_S = 0.3

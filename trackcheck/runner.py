@@ -73,7 +73,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    from trackcheck import __version__, threads
+    from trackcheck import threads
+    from trackcheck._version import __version__
 
     env: dict[str, Any] = {
         "trackcheck": __version__,
@@ -128,7 +129,7 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
         msg = f"{type(e).__name__}: {e}{where}{_input_hint(e, ctx)}"
         result = CheckResult(spec.name, Status.ERROR, msg)
-    from trackcheck.checks._nonfinite import annotate
+    from trackcheck.checks._shared._nonfinite import annotate
 
     annotate(ctx, result)  # a non-finite loss seen: where it started, in the message
     result.name = spec.name

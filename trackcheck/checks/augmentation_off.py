@@ -26,8 +26,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._fingerprint import fingerprint, max_abs_diff
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._fingerprint import fingerprint, max_abs_diff
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import PipelineError, primary
@@ -178,7 +178,7 @@ def _draw_twice(a: np.ndarray, b: np.ndarray, title: str) -> Figure:
     return fig
 
 
-@register("augmentation_off", AugmentationOffParams, fast=True, order=15)
+@register("augmentation_off", AugmentationOffParams, fast=True)
 def augmentation_off(ctx: Context, p: AugmentationOffParams) -> CheckResult:
     """The same samples fetched twice are bit-identical; no random transform is attached."""
     data = ctx.data

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from trackcheck.checks import _deps
+from trackcheck.checks._shared import _deps
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck
 from trackcheck.registry import register
@@ -37,7 +37,7 @@ def _batchnorm_layers(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-@register("batch_independence", BatchIndependenceParams, order=90)
+@register("batch_independence", BatchIndependenceParams)
 def batch_independence(ctx: Context, p: BatchIndependenceParams) -> CheckResult:
     """The gradient of example i's output reaches input i and no other example's input."""
     model = ctx.new_model()

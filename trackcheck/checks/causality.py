@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trackcheck.checks import _deps
+from trackcheck.checks._shared import _deps
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck
 from trackcheck.pipeline import primary
@@ -54,7 +54,7 @@ def _applies(ctx: Context, p: CausalityParams) -> None:
 CANDIDATES = 8
 
 
-@register("causality", CausalityParams, order=95)
+@register("causality", CausalityParams)
 def causality(ctx: Context, p: CausalityParams) -> CheckResult:
     """The output at position t depends only on inputs at positions up to t."""
     _applies(ctx, p)

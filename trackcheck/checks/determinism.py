@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._fingerprint import fingerprint
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._fingerprint import fingerprint
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -259,7 +259,7 @@ def _same_seed_verdict(
     )
 
 
-@register("determinism", DeterminismParams, fast=True, order=5)
+@register("determinism", DeterminismParams, fast=True)
 def determinism(ctx: Context, p: DeterminismParams) -> CheckResult:
     """Same seed twice gives identical batches, losses and weights; another seed differs."""
     r1 = _train(ctx, ctx.seed, p.seed_offset, p.steps)

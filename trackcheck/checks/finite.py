@@ -2,7 +2,7 @@
 
 The first training examples' inputs are scanned (no model), then one training batch goes
 forward and backward through a fresh model with a hook on every module
-(:mod:`trackcheck.checks._nonfinite`). A NaN or Inf is named where it starts: the data
+(:mod:`trackcheck.checks._shared._nonfinite`). A NaN or Inf is named where it starts: the data
 example, the first module whose output turns non-finite (with the example), the loss, or
 the first module in backward order whose input gradient does. Masked attention is fine:
 only module outputs are looked at, and a masked softmax's output is finite.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackcheck.checks._nonfinite import Origin, data_origin, locate
+from trackcheck.checks._shared._nonfinite import Origin, data_origin, locate
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -27,7 +27,7 @@ class FiniteParams:
     scan_examples: int = 256
 
 
-@register("finite", FiniteParams, fast=True, order=3)
+@register("finite", FiniteParams, fast=True)
 def finite(ctx: Context, p: FiniteParams) -> CheckResult:
     """Inputs, module outputs, loss and gradients are finite (or where a NaN/Inf starts)."""
     head = ctx.head("train", p.scan_examples)

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trackcheck import plots
-from trackcheck.checks._eval import (
+from trackcheck.checks._shared._eval import (
     Z95,
     Estimate,
     TestPass,
@@ -37,7 +37,7 @@ from trackcheck.checks._eval import (
     histogram_figure,
     per_class_figure,
 )
-from trackcheck.checks._fingerprint import row_fingerprints
+from trackcheck.checks._shared._fingerprint import row_fingerprints
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.registry import register
@@ -218,7 +218,7 @@ def _figures(ctx: Context, run: TestPass, res: Resolution) -> dict[str, plots.De
     return figures
 
 
-@register("full_eval", FullEvalParams, fast=True, order=30)
+@register("full_eval", FullEvalParams, fast=True)
 def full_eval(ctx: Context, p: FullEvalParams) -> CheckResult:
     """Every test example is evaluated exactly once; the metric comes with its 95% interval."""
     model = ctx.new_model()

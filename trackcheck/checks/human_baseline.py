@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
-from trackcheck.checks._eval import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
+from trackcheck.checks._shared._eval import (
     Estimate,
     estimate,
     evaluate,
@@ -66,7 +66,7 @@ class HumanBaselineParams:
     seed_offset: int = _streams.HUMAN_BASELINE
     # BatchNorm models: the running statistics are recomputed on the next this-many training
     # batches after the short run, before the eval-mode pass over the test set (a slow
-    # momentum leaves them far from the trained network's; trackcheck/checks/_bn.py). At
+    # momentum leaves them far from the trained network's; checks/_shared/_bn.py). At
     # momentum 0.01, 50 steps: accuracy 0.10-0.19 without, 0.51-0.67 with (5 seeds, the
     # MobileNetV3-style net of tests/models.py); +0.07 s on resnet/digits (0.43 -> 0.50 s)
     bn_batches: int = CALIBRATION_BATCHES
@@ -190,7 +190,7 @@ def _comparison(metric: str, higher: bool, model: Estimate, b: Baseline, per_ex:
     return f"{b.label} {metric} {b.value:.4g}: {text}"
 
 
-@register("human_baseline", HumanBaselineParams, order=40)
+@register("human_baseline", HumanBaselineParams)
 def human_baseline(ctx: Context, p: HumanBaselineParams) -> CheckResult:
     """The model's human-readable metric beside a human baseline (a number or two annotations)."""
     task, metric = ctx.task, ctx.task.metric_name

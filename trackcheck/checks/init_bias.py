@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackcheck.checks._common import (
+from trackcheck.checks._shared._common import (
     fmt_values,
     init_outputs,
     output_layer,
@@ -36,7 +36,7 @@ class InitBiasParams:
     # advice to set the bias cannot be followed there
 
 
-@register("init_bias", InitBiasParams, fast=True, order=20)
+@register("init_bias", InitBiasParams, fast=True)
 def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     """The final-layer bias carries the prior (mean prediction at init vs class prior / mean)."""
     task = ctx.task

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trackcheck.checks import _streams
-from trackcheck.checks._common import init_outputs
-from trackcheck.checks._floor import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import init_outputs
+from trackcheck.checks._shared._floor import (
     aligned_spread,
     constant_output,
     mean_loss,
@@ -67,7 +67,7 @@ class LossAtInitParams:
     z: float = 3.0
 
 
-@register("loss_at_init", LossAtInitParams, fast=True, order=10)
+@register("loss_at_init", LossAtInitParams, fast=True)
 def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
     """The loss at init matches the derived value (ln C, label entropy, Var(y), H(p))."""
     out, y = init_outputs(ctx, p.n_examples)  # out [N, ...], y [N, ...]

@@ -13,8 +13,8 @@ from torch import nn
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -113,7 +113,7 @@ class _Run:
     curves: dict[str, list[float]]
 
 
-@register("loss_decreases", LossDecreasesParams, fast=False, order=70)
+@register("loss_decreases", LossDecreasesParams, fast=False)
 def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     """Training loss goes down over a short run (longer on a plateau); a bigger model is
     compared on the same batches."""

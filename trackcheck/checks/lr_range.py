@@ -30,8 +30,8 @@ import numpy as np
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, ConfigError, SkipCheck, Status
 from trackcheck.registry import register
@@ -221,7 +221,7 @@ def _verdict(
     return Status.PASS, f"{found}: the configured lr is in the usable range"
 
 
-@register("lr_range", LrRangeParams, order=75)
+@register("lr_range", LrRangeParams)
 def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     """The learning rate lies in the usable range of a range test (on failure, or always)."""
     if p.when not in WHEN:

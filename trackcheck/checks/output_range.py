@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable
-from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable
+from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
@@ -320,7 +320,7 @@ def _message(j: Judged, fit: Fit, label: str, threshold: str, p: OutputRangePara
     return f"{said}, both edges still widening: nothing caps the {label}s"
 
 
-@register("output_range", OutputRangeParams, fast=True, order=65)
+@register("output_range", OutputRangeParams, fast=True)
 def output_range(ctx: Context, p: OutputRangeParams) -> CheckResult:
     """The outputs can reach the targets: no activation caps the head's range."""
     model = ctx.new_model()

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._common import require_trainable, sample_targets
-from trackcheck.checks._floor import best_output, constant_output, mean_loss
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import require_trainable, sample_targets
+from trackcheck.checks._shared._floor import best_output, constant_output, mean_loss
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -54,7 +54,7 @@ class OverfitBatchParams:
     reference_examples: int = 1024
 
 
-@register("overfit_batch", OverfitBatchParams, fast=True, order=60)
+@register("overfit_batch", OverfitBatchParams, fast=True)
 def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     """A few examples can be fit to near-zero loss (the model, loss and optimizer are wired)."""
     model = ctx.new_model()

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._bn import has_batchnorm, recalibrate
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._bn import has_batchnorm, recalibrate
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
@@ -75,7 +75,7 @@ class PredictionDynamicsParams:
     # BatchNorm models: before each record the running statistics are recomputed on the
     # same this-many training batches (drawn once, so the recalibration adds no noise from
     # record to record: the statistics move only as the weights do); 0 records with the
-    # running statistics as training left them (trackcheck/checks/_bn.py). Each record then
+    # running statistics as training left them (checks/_shared/_bn.py). Each record then
     # costs this many extra forwards. Measured on resnet/digits (median of 5, 2 cores):
     # 0.85 s without, 1.03 s with 1, 1.18 s with 2, 1.85 s with 4, and the jitter is the same
     # for 1, 2 and 4 (0.0047-0.0060 over 8 seeds); 2 halves the statistics' error of one
@@ -134,7 +134,7 @@ def loss_change(losses: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), se
 
 
-@register("prediction_dynamics", PredictionDynamicsParams, order=80)
+@register("prediction_dynamics", PredictionDynamicsParams)
 def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResult:
     """Predictions on a fixed held-out batch move smoothly during a short run (jitter)."""
     model = ctx.new_model()

@@ -106,7 +106,7 @@ def _loop(forward: Callable[[Any], Any], x: Any, n: int, batched: Tensor) -> Ten
     return torch.cat(outs)
 
 
-@register("vectorized_equivalence", VectorizedEquivalenceParams, order=100)
+@register("vectorized_equivalence", VectorizedEquivalenceParams)
 def vectorized_equivalence(ctx: Context, p: VectorizedEquivalenceParams) -> CheckResult:
     """The batched forward equals single-example forwards (and the user's reference)."""
     model = ctx.new_model()

@@ -10,7 +10,7 @@ Two leaks make a held-out loss too good to be true, and both are visible in the 
   ``near_frac`` x the median distance between a training example and its nearest other
   one). The share of test examples with a copy is compared with the share of TRAINING
   examples with a copy elsewhere in the training split: under a random split the two agree
-  (trackcheck/checks/_data_leaks.py says why), so a dataset's genuine duplicate rows raise
+  (_data_leaks.py, beside this, says why), so a dataset's genuine duplicate rows raise
   both alike. The check fails when the test share exceeds that reference by more than
   ``fail_excess`` and a one-sided binomial test says the excess is no accident. Token
   sequences are compared whole and exactly: chunks of one corpus repeat short phrases, not
@@ -39,15 +39,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trackcheck.checks import _streams
-from trackcheck.checks._data_leaks import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._data_read import SplitData, read_splits
+from trackcheck.checks.leakage._data_leaks import (
     Determining,
     Overlap,
     determining_coords,
     exact_overlap,
     near_overlap,
 )
-from trackcheck.checks._data_read import SplitData, read_splits
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
 from trackcheck.registry import register
@@ -104,7 +104,7 @@ class LeakageParams:
     n_show: int = 5  # test -> train index pairs listed in the message
 
 
-@register("leakage", LeakageParams, fast=True, order=2)
+@register("leakage", LeakageParams, fast=True)
 def leakage(ctx: Context, p: LeakageParams) -> CheckResult:
     """No test example is a training example, and no input coordinate gives the target away."""
     splits = read_splits(ctx, p.max_examples)

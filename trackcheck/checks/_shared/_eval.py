@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._fingerprint import row_fingerprints
+from trackcheck.checks._shared._fingerprint import row_fingerprints
 from trackcheck.context import Context
 from trackcheck.tasks import Binary, Multiclass, Regression, Task
 

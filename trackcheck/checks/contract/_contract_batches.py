@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from trackcheck.checks._contract_findings import Findings, map_tensors
-from trackcheck.checks._fingerprint import fingerprint, row_fingerprints
+from trackcheck.checks._shared._fingerprint import fingerprint, row_fingerprints
+from trackcheck.checks.contract._contract_findings import Findings, map_tensors
 from trackcheck.context import Context
 from trackcheck.data.spec import length_of
 from trackcheck.pipeline import Batch, primary
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_batches(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -> None:

@@ -1,6 +1,6 @@
 """The statistics behind split_consistency: label distributions (G-test, KS, total
 variation) and per-channel/feature input moments (standardised mean difference and log
-scale ratio, each with a standard error). trackcheck/checks/split_consistency.py judges.
+scale ratio, each with a standard error). The check (this package's __init__) judges.
 
 Input moments come as per-EXAMPLE channel means a_i = mean(x) and mean squares b_i =
 mean(x^2) over the channel's positions (one value each for a tabular feature). The pooled

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
-from trackcheck.checks import _streams
+from trackcheck.checks._shared import _streams
 from trackcheck.context import Context
 from trackcheck.pipeline import primary, replace_primary
 

@@ -1,6 +1,6 @@
 """The measurements behind the leakage check: test examples found in the training split
 (exact content hashes; nearest neighbours for small float data), and input coordinates
-that determine the target. trackcheck/checks/leakage.py judges them.
+that determine the target. The check (this package's __init__) judges them.
 
 Every overlap is measured against a reference from the training split itself: the share of
 training examples with a copy (or near copy) ELSEWHERE in the training split. Under a random
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._data_read import SplitData
+from trackcheck.checks._shared._data_read import SplitData
 
 if TYPE_CHECKING:
     from scipy import stats

@@ -8,7 +8,7 @@ Two bugs hide here and neither shows in a training curve:
   (images, [N, C, H, W]) or feature (tabular, [N, D]) the check compares the mean, as a
   standardised mean difference (SMD, in training standard deviations), and the scale, as a
   ratio of standard deviations; each with its standard error over examples
-  (trackcheck/checks/_data_stats.py), Bonferroni over all channels/features. A difference
+  (_data_stats.py, beside this), Bonferroni over all channels/features. A difference
   counts only when it is significant AND larger than an effect-size floor, so a large
   dataset does not flag a trivial difference. Token inputs are ids: no moments to compare.
 - a label distribution that differs: a class missing from the test split, one oversampled,
@@ -35,8 +35,8 @@ import numpy as np
 
 from trackcheck import plots
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._data_read import SplitData, read_splits
-from trackcheck.checks._data_stats import (
+from trackcheck.checks._shared._data_read import SplitData, read_splits
+from trackcheck.checks.split_consistency._data_stats import (
     InputShift,
     LabelShift,
     class_shift,
@@ -91,7 +91,7 @@ class SplitConsistencyParams:
     max_named: int = 5  # channels/features/classes named in the message
 
 
-@register("split_consistency", SplitConsistencyParams, fast=True, order=3)
+@register("split_consistency", SplitConsistencyParams, fast=True)
 def split_consistency(ctx: Context, p: SplitConsistencyParams) -> CheckResult:
     """The test split's labels and input statistics match the training split's."""
     splits = read_splits(ctx, p.max_examples)

@@ -25,7 +25,7 @@ from torch.utils.data import (
 from torch.utils.data.distributed import DistributedSampler
 
 from trackcheck._lazy import lazy_module
-from trackcheck.checks._fingerprint import row_fingerprints
+from trackcheck.checks._shared._fingerprint import row_fingerprints
 from trackcheck.context import Context
 
 if TYPE_CHECKING:

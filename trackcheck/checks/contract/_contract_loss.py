@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trackcheck.checks._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch, slice_inputs
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def _output_kind(out: Tensor, final_op: str, binary: bool, atol: float) -> str:

@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import IterableDataset, default_collate
 
 from trackcheck import plots
-from trackcheck.checks import _streams
-from trackcheck.checks._batch_rows import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks.batch_content._batch_rows import (
     Pass,
     excess_p,
     index_batches,
@@ -301,7 +301,7 @@ def distinct_figure(
     return fig
 
 
-@register("batch_content", BatchContentParams, fast=True, order=4)
+@register("batch_content", BatchContentParams, fast=True)
 def batch_content(ctx: Context, p: BatchContentParams) -> CheckResult:
     """The batches hold distinct examples: no collate, sampler or loader repeats or drops them."""
     f = Findings()

@@ -44,12 +44,12 @@ exactly the one in question is then not significant with probability 1 - power, 
 of runs: a false alarm rate far above alpha.
 
 BatchNorm models are judged after their running statistics are recomputed on training
-batches (trackcheck/checks/_bn.py): a slow momentum leaves them far from the trained network's
+batches (checks/_shared/_bn.py): a slow momentum leaves them far from the trained network's
 after 30 steps, and eval mode then computes another network than the one trained.
 
 This module trains the two models and judges them; the blanked inputs and the held-out
-sets are in trackcheck/checks/_heldout.py, the tests themselves (paired t-test, interval,
-power, the Welch and noncentral-t tests of an undecided set) in trackcheck/checks/_stats.py.
+sets are in _heldout.py, the tests themselves (paired t-test, interval,
+power, the Welch and noncentral-t tests of an undecided set) in _stats.py (both beside this).
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ import numpy as np
 from torch import nn
 
 from trackcheck import plots
-from trackcheck.checks._bn import CALIBRATION_BATCHES, recalibrate
-from trackcheck.checks._heldout import Plan, blank, heldout_losses, plan
-from trackcheck.checks._park import HOST, move, on_device
-from trackcheck.checks._stats import (
+from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
+from trackcheck.checks._shared._park import HOST, move, on_device
+from trackcheck.checks.input_independent._heldout import Plan, blank, heldout_losses, plan
+from trackcheck.checks.input_independent._stats import (
     below_effect_test,
     below_other_test,
     mean_ci,
@@ -111,7 +111,7 @@ class InputIndependentParams:
     # BatchNorm models: the running statistics are recomputed on the last this-many training
     # batches of each look (the blanked model on their blanked version) before the eval-mode
     # judgment; 30 steps at a slow momentum (0.01, torchvision's MobileNetV3) leave them far
-    # from the trained network's (trackcheck/checks/_bn.py says why and how many)
+    # from the trained network's (checks/_shared/_bn.py says why and how many)
     bn_batches: int = CALIBRATION_BATCHES
     # The smallest gain, in per-example standard deviations (mean gain / sd of the gains),
     # that counts as information when NO held-out set is significant: the check FAILs only
@@ -188,11 +188,11 @@ def weigh(sets: dict[str, Judged], level: float, p: InputIndependentParams) -> l
     return [Undecided(name, key, len(gain), p.min_effect * sd, against, pw, pb)]
 
 
-@register("input_independent", InputIndependentParams, order=50)
+@register("input_independent", InputIndependentParams)
 def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     """A model trained on real inputs beats one trained on blanked inputs on held-out data."""
     # the same seed: the same init; each trains on the device in its turn and waits in host
-    # memory otherwise (checks/_park.py says why)
+    # memory otherwise (checks/_shared/_park.py says why)
     real, base = [move(HOST, ctx.new_model()) for _ in range(2)]
     opt_real, opt_base = ctx.optimizer(real), ctx.optimizer(base)
     pl = plan(ctx, p.train_holdout, p.max_eval)

@@ -2,7 +2,7 @@
 into (judged once, at the end, into one CheckResult), and a map over nested batch inputs.
 
 The probes live in the other ``_contract_*`` modules, one per part of the contract; the
-leading underscore keeps them all out of the registry (trackcheck/checks/contract.py is the
+leading underscore keeps them all out of the registry (the package's __init__ is the
 registered check).
 """
 

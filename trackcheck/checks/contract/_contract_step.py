@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trackcheck.checks._contract_findings import Findings, map_tensors
-from trackcheck.checks._park import HOST, move
+from trackcheck.checks._shared._park import HOST, move
+from trackcheck.checks.contract._contract_findings import Findings, map_tensors
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -> None:
@@ -38,7 +38,7 @@ def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -
         return
     moved_first = _moved(model, before)
     g_prev = _grads(model)
-    move(HOST, model, opt)  # the copy trains alone on the device (checks/_park.py)
+    move(HOST, model, opt)  # the copy trains alone on the device (checks/_shared/_park.py)
     fresh = move(ctx.device, copy.deepcopy(model))  # the hook comes along: forwards recorded
     for q in fresh.parameters():
         q.grad = None

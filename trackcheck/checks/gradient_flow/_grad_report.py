@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trackcheck import plots
-from trackcheck.checks._grad_probe import Trace
+from trackcheck.checks.gradient_flow._grad_probe import Trace
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from trackcheck.checks import _streams
-from trackcheck.checks._common import output_layer, tied_to_embedding
-from trackcheck.checks._grad_probe import Trace, run_probe
-from trackcheck.checks._grad_report import (
+from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._common import output_layer, tied_to_embedding
+from trackcheck.checks.gradient_flow._grad_probe import Trace, run_probe
+from trackcheck.checks.gradient_flow._grad_report import (
     NAME,
     Finding,
     finding_note,
@@ -77,7 +77,7 @@ class GradientFlowParams:
     allow_unused: list[str] = field(default_factory=list)
 
 
-@register(NAME, GradientFlowParams, fast=False, order=55)
+@register(NAME, GradientFlowParams, fast=False)
 def gradient_flow(ctx: Context, p: GradientFlowParams) -> CheckResult:
     """Every layer gets a usable gradient: no vanishing, exploding, dead or unused parts."""
     model = ctx.new_model()

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from trackcheck.checks._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch, primary
 from trackcheck.tasks import Task
 
 if TYPE_CHECKING:
-    from trackcheck.checks.contract import ContractParams
+    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_targets(ctx: Context, y: Tensor, f: Findings) -> bool:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 
-from trackcheck.checks import _streams
+from trackcheck.checks._shared import _streams
 from trackcheck.context import Context
 from trackcheck.core import SkipCheck
 from trackcheck.pipeline import IGNORE_INDEX, primary

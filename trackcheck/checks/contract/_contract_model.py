@@ -8,7 +8,7 @@ import re
 
 from torch import Tensor, nn
 
-from trackcheck.checks._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings
 from trackcheck.context import Context
 
 

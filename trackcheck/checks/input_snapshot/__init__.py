@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from trackcheck import plots
-from trackcheck.checks import _snapshot_views as views
-from trackcheck.checks import _streams
+from trackcheck.checks._shared import _streams
+from trackcheck.checks.input_snapshot import _snapshot_views as views
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch, primary_key
@@ -186,7 +186,7 @@ class _Findings:
     cautions: list[str] = field(default_factory=list)  # warn
 
 
-@register("input_snapshot", InputSnapshotParams, fast=True, order=25)
+@register("input_snapshot", InputSnapshotParams, fast=True)
 def input_snapshot(ctx: Context, p: InputSnapshotParams) -> CheckResult:
     """Decodes exactly what the model's forward receives (hooked), checks finite and scaled."""
     model = ctx.new_model()
