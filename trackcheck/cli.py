@@ -30,20 +30,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackcheck import cluster, names, startup, sweep
 from trackcheck.config import help_schema, schema
-from trackcheck.core import ConfigError, Report, Status
+from trackcheck.core import ConfigError, Report
 from trackcheck.interrupts import raise_terminated
 from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.redact import redact, redact_args, redact_text, secret_values
 from trackcheck.registry import all_checks
 from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
+# re-exported: the verdict's exit codes and one-line messages (trackcheck.verdict)
+from trackcheck.verdict import EXIT_FAILED as EXIT_FAILED
+from trackcheck.verdict import EXIT_PASSED as EXIT_PASSED
+from trackcheck.verdict import EXIT_USAGE as EXIT_USAGE
+from trackcheck.verdict import blocked_by as blocked_by
+from trackcheck.verdict import error as error
+from trackcheck.verdict import exit_code as exit_code
+from trackcheck.verdict import one_line as one_line
+from trackcheck.verdict import report_error as report_error
+
 # torch comes in with these (and with the checks, when the schema is built), so they are
 # imported where used: --help and the no-model message never import torch
 if TYPE_CHECKING:
     from trackcheck.data.spec import DataSpec
     from trackcheck.pipeline import Pipeline
-
-EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def input_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
@@ -55,41 +63,6 @@ def input_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
-
-
-def one_line(e: BaseException | str) -> str:
-    """A message as one line, without secrets: Hydra's and MLflow's span several."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return redact_text("; ".join(lines) or type(e).__name__)
-
-
-def error(e: BaseException | str) -> None:
-    print(f"trackcheck: error: {one_line(e)}", file=sys.stderr)
-
-
-def blocked_by(report: Report) -> list[str]:
-    """The preconditions (the pipeline contract) that failed: the checklist did not run."""
-    registry = all_checks()
-    bad = (Status.FAIL, Status.ERROR)
-    return [
-        c.name
-        for c in report.checks
-        if c.status in bad and c.name in registry and registry[c.name].precondition
-    ]
-
-
-def exit_code(report: Report) -> int:
-    """0 passed; 2 when a precondition failed (bad input: the pipeline does not fit the
-    checklist, which then could not judge the model); 1 for any other failed gate."""
-    if report.passed:
-        return EXIT_PASSED
-    return EXIT_USAGE if blocked_by(report) else EXIT_FAILED
-
-
-def report_error(report: Report) -> None:
-    """The one line for a stage stopped by a failed precondition."""
-    for name in blocked_by(report):
-        error(f"{name}: {report[name].message} (report: {report.output_dir}/report.json)")
 
 
 def _available_models() -> list[str]:

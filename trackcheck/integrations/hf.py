@@ -291,8 +291,8 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
         self.report: Report | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from trackcheck.cli import error, exit_code, one_line, report_error
         from trackcheck.validate import Gate
+        from trackcheck.verdict import error, exit_code, one_line, report_error
 
         trainer = _calling_trainer()
         if trainer is None:

@@ -435,8 +435,8 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
 
     def _stage(self, trainer: pl.Trainer, module: pl.LightningModule) -> tuple[int, str]:
         import trackcheck
-        from trackcheck.cli import error, exit_code, one_line, report_error
         from trackcheck.validate import Gate
+        from trackcheck.verdict import error, exit_code, one_line, report_error
 
         out = Path(self.output_dir or Path(trainer.default_root_dir) / "trackcheck")
         try:
