@@ -1,4 +1,5 @@
-"""Run every shell command in README.md's ```bash blocks and compare its exit code.
+"""Run every shell command in the ```bash blocks of README.md and docs/*.md and compare its
+exit code.
 
     python scripts/check_readme.py                 # run them all, in one fresh temp dir
     python scripts/check_readme.py --list          # what would run, and what is skipped
@@ -16,9 +17,10 @@ fence says otherwise:
                                        installs, servers, cluster launches, placeholders
                                        such as <date> or my_pkg
 
-Exit code 0 when every command that ran exited as expected, 1 otherwise, 2 when the README
-has no runnable command. tests/test_readme.py checks the cheap part on every test run: each
-``python -m trackcheck`` command in the README composes with Hydra.
+The pages run in order, README.md first, then docs/ by name. Exit code 0 when every command
+that ran exited as expected, 1 otherwise, 2 when the pages hold no runnable command.
+tests/test_readme.py checks the cheap part on every test run: each ``python -m trackcheck``
+command in them composes with Hydra.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The pages whose commands are checked: README.md, then docs/*.md by name."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 MARKER = re.compile(r"<!--\s*check_readme:\s*(skip|exit)\s*(.*?)\s*-->")
 FENCE = re.compile(r"^\s*```(\w*)\s*$")
 TIMEOUT_S = 900  # a sweep of three resnet stages on a loaded 2-core machine
@@ -42,10 +52,15 @@ TIMEOUT_S = 900  # a sweep of three resnet stages on a loaded 2-core machine
 
 @dataclass
 class Command:
-    line: int  # 1-based line of the command in the README
+    line: int  # 1-based line of the command in its page
     text: str
     expect: int | None  # None: skipped
     why_skipped: str = ""
+    page: str = "README.md"  # the page, relative to the repository root
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
 
 
 @dataclass
@@ -98,17 +113,26 @@ def bash_blocks(text: str) -> list[tuple[str, list[tuple[int, str]]]]:
     return blocks
 
 
-def commands(text: str) -> list[Command]:
-    """The README's commands with their expected exit codes (None: skipped)."""
+def commands(text: str, page: str = "README.md") -> list[Command]:
+    """A page's commands with their expected exit codes (None: skipped)."""
     out = []
     for before, body in bash_blocks(text):
         m = MARKER.search(before)
         kind, arg = (m.group(1), m.group(2)) if m else ("exit", "0")
         for no, cmd in _logical_lines(body):
             if kind == "skip":
-                out.append(Command(no, cmd, None, arg or "marked skip"))
+                out.append(Command(no, cmd, None, arg or "marked skip", page))
             else:
-                out.append(Command(no, cmd, int(arg or 0)))
+                out.append(Command(no, cmd, int(arg or 0), page=page))
+    return out
+
+
+def all_commands(paths: list[Path], root: Path = ROOT) -> list[Command]:
+    """The commands of every page in ``paths``, in order."""
+    out = []
+    for path in paths:
+        page = path.resolve().relative_to(root).as_posix() if path.is_absolute() else str(path)
+        out += commands(path.read_text(encoding="utf-8"), page)
     return out
 
 
@@ -139,17 +163,18 @@ def run(cmd: Command, cwd: Path, timeout: float) -> Outcome:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--page", type=Path, action="append", help="check only this page (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--only", default="", help="run only commands containing this text")
     ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per command")
     ap.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     args = ap.parse_args()
-    cmds = [c for c in commands(args.readme.read_text(encoding="utf-8")) if args.only in c.text]
+    paths = [p.resolve() for p in args.page] if args.page else pages()
+    cmds = [c for c in all_commands(paths) if args.only in c.text]
     if args.list:
         for c in cmds:
             what = f"skip ({c.why_skipped})" if c.expect is None else f"exit {c.expect}"
-            print(f"README.md:{c.line}: [{what}] {c.text}")
+            print(f"{c.where}: [{what}] {c.text}")
         return
     if not any(c.expect is not None for c in cmds):
         print("check_readme: no runnable command found", file=sys.stderr)
@@ -172,10 +197,10 @@ def main() -> None:
 def _print(o: Outcome) -> None:
     c = o.command
     if c.expect is None:
-        print(f"SKIP  README.md:{c.line}: {c.text}  ({c.why_skipped})")
+        print(f"SKIP  {c.where}: {c.text}  ({c.why_skipped})")
         return
     verdict = "ok  " if o.ok else "FAIL"
-    print(f"{verdict}  README.md:{c.line}: exit {o.code} (expected {c.expect}, {o.seconds:.0f}s)")
+    print(f"{verdict}  {c.where}: exit {o.code} (expected {c.expect}, {o.seconds:.0f}s)")
     print(f"      {c.text}")
     if o.tail:
         print("      | " + o.tail.replace("\n", "\n      | "))

@@ -9,7 +9,7 @@
 2. Starts ``mlflow ui`` on 127.0.0.1 (a free port) on that store.
 3. Opens, in MLflow's classic view (``?workflowType=machine_learning``), and saves as PNG:
    ``run_list.png`` (the runs, the sweep expanded, the ``trackcheck.status`` and
-   ``trackcheck.failed_checks`` tags added as columns the way the README says: Columns ->
+   ``trackcheck.failed_checks`` tags added as columns the way docs/trackers.md says: Columns ->
    search -> tick), ``run_overview.png`` (the failing run: description, tags),
    ``run_overview_passed.png`` (a sweep job's),
    ``run_metrics.png`` (its Model metrics tab: the checks' curves),
@@ -156,7 +156,7 @@ RUN_NAME = "[col-id='attributes.`Run Name`']"  # the run list is an AG Grid
 
 def run_list(shots: Shots, base: str, exp: str, names: list[str]) -> None:
     """The runs, the sweep's jobs shown, the verdict tags added as columns and the Run Name
-    column dragged wider, as a user would (the README's steps)."""
+    column dragged wider, as a user would (the steps in docs/trackers.md)."""
     page = shots.page
     page.set_viewport_size({"width": 1800, "height": 700})
     page.goto(f"{base}/#/experiments/{exp}/runs?{ML_VIEW}")

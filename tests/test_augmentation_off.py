@@ -136,7 +136,7 @@ def test_finder_walks_wrappers_and_lists_but_not_deterministic_transforms():
 
 
 def test_dict_items_with_noise_fail_and_show_the_pixel_values():
-    from hf_models import DictItems, digit_pixels
+    from helpers.hf_models import DictItems, digit_pixels
 
     class NoisyPixels(DictItems):  # {"pixel_values", "labels"} with noise drawn on access
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

@@ -37,14 +37,16 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import trackcheck
-from trackcheck import CheckResult, ConfigError, DataSpec, Gate, Status, cli, make_task
+from trackcheck import CheckResult, ConfigError, DataSpec, GatePolicy, Status, cli, make_task
+from trackcheck.interrupts import Terminated
 from trackcheck.models import MLP
 from trackcheck.redact import REDACTED
 from trackcheck.registry import _REGISTRY, all_checks, register
-from trackcheck.runner import Interrupted, OutputError, Terminated
+from trackcheck.runner import Interrupted
 from trackcheck.trackers import TrackerError
 from trackcheck.trackers.base import NoTracker
 from trackcheck.trackers.mlflow import MLflowTracker
+from trackcheck.validate import OutputError
 
 CONTRACT_LANDED = "contract" in all_checks()
 needs_contract = pytest.mark.xfail(not CONTRACT_LANDED, reason="the contract check has not landed")
@@ -210,9 +212,10 @@ API_CASES = [
             r"checks\.overfit_batch\.max_steps=2\.5: expected int"),
     refused("a bool for an int param", {"params": {"loss_at_init": {"n_examples": True}}},
             r"checks\.loss_at_init\.n_examples=True: expected int"),
-    refused("a typo in gate.required", {"gate": Gate(required=["overfit_batchh"])},
+    refused("a typo in gate.required", {"gate": GatePolicy(required=["overfit_batchh"])},
             r"gate\.required names unknown check\(s\) \['overfit_batchh'\]"),
-    refused("gate.required names an unselected check", {"gate": Gate(required=["overfit_batch"])},
+    refused("gate.required names an unselected check",
+            {"gate": GatePolicy(required=["overfit_batch"])},
             r"gate\.required names \['overfit_batch'\], which checks\.run does not select"),
     # --- device, seed, tracker, optimizer, loss, step, model, data ---------------------------
     refused("device=banana", {"device": "banana"}, r"device='banana' is not a device name"),

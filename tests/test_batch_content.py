@@ -113,7 +113,7 @@ def test_eval_loader_that_repeats_items_fails() -> None:
 
 
 def test_dict_batches_with_padding_pass() -> None:
-    from hf_models import lm_dicts
+    from helpers.hf_models import lm_dicts
 
     r = check(lm_dicts(max_chars=8000))
     assert r.status == Status.PASS, r.message

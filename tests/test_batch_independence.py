@@ -149,7 +149,7 @@ def test_integer_inputs_without_an_embedding_module_skip(text_data):
 
 
 def test_dict_inputs_are_counted_on_the_target():
-    from hf_models import digit_pixels  # {"pixel_values", "labels"} items
+    from helpers.hf_models import digit_pixels  # {"pixel_values", "labels"} items
 
     class PixelMLP(MLP):
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -1,5 +1,5 @@
 import torch
-from models import SlowBatchNormNet
+from helpers.models import SlowBatchNormNet
 from torch import nn
 
 from trackcheck import DataSpec

@@ -152,7 +152,7 @@ class PadUnmaskingLM(nn.Module):
 
 
 def left_padded_lm():  # type: ignore[no-untyped-def]
-    from hf_models import lm_dicts  # dict items; imports transformers only to build models
+    from helpers.hf_models import lm_dicts  # dict items; imports transformers only to build models
 
     return lm_dicts(pad_every=1, padding_side="left")
 

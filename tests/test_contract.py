@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import blobs, run_check
-from models import SoftmaxBeforeCE
+from helpers.models import SoftmaxBeforeCE
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset, default_collate
 

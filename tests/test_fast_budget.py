@@ -10,7 +10,7 @@ from trackcheck.models import MLP
 
 # overfit_batch's cap dominates: 300 steps (300 forward + 300 backward), twice when it fails
 # (its retry at another lr); the rest of the fast selection took about 170 passes on
-# resnet/digits (the README quotes it)
+# resnet/digits (docs/checks.md quotes it)
 FAST_BUDGET = 1400
 
 

@@ -145,7 +145,7 @@ def _pad_per_batch(items):  # type: ignore[no-untyped-def]
 
 
 def test_a_collate_that_pads_per_batch_still_matches_every_example():
-    from hf_models import marker_sequences
+    from helpers.hf_models import marker_sequences
 
     class Unpadded(torch.utils.data.Dataset):  # variable-length items, as a tokenizer gives
         def __init__(self, ds) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pytest
 from conftest import tracked_stage
 
 from trackcheck import gate
-from trackcheck.trackers.wandb import run_verdict
+from trackcheck.trackers._wandb_read import run_verdict
 
 
 # --- a folder of report.json files ------------------------------------------------------------

@@ -1,6 +1,6 @@
 """trackcheck inside the Hugging Face Trainer: one callback, the Trainer's own compute_loss,
 optimizer settings, datasets and collator; a failed gate stops ``train()``. A BERT built from
-a config (nothing downloaded) on marker sequences (tests/hf_models.py), CPU.
+a config (nothing downloaded) on marker sequences (tests/helpers/hf_models.py), CPU.
 
 The clean Trainer on seeds 1 and 2 runs only when asked for:
 ``python -m pytest -m slow tests/test_hf_trainer.py``.
@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import hf_models as H  # noqa: E402
+import helpers.hf_models as H  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 from conftest import run_check
-from models import SlowBatchNormNet
+from helpers.models import SlowBatchNormNet
 
 from trackcheck import DataSpec
 from trackcheck.core import Status

@@ -59,7 +59,7 @@ def zipf_tokens(n: int = 320, seq_len: int = 32) -> DataSpec:
     """Hugging Face causal-LM items {"input_ids", "attention_mask", "labels"} of tokens
     drawn with p(k) ~ 1 / (k + 1)^1.5: H = 2.38 nats against ln 64 = 4.16, so a uniform
     start costs KL / H = 0.71 of the loss, over the fail line (0.5)."""
-    from hf_models import DictItems
+    from helpers.hf_models import DictItems
 
     g = torch.Generator().manual_seed(0)
     p = 1.0 / torch.arange(1, V + 1).double() ** 1.5
@@ -76,7 +76,7 @@ def zipf_tokens(n: int = 320, seq_len: int = 32) -> DataSpec:
 
 def tiny_gpt2() -> torch.nn.Module:
     """Hugging Face GPT2LMHeadModel (n_embd 32), random init: lm_head tied to wte, no bias."""
-    from hf_models import gpt2
+    from helpers.hf_models import gpt2
 
     return gpt2(n_positions=32, vocab=V)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import prior_bias, run_check
-from models import SlowBatchNormNet
+from helpers.models import SlowBatchNormNet
 from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset

@@ -98,7 +98,7 @@ def test_decodes_tokens_and_shows_next_token_labels(text_data):
 
 
 def test_keyword_inputs_show_the_content_tensor_not_the_mask():
-    from hf_models import DictItems, marker_sequences
+    from helpers.hf_models import DictItems, marker_sequences
 
     class BagOfTokens(nn.Module):
         def __init__(self) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 from omegaconf import OmegaConf
-from sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 
 from trackcheck import cluster, gate, sweep, threads
 from trackcheck.core import ConfigError

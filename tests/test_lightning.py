@@ -1,6 +1,6 @@
 """trackcheck inside PyTorch Lightning: one callback, the module's own step, loss, optimizer
 and loaders, a failed gate that stops ``fit``. Real Lightning and torchmetrics, CPU, the
-lightning-hydra-template module shape on 8x8 digits (tests/lightning_models.py).
+lightning-hydra-template module shape on 8x8 digits (tests/helpers/lightning_models.py).
 
 The clean module on seeds 1 and 2 runs only when asked for:
 ``python -m pytest -m slow tests/test_lightning.py``.
@@ -21,7 +21,7 @@ pytest.importorskip("lightning")
 pytest.importorskip("torchmetrics")
 
 import lightning.pytorch as pl  # noqa: E402
-import lightning_models as M  # noqa: E402
+import helpers.lightning_models as M  # noqa: E402
 import torch  # noqa: E402
 
 from trackcheck import Report, Status  # noqa: E402
@@ -175,10 +175,10 @@ def test_cli_takes_a_lightning_module_and_datamodule_from_the_users_configs(
     (configs / "model").mkdir(parents=True)
     (configs / "data").mkdir()
     (configs / "model" / "lit_digits.yaml").write_text(
-        f"_target_: lightning_models.{module}\nlr: 0.003\n"
+        f"_target_: helpers.lightning_models.{module}\nlr: 0.003\n"
     )
     (configs / "data" / "lit_digits.yaml").write_text(
-        "_target_: lightning_models.DigitsDataModule\nbatch_size: 64\n"
+        "_target_: helpers.lightning_models.DigitsDataModule\nbatch_size: 64\n"
     )
     root = Path(__file__).resolve().parents[1]
     args = [

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 from conftest import blobs, prior_bias, run_check
-from models import scaled_head
+from helpers.models import scaled_head
 from torch import nn
 
 from trackcheck.core import Status

@@ -1,6 +1,6 @@
 import torch
 from conftest import blobs, run_check
-from models import DetachedBody
+from helpers.models import DetachedBody
 
 from trackcheck import CheckResult, DataSpec
 from trackcheck.core import Status

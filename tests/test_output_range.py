@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 from conftest import blobs, run_check
-from models import SoftmaxBeforeCE
+from helpers.models import SoftmaxBeforeCE
 from torch.utils.data import TensorDataset
 
 from trackcheck import DataSpec

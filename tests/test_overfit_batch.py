@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import blobs, prior_bias, run_check
-from models import SoftmaxBeforeCE
+from helpers.models import SoftmaxBeforeCE
 
 from trackcheck.checks.overfit_batch import _overlay
 from trackcheck.context import Context
@@ -108,7 +108,7 @@ def test_plain_cross_entropy_has_floor_zero(digits_data):
 
 def test_hugging_face_gpt2_fits_dict_batches_with_padding():
     # dict batches {"input_ids", "attention_mask", "labels"}, a ModelOutput, -100 positions
-    from hf_models import gpt2, lm_dicts
+    from helpers.hf_models import gpt2, lm_dicts
 
     r = run_check("overfit_batch", gpt2, lm_dicts(), {"n_examples": 8})
     assert r.status == Status.PASS, r.message

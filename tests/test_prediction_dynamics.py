@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import prior_bias, run_check
-from models import SlowBatchNormNet
+from helpers.models import SlowBatchNormNet
 from torch.utils.data import TensorDataset
 
 from trackcheck.checks.prediction_dynamics import jitter_per_step, roughness

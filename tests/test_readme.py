@@ -1,7 +1,7 @@
-"""The README cannot drift silently: every ``python -m trackcheck ...`` command it shows (in
-```bash blocks, skipped ones included, and in inline code) composes with Hydra, and the
-README's ```bash blocks parse the way scripts/check_readme.py runs them. Composing is cheap
-(no model is built, nothing runs); ``python scripts/check_readme.py`` runs the commands."""
+"""The README and docs/ cannot drift silently: every ``python -m trackcheck ...`` command they
+show (in ```bash blocks, skipped ones included, and in inline code) composes with Hydra, and
+their ```bash blocks parse the way scripts/check_readme.py runs them. Composing is cheap (no
+model is built, nothing runs); ``python scripts/check_readme.py`` runs the commands."""
 
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from trackcheck.cli import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 spec = importlib.util.spec_from_file_location("check_readme", ROOT / "scripts/check_readme.py")
 assert spec is not None and spec.loader is not None
 check_readme = importlib.util.module_from_spec(spec)
 sys.modules["check_readme"] = check_readme  # dataclasses look their module up there
 spec.loader.exec_module(check_readme)
+# page (relative to the repository root) -> its text: README.md, then docs/*.md
+PAGES = {
+    p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in check_readme.pages()
+}
 
 INVOCATION = ["python", "-m", "trackcheck"]
 SHELL_OPS = {"&&", "||", ";", "|", ")", "("}
@@ -57,15 +60,16 @@ def _invocations(tokens: list[str]) -> list[list[str]]:
 
 
 def readme_invocations() -> list[tuple[str, list[str]]]:
-    """(where, args) for each ``python -m trackcheck`` in the README."""
+    """(where, args) for each ``python -m trackcheck`` in the README and docs/."""
     out = []
-    for c in check_readme.commands(README):
-        for args in _invocations(split(c.text)):
-            out.append((f"README.md:{c.line}", args))
-    for m in re.finditer(r"`(python -m trackcheck[^`]*)`", README):
-        line = README.count("\n", 0, m.start()) + 1
-        for args in _invocations(split(m.group(1), comments=False)):
-            out.append((f"README.md:{line}", args))
+    for page, text in PAGES.items():
+        for c in check_readme.commands(text, page):
+            for args in _invocations(split(c.text)):
+                out.append((c.where, args))
+        for m in re.finditer(r"`(python -m trackcheck[^`]*)`", text):
+            line = text.count("\n", 0, m.start()) + 1
+            for args in _invocations(split(m.group(1), comments=False)):
+                out.append((f"{page}:{line}", args))
     return out
 
 
@@ -102,26 +106,37 @@ def overrides_of(args: list[str], config_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The README's own example config files (```yaml blocks opening ``# my_configs/...``)."""
+    """The pages' own example config files (```yaml blocks opening ``# my_configs/...``)."""
     root = tmp_path_factory.mktemp("readme")
-    for m in re.finditer(r"```yaml\n# (my_configs/\S+\.yaml).*?\n(.*?)```", README, re.S):
-        path = root / m.group(1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(m.group(2))
+    for text in PAGES.values():
+        for m in re.finditer(r"```yaml\n# (my_configs/\S+\.yaml).*?\n(.*?)```", text, re.S):
+            path = root / m.group(1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(m.group(2))
     return root
 
 
 INVOCATIONS = readme_invocations()
 
 
-def test_the_readme_shows_trackcheck_commands_and_marks_the_unrunnable() -> None:
+def test_the_pages_show_trackcheck_commands_and_mark_the_unrunnable() -> None:
     assert len(INVOCATIONS) >= 10
-    cmds = check_readme.commands(README)
+    assert {w.split(":")[0] for w, _ in INVOCATIONS} >= {"README.md", "docs/sweeps.md"}
+    cmds = [c for page, text in PAGES.items() for c in check_readme.commands(text, page)]
     assert any(c.expect == 0 for c in cmds) and any(c.expect is None for c in cmds)
-    # installs and cluster launches never run as a side effect of checking the README
+    # installs and cluster launches never run as a side effect of checking the pages
     for c in cmds:
         if c.text.startswith(("pip install", "sbatch", "mlflow ui", "mlflow server")):
-            assert c.expect is None, f"README.md:{c.line} would run: {c.text}"
+            assert c.expect is None, f"{c.where} would run: {c.text}"
+
+
+def test_the_readme_sets_up_runs_and_tests_with_one_command_each() -> None:
+    # a newcomer's three commands, as CI (.ci/run) runs them
+    cmds = [c.text for c in check_readme.commands(PAGES["README.md"])]
+    assert cmds[:3] == ['pip install -e ".[dev]"', "python -m trackcheck +model=resnet",
+                        "python -m pytest -q"]  # fmt: skip
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[dev]"' in ci and "python -m pytest -q" in ci
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from conftest import blobs
 
 import trackcheck
-from trackcheck import CheckResult, Gate, SkipCheck, Status
+from trackcheck import CheckResult, GatePolicy, SkipCheck, Status
 from trackcheck.core import ConfigError
 from trackcheck.models import MLP
 from trackcheck.registry import _REGISTRY, all_checks, register
@@ -76,7 +76,7 @@ def test_warn_gates_only_when_asked(temp_checks):
         return CheckResult("t_warn", Status.WARN, "hmm")
 
     assert trackcheck.run(model, blobs(), checks=["t_warn"], progress=False).passed
-    strict = Gate(fail_on_warn=True)
+    strict = GatePolicy(fail_on_warn=True)
     assert not trackcheck.run(model, blobs(), checks=["t_warn"], gate=strict, progress=False).passed
 
 
@@ -90,7 +90,11 @@ def test_skip_never_gates_and_a_non_required_fail_does_not_either(temp_checks):
         return CheckResult("t_fail", Status.FAIL, "bad")
 
     r = trackcheck.run(
-        model, blobs(), checks=["t_skip", "t_fail"], progress=False, gate=Gate(required=["t_skip"])
+        model,
+        blobs(),
+        checks=["t_skip", "t_fail"],
+        progress=False,
+        gate=GatePolicy(required=["t_skip"]),
     )
     assert r["t_skip"].status == Status.SKIP and r["t_skip"].message == "not for this model"
     assert r.passed
@@ -109,7 +113,7 @@ def test_report_json_follows_schema_version_1(tmp_path):
 
 
 def test_fast_selection_is_a_subset_in_checklist_order():
-    from trackcheck.runner import select_checks
+    from trackcheck.validate import select_checks
 
     fast = [s.name for s in select_checks("fast")]
     every = [s.name for s in select_checks("all")]
@@ -163,7 +167,7 @@ def test_a_typo_in_gate_required_is_refused_before_any_compute():
             blobs(),
             checks=["loss_at_init"],
             progress=False,
-            gate=trackcheck.Gate(required=["overfit_batchh"]),
+            gate=trackcheck.GatePolicy(required=["overfit_batchh"]),
         )
 
 
@@ -208,3 +212,9 @@ def test_the_bigger_model_trains_after_the_first_is_freed():
     )
     assert "bigger model" in r["loss_decreases"].message
     assert alive_when_bigger == [0]  # one model (and its optimizer state) at a time
+
+
+def test_the_gate_policys_first_name_stays_importable():
+    from trackcheck.validate import GatePolicy as Policy
+
+    assert trackcheck.Gate is trackcheck.GatePolicy is Policy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import hf_models as H
+import helpers.hf_models as H
 import pytest
 import torch
 from conftest import data_check

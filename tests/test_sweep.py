@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
+from helpers.sweeps import assert_jobs_are_children_with_their_verdicts, summary_of
 
 from trackcheck import gate, names, sweep
 from trackcheck.redact import REDACTED, redact_args
-from trackcheck.trackers.mlflow import absolute_uri
+from trackcheck.trackers._mlflow_store import absolute_uri
 
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
 

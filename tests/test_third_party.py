@@ -24,7 +24,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-import hf_models as H  # noqa: E402
+import helpers.hf_models as H  # noqa: E402
 from conftest import run_check  # noqa: E402
 
 import trackcheck  # noqa: E402

@@ -55,7 +55,7 @@ def test_flatten_joins_nested_keys_with_dots():
     }
 
 
-# --- the rule by key suffix (README, "Secrets") -------------------------------------------------
+# --- the rule by key suffix (docs/trackers.md, "Secrets") -------------------------------------
 @pytest.mark.parametrize(
     "key",
     [

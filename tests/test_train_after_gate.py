@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from trackcheck.cli import UsageError, gate_then_train, register_configs
+from trackcheck.cli import UsageError, check_then_train, register_configs
 
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
 PASSING = ["+model=mlp", "data=breast_cancer"]
@@ -60,14 +60,14 @@ def with_train(log: Path, *extra: str) -> list[str]:
 
 def test_train_runs_after_a_passing_gate_with_the_composed_config(user_train, tmp_path):
     cfg = config(*PASSING, "tracker=none", *with_train(user_train))
-    outcome = gate_then_train(cfg, str(tmp_path / "out"), "t")
+    outcome = check_then_train(cfg, str(tmp_path / "out"), "t")
     assert outcome.report.passed and outcome.trained and outcome.train_result == 0.25
     assert json.loads(user_train.read_text())["lr"] == cfg.optim.lr
 
 
 def test_train_is_not_called_when_the_gate_fails(user_train, tmp_path):
     cfg = config(*FAILING, "tracker=none", *with_train(user_train))
-    outcome = gate_then_train(cfg, str(tmp_path / "out"), "t")
+    outcome = check_then_train(cfg, str(tmp_path / "out"), "t")
     assert outcome.report.gated_on == ["init_bias"] and not outcome.trained
     assert not user_train.exists()
 
@@ -75,7 +75,7 @@ def test_train_is_not_called_when_the_gate_fails(user_train, tmp_path):
 def test_unknown_train_target_fails_before_any_check_runs(user_train, tmp_path):
     cfg = config(*PASSING, "tracker=none", "train._target_=my_train.no_such_function")
     with pytest.raises(UsageError, match="could not build train"):
-        gate_then_train(cfg, str(tmp_path / "out"), "t")
+        check_then_train(cfg, str(tmp_path / "out"), "t")
     assert not (tmp_path / "out" / "report.json").exists()
 
 
@@ -101,7 +101,7 @@ def test_training_curves_land_in_the_sanity_run(user_train, store, tmp_path):
 
     cfg = config(*PASSING, "tracker=mlflow", f"tracker.tracking_uri={store}",
                  *with_train(user_train))  # fmt: skip
-    outcome = gate_then_train(cfg, str(tmp_path / "out"), "t")
+    outcome = check_then_train(cfg, str(tmp_path / "out"), "t")
     run_id = outcome.report.tracker["run_id"]
     assert json.loads(user_train.read_text())["run_id"] == run_id  # train saw the sanity run
     client = MlflowClient(tracking_uri=store)
@@ -117,6 +117,6 @@ def test_a_training_crash_marks_the_run_failed(user_train, store, tmp_path):
     cfg = config(*PASSING, "tracker=mlflow", f"tracker.tracking_uri={store}",
                  *with_train(user_train, "+train.fail=true"))  # fmt: skip
     with pytest.raises(RuntimeError, match="diverged"):
-        gate_then_train(cfg, str(tmp_path / "out"), "t")
+        check_then_train(cfg, str(tmp_path / "out"), "t")
     run_id = json.loads(user_train.read_text())["run_id"]
     assert MlflowClient(tracking_uri=store).get_run(run_id).info.status == "FAILED"

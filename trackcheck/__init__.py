@@ -30,9 +30,10 @@ _EXPORTS = {
     "ConfigError": "trackcheck.core",
     "Context": "trackcheck.context",
     "DataSpec": "trackcheck.data.spec",
-    "Gate": "trackcheck.runner",
+    "Gate": "trackcheck.validate",  # the gate policy's first name, kept for user imports
+    "GatePolicy": "trackcheck.validate",
     "Interrupted": "trackcheck.runner",
-    "OutputError": "trackcheck.runner",
+    "OutputError": "trackcheck.validate",
     "Pipeline": "trackcheck.pipeline",
     "PipelineError": "trackcheck.pipeline",
     "Report": "trackcheck.core",
@@ -52,8 +53,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from trackcheck.data.spec import DataSpec, from_datasets
     from trackcheck.pipeline import Batch, Pipeline, PipelineError
     from trackcheck.registry import all_checks, register
-    from trackcheck.runner import Gate, Interrupted, OutputError, run
+    from trackcheck.runner import Interrupted, run
     from trackcheck.tasks import Task, make_task
+    from trackcheck.validate import Gate, GatePolicy, OutputError
 
 
 def __getattr__(name: str) -> Any:
@@ -76,6 +78,7 @@ __all__ = [
     "Context",
     "DataSpec",
     "Gate",
+    "GatePolicy",
     "Interrupted",
     "OutputError",
     "Pipeline",

@@ -16,7 +16,7 @@ What it reads from each job's config (dotted keys allowed, e.g. ``model: net.bac
 - ``model`` (required): a ``_target_`` node for your ``torch.nn.Module``; trackcheck builds a
   fresh one per check (``_partial_``), so the node must build a complete model by itself.
 - ``data`` (required): a node whose ``_target_`` returns a ``trackcheck.DataSpec``, usually
-  ``trackcheck.data.from_datasets`` around your datasets (README: "Your own model and data").
+  ``trackcheck.data.from_datasets`` around your datasets (docs/model-and-data.md).
 - ``optim`` (optional, default key ``optim``; null to ignore): a torch.optim node; trackcheck
   adds ``_partial_: true``. When the key is absent the checks use Adam at names.DEFAULT_LR (3e-3).
 

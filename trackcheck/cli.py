@@ -1,7 +1,7 @@
 """The Hydra entry point: compose the config, build plain objects, run the stage, exit code.
 
 Only this module (and the Hydra callback) import Hydra; ``trackcheck.run`` takes the objects
-built here. Exit codes (README, "Exit codes"): 0 the gate passed; 1 it failed; 2 bad input:
+built here. Exit codes (docs/exit-codes.md): 0 the gate passed; 1 it failed; 2 bad input:
 Hydra rejected the config, something could not be built or used (model, data, device,
 tracker, output dir), or the pipeline contract failed so the checklist could not judge the
 model; 130 Ctrl-C, 143 SIGTERM. Every error is one line, ``trackcheck: error: ...``, with no
@@ -97,7 +97,7 @@ def build_data(cfg: DictConfig, data: Any = None) -> DataSpec:
     if not isinstance(data, DataSpec):
         raise UsageError(
             f"data._target_ returned {type(data).__name__}, not a trackcheck DataSpec: wrap your "
-            "datasets with _target_: trackcheck.data.from_datasets (see README)"
+            "datasets with _target_: trackcheck.data.from_datasets (see docs/model-and-data.md)"
         )
     return data
 
@@ -156,7 +156,8 @@ def build_and_run(
 
     ``tracker``, when given, is used instead of building ``cfg.tracker``.
     """
-    from trackcheck.runner import Gate, run
+    from trackcheck.runner import run
+    from trackcheck.validate import GatePolicy
 
     built = _instantiate(cfg.data, "data") if cfg.get("data") is not None else None
     if _is_lightning_datamodule(built):  # lightning-hydra-template: model= a LightningModule
@@ -182,7 +183,7 @@ def build_and_run(
         **stage,  # the LightningModule's step and loss
         device=cfg.device,
         seed=cfg.seed,
-        gate=Gate(required=list(cfg.gate.required), fail_on_warn=cfg.gate.fail_on_warn),
+        gate=GatePolicy(required=list(cfg.gate.required), fail_on_warn=cfg.gate.fail_on_warn),
         tracker=tracker,
         output_dir=output_dir,
         config=config,
@@ -278,10 +279,11 @@ class HeldRun:
         return result
 
 
-def gate_then_train(
+def check_then_train(
     cfg: DictConfig, output_dir: str, run_name: str, tracker_args: dict[str, Any] | None = None
 ) -> Outcome:
-    """The stage; when its gate passes and ``cfg.train`` is set, training in the same run."""
+    """The stage; when the gate policy passes it and ``cfg.train`` is set, training in the
+    same tracker run."""
     if cfg.model is None:
         raise UsageError(no_model_message())
     from trackcheck import threads  # torch: not for --help
@@ -351,7 +353,7 @@ def multirun_job(cfg: DictConfig, hc: Any, run_name: str) -> Any:
         try:
             args = sweep.tracker_args(cfg.tracker, sweep.read_context(sweep_dir))
             cluster.check_job(cfg, hc, sweep_dir, args)  # outputs, store: the sweep's
-            outcome = gate_then_train(cfg, record.output_dir, run_name, args)
+            outcome = check_then_train(cfg, record.output_dir, run_name, args)
             record.set_report(outcome.report)
         except input_errors(UsageError) as e:
             error(f"job {record.num}: {e}")
@@ -404,7 +406,7 @@ def hydra_main(cfg: DictConfig) -> Any:
         return multirun_job(cfg, hc, run_name)
     _scrub(cfg, hc)
     try:
-        outcome = gate_then_train(cfg, hc.runtime.output_dir, run_name)
+        outcome = check_then_train(cfg, hc.runtime.output_dir, run_name)
     except UsageError as e:  # bad input, not a failed gate: exit 2
         print(f"trackcheck: error: {redact_text(str(e))}", file=sys.stderr)  # may be help text
         _refuse(hc)

@@ -129,7 +129,7 @@ def check_tracker(node: Any, hc: Any, sweep_dir: Path, tracker_args: Mapping[str
     from trackcheck.names import BACKEND_MLFLOW
     from trackcheck.sweep import read_context
     from trackcheck.trackers import backend_of
-    from trackcheck.trackers.mlflow import configured_uri, safe_uri
+    from trackcheck.trackers._mlflow_store import configured_uri, safe_uri
 
     ctx = read_context(sweep_dir)
     if tracker_args or ctx is None or not ctx.mlflow or backend_of(node) != BACKEND_MLFLOW:

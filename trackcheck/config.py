@@ -21,7 +21,9 @@ from trackcheck.registry import CheckSpec, all_checks, plugins
 
 
 @dataclass
-class GateConfig:
+class GatePolicyConfig:
+    """The gate policy (``gate=``, conf/gate/): validate.GatePolicy's fields."""
+
     # check names whose fail/error fails the stage; "all" = every check that ran
     required: list[str] = field(default_factory=lambda: ["all"])
     fail_on_warn: bool = False
@@ -91,7 +93,7 @@ def _schema(checks: Any, checks_default: Any) -> type:
             ("data", Any, None),
             ("tracker", Any, None),
             ("checks", checks, checks_default),
-            ("gate", GateConfig, field(default_factory=GateConfig)),
+            ("gate", GatePolicyConfig, field(default_factory=GatePolicyConfig)),
             # the optimizer the checks train with; any torch.optim class via _target_
             (
                 "optim",

@@ -13,7 +13,7 @@ It prints every run with its verdict and the checks that failed, and exits 0 whe
 could not read the source (a gate that silently passes on a typo would be worse than none).
 
 This module is the verdict and the command line; reading a tracker's runs back is the
-tracker's own code (``trackers.mlflow.read_verdicts``, ``trackers.wandb.read_*_verdicts``),
+tracker's own code (``trackers._mlflow_sweep.read_verdicts``, ``trackers._wandb_read``),
 and the keys and tags they read are spelled in ``trackcheck.names``.
 """
 
@@ -28,9 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from trackcheck.names import DEFAULT_EXPERIMENT, DEFAULT_MLFLOW_URI, ERROR, FAILED, PASSED
-from trackcheck.trackers import LOCAL_STORE_DIRS, TrackerError
-from trackcheck.trackers import mlflow as mlflow_tracker
-from trackcheck.trackers import wandb as wandb_tracker
+from trackcheck.trackers import LOCAL_STORE_DIRS, TrackerError, _mlflow_sweep, _wandb_read
 from trackcheck.trackers.base import RunVerdict, explain, split_gated
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NOTHING = 0, 1, 2
@@ -185,16 +183,16 @@ def _read(args: argparse.Namespace) -> tuple[list[RunVerdict], str]:
             if args.parent_run
             else f"experiment {args.experiment or DEFAULT_EXPERIMENT}"
         )
-        verdicts = mlflow_tracker.read_verdicts(
+        verdicts = _mlflow_sweep.read_verdicts(
             args.tracking_uri, args.experiment, args.parent_run, args.filter
         )
         return verdicts, f"mlflow {where} in {args.tracking_uri}"
     if args.dir:
-        verdicts = wandb_tracker.read_offline_verdicts(args.dir, args.group)
+        verdicts = _wandb_read.read_offline_verdicts(args.dir, args.group)
         return verdicts, f"wandb {args.dir} group {args.group}"
     if not (args.project and args.group):
         raise GateError("wandb needs --dir (offline runs) or --project and --group")
-    verdicts = wandb_tracker.read_online_verdicts(args.project, args.group, args.entity)
+    verdicts = _wandb_read.read_online_verdicts(args.project, args.group, args.entity)
     return verdicts, f"wandb group {args.group}"
 
 

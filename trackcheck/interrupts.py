@@ -1,5 +1,5 @@
 """SIGTERM as an interrupt, torch-free: the CLI installs this handler on its first line,
-before torch or any check is imported (trackcheck.runner re-exports both names)."""
+before torch or any check is imported."""
 
 from __future__ import annotations
 

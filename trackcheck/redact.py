@@ -1,6 +1,6 @@
 """Config hygiene before anything is written or sent: secrets redacted, nesting flattened.
 
-The rule (README, "Secrets"):
+The rule (docs/trackers.md, "Secrets"):
 
 - a key holds a secret when its name, lower-cased with ``_ - . /`` and spaces removed, ENDS
   with one of ``SECRET_SUFFIXES``: ``ssh_key``, ``dbpassword``, ``PASSWORD``, ``Secret_Key``,

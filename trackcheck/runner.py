@@ -32,7 +32,6 @@ from trackcheck.context import Context, Meter, ModelFactory, OptimizerFactory
 from trackcheck.core import CheckResult, ConfigError, Report, SkipCheck, Status
 from trackcheck.data.spec import DataSpec
 from trackcheck.html import write_html, write_text_atomic
-from trackcheck.interrupts import Terminated as Terminated  # re-exported
 from trackcheck.interrupts import raise_terminated
 from trackcheck.names import DEFAULT_LR, RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.pipeline import LossFn, Pipeline, PipelineError, StepFn, primary
@@ -40,23 +39,19 @@ from trackcheck.redact import first_line, redact, redact_text, secret_values
 from trackcheck.registry import CheckSpec
 from trackcheck.render import Figures, use_worker
 from trackcheck.trackers import Tracker, TrackerError, log_results, make_tracker
-
-# re-exported: trackcheck.runner.Gate, validate, select_checks, ... stay importable here
-from trackcheck.validate import Gate as Gate
-from trackcheck.validate import OutputError as OutputError
-from trackcheck.validate import Plan as Plan
 from trackcheck.validate import (
+    GatePolicy,
+    OutputError,
+    Plan,
     as_factory,
     check_data,
     check_seed,
     make_pipeline,
     output_dir_of,
     probe_optimizer,
+    resolve_device,
+    validate,
 )
-from trackcheck.validate import make_params as make_params
-from trackcheck.validate import resolve_device as resolve_device
-from trackcheck.validate import select_checks as select_checks
-from trackcheck.validate import validate as validate
 
 
 class Interrupted(KeyboardInterrupt):
@@ -329,7 +324,7 @@ def run(
     pipeline: Pipeline | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
-    gate: Gate | None = None,
+    gate: GatePolicy | None = None,
     tracker: Tracker | str | None = None,
     output_dir: str | Path | None = None,
     config: dict[str, Any] | None = None,

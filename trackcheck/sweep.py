@@ -39,8 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackcheck.core import Report
 from trackcheck.names import BACKEND_MLFLOW, BACKEND_WANDB, ERROR, FAILED, PASSED, SKIPPED
-from trackcheck.trackers import backend_of
-from trackcheck.trackers import mlflow as mlflow_tracker
+from trackcheck.trackers import _mlflow_sweep, backend_of
 from trackcheck.trackers import wandb as wandb_tracker
 
 STATE_DIR = ".trackcheck"  # inside the sweep dir, beside Hydra's multirun.yaml
@@ -194,7 +193,7 @@ def tracker_args(node: Any, ctx: SweepContext | None) -> dict[str, Any]:
         return {}
     backend = backend_of(node)
     if backend == BACKEND_MLFLOW and ctx.mlflow:
-        return mlflow_tracker.sweep_job_args(node, ctx.sweep_id, ctx.mlflow)
+        return _mlflow_sweep.sweep_job_args(node, ctx.sweep_id, ctx.mlflow)
     if backend == BACKEND_WANDB:
         return wandb_tracker.sweep_job_args(node, ctx.sweep_id)
     return {}
@@ -261,7 +260,7 @@ class SweepCallback(Callback):
         write_context(ctx)
         tracker = OmegaConf.select(config, "tracker")
         if backend_of(tracker) == BACKEND_MLFLOW:
-            ctx.mlflow = mlflow_tracker.open_parent_run(tracker, ctx.sweep_id, ctx.sweep_dir)
+            ctx.mlflow = _mlflow_sweep.open_parent_run(tracker, ctx.sweep_id, ctx.sweep_dir)
             write_context(ctx)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -275,6 +274,6 @@ class SweepCallback(Callback):
         print_summary(summary, path)
         if ctx.mlflow:
             failed = [j.num for j in summary.jobs if not j.passed]
-            mlflow_tracker.close_parent_run(
+            _mlflow_sweep.close_parent_run(
                 ctx.mlflow, summary.passed, summary.counts(), failed, path
             )

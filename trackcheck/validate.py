@@ -34,8 +34,11 @@ class OutputError(ConfigError):
 
 
 @dataclass
-class Gate:
-    """Which results fail the stage. ``required``: check names, or ``all``."""
+class GatePolicy:
+    """The gate policy: which results fail the stage. ``required``: check names, or ``all``.
+    Configured by ``gate=default|strict`` and ``gate.required=[...]`` (config.GatePolicyConfig,
+    conf/gate/); not to be confused with the gate command (trackcheck.gate, trackcheck-gate),
+    which reads recorded verdicts back."""
 
     required: Sequence[str] = ("all",)
     fail_on_warn: bool = False
@@ -50,13 +53,16 @@ class Gate:
         return [r.name for r in results if r.status in bad and ("all" in req or r.name in req)]
 
 
+Gate = GatePolicy  # the name users import (trackcheck.Gate)
+
+
 @dataclass
 class Plan:
     """Everything validated before any compute: the checks in order, each with its params."""
 
     specs: list[CheckSpec]
     params: dict[str, Any]
-    gate: Gate
+    gate: GatePolicy
 
 
 def select_checks(selection: str | Sequence[str] = "all") -> list[CheckSpec]:
@@ -132,7 +138,9 @@ def make_params(spec: CheckSpec, given: Any) -> Any:
     return params
 
 
-def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: Gate | None) -> Plan:
+def validate(
+    checks: str | Sequence[str], params: dict[str, Any] | None, gate: GatePolicy | None
+) -> Plan:
     """Every choice a user can get wrong, checked before the first model is built."""
     specs = select_checks(checks)
     if not specs:
@@ -147,7 +155,7 @@ def validate(checks: str | Sequence[str], params: dict[str, Any] | None, gate: G
     # every given params block is checked, selected or not: a typo is found either way
     built = {name: make_params(registry[name], p) for name, p in given.items()}
     built = {s.name: built[s.name] if s.name in built else make_params(s, None) for s in specs}
-    gate = gate or Gate()
+    gate = gate or GatePolicy()
     required = [gate.required] if isinstance(gate.required, str) else list(gate.required)
     gate = dataclasses.replace(gate, required=required)
     typos = [n for n in required if n != "all" and n not in registry]

@@ -291,7 +291,7 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
         self.report: Report | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from trackcheck.validate import Gate
+        from trackcheck.validate import GatePolicy
         from trackcheck.verdict import error, exit_code, one_line, report_error
 
         trainer = _calling_trainer()
@@ -310,7 +310,7 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
                 kind=self.kind,
                 checks=self.checks,
                 params=self.params,
-                gate=Gate(**self.gate) if self.gate else None,
+                gate=GatePolicy(**self.gate) if self.gate else None,
                 seed=self.seed,
                 progress=self.progress,
                 run_name="sanity",

@@ -435,7 +435,7 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
 
     def _stage(self, trainer: pl.Trainer, module: pl.LightningModule) -> tuple[int, str]:
         import trackcheck
-        from trackcheck.validate import Gate
+        from trackcheck.validate import GatePolicy
         from trackcheck.verdict import error, exit_code, one_line, report_error
 
         out = Path(self.output_dir or Path(trainer.default_root_dir) / "trackcheck")
@@ -453,7 +453,7 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
                 **stage,
                 checks=self.checks,
                 params=self.params,
-                gate=Gate(**self.gate) if self.gate else None,
+                gate=GatePolicy(**self.gate) if self.gate else None,
                 seed=self.seed,
                 tracker=None,
                 output_dir=out,

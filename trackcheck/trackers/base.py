@@ -209,7 +209,26 @@ def log_results(tracker: Tracker, report: Report, files: list[Path] | None = Non
 
 
 class NoTracker:
-    """``tracker=none``: report.json, report.html and figures on disk only."""
+    """``tracker=none``: report.json, report.html and figures on disk only.
+
+    Example (the reports in ./sanity, no tracker run)::
+
+        import os
+
+        import trackcheck
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.base import NoTracker
+
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10),
+            digits(),
+            checks=["loss_at_init"],
+            tracker=NoTracker(),
+            output_dir="sanity",
+        )
+        print(report.status, sorted(os.listdir(report.output_dir)))  # ... report.json ...
+    """
 
     def start(self, config: dict[str, Any], run_name: str) -> None:
         pass

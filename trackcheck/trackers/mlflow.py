@@ -24,11 +24,10 @@ runs with bounded retries (``trackers._mlflow_store``). The first failed call be
 TrackerError line, and no call is made after it. Passwords in the URI never reach a
 message, report.json or a stored file.
 
-Everything else trackcheck does with MLflow is importable from here too: lending the run to
-the user's training (``MLflowTracker.activate``), a sweep's parent run
+Lending the run to the user's training is ``MLflowTracker.activate``. Beside this module:
+the store's checks and bounded HTTP (``trackers._mlflow_store``), and a sweep's parent run
 (``open_parent_run``/``close_parent_run``), its jobs' arguments (``sweep_job_args``) and the
-verdicts read back for the gate (``read_verdicts``), which live in
-``trackers._mlflow_sweep``.
+verdicts read back by the gate command (``read_verdicts``) in ``trackers._mlflow_sweep``.
 """
 
 from __future__ import annotations
@@ -46,24 +45,16 @@ from trackcheck import names
 from trackcheck.core import Report, Status
 from trackcheck.names import DEFAULT_MLFLOW_URI, RunStatus
 from trackcheck.redact import first_line, flatten, redact
-
-# re-exported: trackcheck.trackers.mlflow.<name> stays where the sweep, the gate, the tests
-# and users' configs import it from
-from trackcheck.trackers._mlflow_store import HTTP_ENV as HTTP_ENV
-from trackcheck.trackers._mlflow_store import PROBE_TIMEOUT_S as PROBE_TIMEOUT_S
-from trackcheck.trackers._mlflow_store import SQLITE_LOCK_TIMEOUT_S as SQLITE_LOCK_TIMEOUT_S
-from trackcheck.trackers._mlflow_store import absolute_uri as absolute_uri
-from trackcheck.trackers._mlflow_store import bounded_http as bounded_http
-from trackcheck.trackers._mlflow_store import check_sqlite_store as check_sqlite_store
-from trackcheck.trackers._mlflow_store import configured_uri as configured_uri
-from trackcheck.trackers._mlflow_store import ensure_experiment as ensure_experiment
-from trackcheck.trackers._mlflow_store import import_mlflow, user_name
-from trackcheck.trackers._mlflow_store import probe_server as probe_server
-from trackcheck.trackers._mlflow_store import safe_uri as safe_uri
-from trackcheck.trackers._mlflow_sweep import close_parent_run as close_parent_run
-from trackcheck.trackers._mlflow_sweep import open_parent_run as open_parent_run
-from trackcheck.trackers._mlflow_sweep import read_verdicts as read_verdicts
-from trackcheck.trackers._mlflow_sweep import sweep_job_args as sweep_job_args
+from trackcheck.trackers._mlflow_store import (
+    absolute_uri,
+    bounded_http,
+    check_sqlite_store,
+    ensure_experiment,
+    import_mlflow,
+    probe_server,
+    safe_uri,
+    user_name,
+)
 from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError
 
 PARAM_MAX = 6000  # MLflow rejects longer param values
@@ -111,6 +102,21 @@ class MLflowTracker:
     URI. ``experiment_id`` (set by a sweep that created the experiment up front) wins over
     ``experiment_name``. With ``attach`` and an active fluent run in this process (trackcheck
     called from the user's training script), the stage logs into that run and leaves it open.
+
+    Example (a stage logged to ./mlflow.db, its verdict read back with MLflow's client)::
+
+        import trackcheck
+        from mlflow import MlflowClient
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.mlflow import MLflowTracker
+
+        tracker = MLflowTracker("sqlite:///mlflow.db", run_name="sanity-resnet")
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10), digits(), checks=["loss_at_init"], tracker=tracker
+        )
+        run = MlflowClient("sqlite:///mlflow.db").get_run(tracker.run_id)
+        print(run.info.status, run.data.tags["trackcheck.status"])  # FINISHED passed
     """
 
     def __init__(

@@ -29,10 +29,9 @@ everything goes into ONE uncommitted row (``log(..., commit=False)``) that the c
 ``log`` commits at the caller's step. (Logging rows with a ``step_metric`` would still add
 one ``_step`` per row, and the caller's next ``log(step=k)`` below that is dropped.)
 
-Everything else trackcheck does with W&B is importable from here too: a sweep's grouping
-(``sweep_job_args``) and reading verdicts back for the gate, offline with wandb's own
-reader (``read_offline_verdicts``) or from the server (``read_online_verdicts``), which
-live in ``trackers._wandb_read``.
+A sweep's grouping is ``sweep_job_args``. Reading verdicts back for the gate command,
+offline with wandb's own reader (``read_offline_verdicts``) or from the server
+(``read_online_verdicts``), lives beside this module in ``trackers._wandb_read``.
 """
 
 from __future__ import annotations
@@ -54,9 +53,6 @@ from trackcheck.names import PASSED_KEY, RunStatus
 from trackcheck.redact import redact_args
 
 # re-exported: the gate and the tests import the readers from here
-from trackcheck.trackers._wandb_read import read_offline_verdicts as read_offline_verdicts
-from trackcheck.trackers._wandb_read import read_online_verdicts as read_online_verdicts
-from trackcheck.trackers._wandb_read import run_verdict as run_verdict
 from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError, scalars
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -135,6 +131,19 @@ class WandbTracker:
     ``mode``: ``auto`` (online when an API key is found and the server answers, else
     offline; WANDB_MODE, when set, decides), ``online`` (fails instead of falling back),
     ``offline``, ``disabled``. ``settings``: extra ``wandb.Settings`` fields.
+
+    Example (a stage logged offline under ./wandb; ``wandb sync`` uploads it later)::
+
+        import trackcheck
+        from trackcheck.data import digits
+        from trackcheck.models import ResNet
+        from trackcheck.trackers.wandb import WandbTracker
+
+        tracker = WandbTracker(project="my-project", group="lr-sweep", mode="offline", dir=".")
+        report = trackcheck.run(
+            lambda: ResNet([1, 8, 8], 10), digits(), checks=["loss_at_init"], tracker=tracker
+        )
+        print(report.status, report.tracker["run_dir"])  # passed wandb/offline-run-...
     """
 
     def __init__(

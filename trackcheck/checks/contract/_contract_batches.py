@@ -6,22 +6,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 from torch.utils.data import default_collate
 
 from trackcheck.checks._shared._fingerprint import fingerprint, row_fingerprints
-from trackcheck.checks.contract._contract_findings import Findings, map_tensors
+from trackcheck.checks.contract._contract_findings import Findings, Thresholds, map_tensors
 from trackcheck.context import Context
 from trackcheck.data.spec import length_of
 from trackcheck.pipeline import Batch, primary
 
-if TYPE_CHECKING:
-    from trackcheck.checks.contract._contract_params import ContractParams
 
-
-def check_batches(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -> None:
+def check_batches(ctx: Context, f: Findings, p: Thresholds, seed_offset: int) -> None:
     """A training batch from the real loader (the stream ``seed_offset``): data.batch_size
     rows, distinct examples."""
     b = next(ctx.train_batches(seed_offset=seed_offset))
@@ -83,7 +80,7 @@ def _rows_are_items(ctx: Context, k: int) -> bool | None:
         return None
 
 
-def _check_duplicates(ctx: Context, b: Batch, f: Findings, p: ContractParams) -> None:
+def _check_duplicates(ctx: Context, b: Batch, f: Findings, p: Thresholds) -> None:
     """One example filling most of a batch, or far more repeated rows than the data has."""
     n = len(b)
     counts = Counter(row_fingerprints(map_tensors(_cpu, b.x)))

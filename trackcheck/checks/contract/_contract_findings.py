@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor
 
 from trackcheck.core import CheckResult, Status
+
+
+class Thresholds(Protocol):
+    """The parameters the probes read: ContractParams (in the package's __init__, one reason
+    per field), named here so that the probes need not import the check that imports them."""
+
+    prob_atol: float
+    mean_rtol: float
+    max_scaling_exponent: float
+    shift_share: float
+    max_repeat_share: float
+    excess_duplicates: float
+    dataset_items: int
+    grad_rtol: float
 
 
 @dataclass

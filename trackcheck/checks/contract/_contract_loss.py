@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trackcheck.checks.contract._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings, Thresholds
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch, slice_inputs
-
-if TYPE_CHECKING:
-    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def _output_kind(out: Tensor, final_op: str, binary: bool, atol: float) -> str:
@@ -66,9 +63,7 @@ def _loss_expects(ctx: Context) -> tuple[str | None, str]:
     return None, name or "your loss"
 
 
-def check_output_kind(
-    ctx: Context, out: Tensor, final_op: str, f: Findings, p: ContractParams
-) -> None:
+def check_output_kind(ctx: Context, out: Tensor, final_op: str, f: Findings, p: Thresholds) -> None:
     binary = ctx.task.name == "binary"
     kind = _output_kind(out, final_op, binary, p.prob_atol)
     want, name = _loss_expects(ctx)
@@ -132,7 +127,7 @@ def _loss_on(ctx: Context, model: nn.Module, batch: Batch, out: Tensor, rows: sl
 
 
 def check_loss(
-    ctx: Context, model: nn.Module, batch: Batch, out: Tensor, f: Findings, p: ContractParams
+    ctx: Context, model: nn.Module, batch: Batch, out: Tensor, f: Findings, p: Thresholds
 ) -> None:
     """A finite scalar, and a per-example mean: the batch's loss lies between its halves'."""
     n, h = len(batch), len(batch) // 2

@@ -7,22 +7,19 @@ from __future__ import annotations
 import copy
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from trackcheck.checks._shared._park import HOST, move
-from trackcheck.checks.contract._contract_findings import Findings, map_tensors
+from trackcheck.checks.contract._contract_findings import Findings, Thresholds, map_tensors
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch
 
-if TYPE_CHECKING:
-    from trackcheck.checks.contract._contract_params import ContractParams
 
-
-def check_step(ctx: Context, f: Findings, p: ContractParams, seed_offset: int) -> None:
+def check_step(ctx: Context, f: Findings, p: Thresholds, seed_offset: int) -> None:
     """Two calls on two batches (the stream ``seed_offset``): a finite loss each, the second
     leaves that batch's gradient only (compared with the same call on a copy whose .grad was
     cleared), train mode."""
@@ -108,7 +105,7 @@ def _norm(ts: list[Tensor]) -> float:
 
 def _judge_grads(
     f: Findings,
-    p: ContractParams,
+    p: Thresholds,
     g_prev: list[Tensor],
     g_clean: list[Tensor],
     g_cont: list[Tensor],

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from trackcheck.checks.contract._contract_findings import Findings
+from trackcheck.checks.contract._contract_findings import Findings, Thresholds
 from trackcheck.context import Context
 from trackcheck.pipeline import Batch, primary
 from trackcheck.tasks import Task
-
-if TYPE_CHECKING:
-    from trackcheck.checks.contract._contract_params import ContractParams
 
 
 def check_targets(ctx: Context, y: Tensor, f: Findings) -> bool:
@@ -194,7 +190,7 @@ def _shape_msg(os_: list[int], ys: list[int]) -> str:
     )
 
 
-def check_shift(ctx: Context, batch: Batch, f: Findings, p: ContractParams) -> None:
+def check_shift(ctx: Context, batch: Batch, f: Findings, p: Thresholds) -> None:
     """LM tuple batches hold the next tokens: y[:, t] == x[:, t + 1]. Dict batches are
     shifted by the pipeline (the Hugging Face convention), so they are not judged."""
     if isinstance(batch.raw, Mapping):
