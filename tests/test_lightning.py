@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("lightning")
 pytest.importorskip("torchmetrics")
 
-import lightning.pytorch as pl  # noqa: E402
 import helpers.lightning_models as M  # noqa: E402
+import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 
 from trackcheck import Report, Status  # noqa: E402
