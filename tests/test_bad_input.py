@@ -872,3 +872,12 @@ def test_a_server_that_dies_mid_stage_costs_seconds_one_line_and_keeps_the_repor
     assert "s3cr3t-pw" not in line
     doc = assert_reports(tmp_path / "out", True)
     assert doc is not None and doc["status"] == "passed"
+
+
+def test_no_data_selected_says_so_and_how_to_pick_one():
+    from omegaconf import OmegaConf
+
+    from trackcheck.cli import UsageError, build_data
+
+    with pytest.raises(UsageError, match=r"no data selected: pick a data config with data=NAME"):
+        build_data(OmegaConf.create({"data": None}))

@@ -554,3 +554,34 @@ def test_a_flat_tokens_plus_offsets_batch_gets_one_line_not_an_index_error():
     assert r.status == Status.FAIL, r.message
     assert "no row per example" in r.message and "nn.EmbeddingBag" in r.message
     assert "padding_idx" in r.message and r.message.count("(1)") == 1
+
+
+# --- a loss of unknown kind that levels off: a softmax inside the user's own loss -------------
+def softmax_then_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(out.softmax(-1), y)  # planted bug: the loss normalises twice
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_fails_a_loss_that_applies_softmax_before_its_cross_entropy(classes: int):
+    r = contract(lambda: MLP([8], classes), blobs(c=classes), loss=softmax_then_cross_entropy)
+    assert r.status == Status.FAIL
+    assert "levels off" in r.message and "softmax" in r.message
+
+
+def test_fails_a_binary_loss_that_applies_sigmoid_before_bce_with_logits():
+    def sigmoid_then_bce(out: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(out.sigmoid().reshape(y.shape), y)
+
+    r = contract(lambda: MLP([8], 1), blobs("binary"), loss=sigmoid_then_bce)
+    assert r.status == Status.FAIL and "levels off" in r.message
+
+
+# bound __call__s: losses trackcheck does not recognise by type, so their kind is probed
+@pytest.mark.parametrize(
+    "loss",
+    [nn.CrossEntropyLoss(label_smoothing=0.1).__call__, focal, nn.CrossEntropyLoss().__call__],
+    ids=["label_smoothing", "focal", "cross_entropy"],
+)
+def test_user_losses_that_reach_their_floor_at_confident_logits_pass(loss: Any):
+    r = contract(lambda: MLP([8], 4), blobs(), loss=loss)
+    assert r.status == Status.PASS, r.message

@@ -30,20 +30,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackcheck import cluster, names, startup, sweep
 from trackcheck.config import help_schema, schema
-from trackcheck.core import ConfigError, Report, Status
+from trackcheck.core import ConfigError, Report
 from trackcheck.interrupts import raise_terminated
 from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.redact import redact, redact_args, redact_text, secret_values
 from trackcheck.registry import all_checks
 from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
+# re-exported: the verdict's exit codes and one-line messages (trackcheck.verdict)
+from trackcheck.verdict import EXIT_FAILED as EXIT_FAILED
+from trackcheck.verdict import EXIT_PASSED as EXIT_PASSED
+from trackcheck.verdict import EXIT_USAGE as EXIT_USAGE
+from trackcheck.verdict import blocked_by as blocked_by
+from trackcheck.verdict import error as error
+from trackcheck.verdict import exit_code as exit_code
+from trackcheck.verdict import one_line as one_line
+from trackcheck.verdict import report_error as report_error
+
 # torch comes in with these (and with the checks, when the schema is built), so they are
 # imported where used: --help and the no-model message never import torch
 if TYPE_CHECKING:
     from trackcheck.data.spec import DataSpec
     from trackcheck.pipeline import Pipeline
-
-EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def input_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
@@ -55,41 +63,6 @@ def input_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
-
-
-def one_line(e: BaseException | str) -> str:
-    """A message as one line, without secrets: Hydra's and MLflow's span several."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return redact_text("; ".join(lines) or type(e).__name__)
-
-
-def error(e: BaseException | str) -> None:
-    print(f"trackcheck: error: {one_line(e)}", file=sys.stderr)
-
-
-def blocked_by(report: Report) -> list[str]:
-    """The preconditions (the pipeline contract) that failed: the checklist did not run."""
-    registry = all_checks()
-    bad = (Status.FAIL, Status.ERROR)
-    return [
-        c.name
-        for c in report.checks
-        if c.status in bad and c.name in registry and registry[c.name].precondition
-    ]
-
-
-def exit_code(report: Report) -> int:
-    """0 passed; 2 when a precondition failed (bad input: the pipeline does not fit the
-    checklist, which then could not judge the model); 1 for any other failed gate."""
-    if report.passed:
-        return EXIT_PASSED
-    return EXIT_USAGE if blocked_by(report) else EXIT_FAILED
-
-
-def report_error(report: Report) -> None:
-    """The one line for a stage stopped by a failed precondition."""
-    for name in blocked_by(report):
-        error(f"{name}: {report[name].message} (report: {report.output_dir}/report.json)")
 
 
 def _available_models() -> list[str]:
@@ -111,10 +84,16 @@ def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
         ) from e
 
 
-def build_data(cfg: DictConfig) -> DataSpec:
+def build_data(cfg: DictConfig, data: Any = None) -> DataSpec:
+    """``cfg.data`` built (or ``data``, already built from it) and checked to be a DataSpec."""
     from trackcheck.data.spec import DataSpec
 
-    data = _instantiate(cfg.data, "data")
+    data = _instantiate(cfg.data, "data") if data is None else data
+    if data is None:
+        raise UsageError(
+            "no data selected: pick a data config with data=NAME (+data=NAME when the model "
+            "config brings none), or give the data node a _target_"
+        )
     if not isinstance(data, DataSpec):
         raise UsageError(
             f"data._target_ returned {type(data).__name__}, not a trackcheck DataSpec: wrap your "
@@ -180,13 +159,19 @@ def build_and_run(
     from trackcheck.runner import run
     from trackcheck.validate import GatePolicy
 
-    data = build_data(cfg)
-    factory, bigger = build_model_factories(cfg, data)
-    optim = _instantiate(cfg.optim, "optim")
+    built = _instantiate(cfg.data, "data") if cfg.get("data") is not None else None
+    if _is_lightning_datamodule(built):  # lightning-hydra-template: model= a LightningModule
+        stage = _lightning_stage(cfg, built)
+        factory, data, bigger = stage.pop("model"), stage.pop("data"), None
+        stage.pop("device")
+        optim, pipeline = stage.pop("optimizer"), None
+    else:
+        data = build_data(cfg, built)
+        factory, bigger = build_model_factories(cfg, data)
+        optim, pipeline, stage = _instantiate(cfg.optim, "optim"), build_pipeline(cfg), {}
     tracker = tracker if tracker is not None else build_tracker(cfg)
     reference = _instantiate(cfg.reference, "reference") if cfg.get("reference") else None
     params = {name: OmegaConf.to_object(cfg.checks[name]) for name in all_checks()}
-    pipeline = build_pipeline(cfg)
     config = {str(k): v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}  # type: ignore[union-attr]
     return run(
         factory,
@@ -195,6 +180,7 @@ def build_and_run(
         params=params,
         optimizer=optim,
         pipeline=pipeline,
+        **stage,  # the LightningModule's step and loss
         device=cfg.device,
         seed=cfg.seed,
         gate=GatePolicy(required=list(cfg.gate.required), fail_on_warn=cfg.gate.fail_on_warn),
@@ -207,6 +193,26 @@ def build_and_run(
         progress=cfg.progress,
         pretrained=cfg.get("pretrained"),
     )
+
+
+def _is_lightning_datamodule(obj: Any) -> bool:
+    """Without importing Lightning: a module that never imported it built no DataModule."""
+    pl = sys.modules.get("lightning.pytorch") or sys.modules.get("pytorch_lightning")
+    return pl is not None and isinstance(obj, pl.LightningDataModule)
+
+
+def _lightning_stage(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """``data=`` a LightningDataModule and ``model=`` a LightningModule: the module's own
+    step, loss and configure_optimizers on the DataModule's loaders
+    (trackcheck.integrations.lightning)."""
+    from trackcheck.integrations.lightning import build_stage
+    from trackcheck.validate import resolve_device
+
+    if cfg.get("model") is None:
+        raise UsageError("data is a LightningDataModule: pick its LightningModule with model=NAME")
+    module = _instantiate(cfg.model, "model")
+    datamodule.prepare_data()
+    return build_stage(module, datamodule, device=resolve_device(cfg.device))
 
 
 # --- gate, then train --------------------------------------------------------------------------

@@ -161,6 +161,9 @@ def check_loss(
         loss_half_ratio=full / mean_half if mean_half else float("nan"),
         loss_scaling_exponent=k,
     )
+    unknown = callable(ctx.pipeline.loss) and _loss_expects(ctx)[0] is None
+    if unknown and ctx.task.name in ("multiclass", "lm", "binary"):
+        _check_plateau(ctx, out, batch.y, f)
     tol = p.mean_rtol * max(abs(a), abs(b), abs(full), 1e-12)
     if not (math.isfinite(a) and math.isfinite(b)) or min(a, b) - tol <= full <= max(a, b) + tol:
         return None
@@ -206,6 +209,46 @@ def judge_sum(f: Findings, summed: str, p: Thresholds) -> None:
         "sum (Adam-style optimizers normalise the scale away); otherwise reduce with a mean "
         "(reduction='mean', or divide by the batch size), or clip the gradient norm in the "
         "training step"
+    )
+
+
+# A loss of unknown kind (the user's callable, a framework's step) at outputs that put k on
+# every target (one-hot * k; +-k for one binary logit), k = 0, 5, 30. Fed logits, a loss
+# falls from k = 0 to k = 30 as the task's cross-entropy does (by ln C), whatever its class
+# weights, scale or constant terms (focal: to ~0; label smoothing rises again past k = 5).
+# Probabilities fed to a log-softmax level off: at ln(e + C - 1) - 1, above PLATEAU_SHARE
+# of the loss at k = 0 for any C (0.45 at C = 2, 0.63 at 10), after a fall of
+# ln C + 1 - ln(e + C - 1), at most 0.55 of the cross-entropy's (0.37 at C = 10; 0.23 for
+# one binary logit): a fall below PLATEAU_FALL of the cross-entropy's, no lower at k = 30
+# than at k = 5 and still above PLATEAU_SHARE of the start is that plateau.
+PLATEAU_KS = (0.0, 5.0, 30.0)
+PLATEAU_SHARE = 0.25
+PLATEAU_FALL = 0.75  # between the plateau's 0.55 and a logits-fed loss's 1
+
+
+def _check_plateau(ctx: Context, out: Tensor, y: Tensor, f: Findings) -> None:
+    """Fail a loss that levels off far above 0 however confident the correct output is."""
+    if ctx.task.name == "binary":
+        hot = (2 * y.float() - 1).reshape(out.shape).to(out.dtype)  # [B] or [B, 1]: +-1
+    elif out.shape[:-1] == y.shape:
+        hot = F.one_hot(y.long().clamp_min(0), out.shape[-1]).to(out.dtype)  # [..., C]
+    else:
+        return
+    try:
+        with torch.no_grad():
+            v0, v5, v30 = (float(ctx.loss(k * hot, y)) for k in PLATEAU_KS)
+            ce0, ce30 = (float(ctx.task.loss(k * hot, y)) for k in PLATEAU_KS[::2])
+    except (ValueError, RuntimeError, IndexError, TypeError):
+        return
+    fall = (v0 - v30) / (ce0 - ce30) if ce0 > ce30 else float("nan")
+    f.metrics.update(loss_at_confident_output=v30, loss_fall_ratio=fall)
+    if not (v30 > PLATEAU_SHARE * v0 and v30 <= v5 and fall < PLATEAU_FALL):
+        return
+    f.fail(
+        f"the loss levels off at {v30:.3g} (from {v0:.3g} at a zero output) however "
+        "confident the correct output is: a softmax or sigmoid inside the loss before a "
+        "cross-entropy that applies its own (it cannot approach 0 and its gradients "
+        "vanish). Feed the logits to the cross-entropy"
     )
 
 
