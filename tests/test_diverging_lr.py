@@ -186,9 +186,9 @@ def test_every_lr_far_too_high_fails_on_every_architecture(bad, arch, checks):
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("low", list(TOO_LOW))
 def test_every_lr_far_too_low_fails_or_warns_naming_the_lr(low, arch):
-    report = stage(arch, TOO_LOW[low], "fast")
-    assert not report.passed
-    r = report["lr_range"]
+    # a fit that moves nothing at the cap warns (it cannot tell a slow net from a broken
+    # one), and lr_range, run after that warning, names the lr and the range it measured
+    r = stage(arch, TOO_LOW[low], "fast")["lr_range"]
     assert r.status in (Status.WARN, Status.FAIL) and "usable range measured" in r.message
 
 

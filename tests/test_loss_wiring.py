@@ -11,7 +11,6 @@ from conftest import blobs, run_check
 from helpers.models import ColumnHead
 from torch import nn
 
-from trackcheck.checks.overfit_batch import _determined
 from trackcheck.core import Status
 from trackcheck.models import MLP
 
@@ -79,15 +78,3 @@ def test_a_fit_whose_outputs_exploded_is_no_fit():
     r = run_check("overfit_batch", mlp, blobs(), optimizer=lambda ps: torch.optim.Adam(ps, lr=1e3))
     assert r.status == Status.FAIL
     assert "beyond any use" in r.message and "lr 1e+03" in r.message
-
-
-def test_a_position_shared_by_every_sequence_is_not_demanded():
-    # four sequences that share their first target (a start token): no model can tell them
-    # apart there; their later targets differ after different prefixes
-    y = torch.tensor([[5, 1, 2], [5, 1, 3], [5, 2, 2], [6, 0, 0]])
-    d = _determined(y)
-    assert not d[:, 0].any()  # the first targets differ after the same (empty) prefix
-    assert d[3, 1:].all()  # after a prefix of its own, each target is fixed
-    assert not d[0, 1]  # after [5]: 1 or 2
-    assert not d[0, 2] and not d[1, 2]  # [5, 1] -> 2 or 3
-    assert d[2, 2]  # [5, 2] -> 2 only

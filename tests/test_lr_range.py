@@ -50,16 +50,17 @@ def test_skipped_unless_a_training_check_failed() -> None:
     assert "checks.lr_range.when=always" in r.message
 
 
-def test_runs_when_overfit_batch_failed() -> None:
-    # overfit_batch given 2 steps cannot fit its batch: the range test then runs by itself
+def test_runs_when_overfit_batch_could_not_decide() -> None:
+    # overfit_batch given 2 steps, and no more, cannot fit its batch and warns that it could
+    # not decide (a slow net or a wrong lr): the range test then runs by itself
     report = trackcheck.run(
         model,
         blobs(),
         checks=["overfit_batch", "lr_range"],
-        params={"overfit_batch": {"max_steps": 2}},
+        params={"overfit_batch": {"max_steps": 2, "extend_to": 2}},
         progress=False,
     )
-    assert report["overfit_batch"].status == Status.FAIL
+    assert report["overfit_batch"].status == Status.WARN
     r = report["lr_range"]
     assert r.status != Status.SKIP, r.message
-    assert r.message.startswith("after overfit_batch failed: configured lr")
+    assert r.message.startswith("after overfit_batch warned: configured lr")

@@ -53,7 +53,8 @@ WHEN = ("on_failure", "always")
 
 @dataclass
 class LrRangeParams:
-    # on_failure: only after one of `after` failed in this stage; always: every run
+    # on_failure: only after one of `after` failed or warned in this stage, or a training
+    # check's run diverged; always: every run
     when: str = "on_failure"
     after: list[str] = field(default_factory=lambda: ["overfit_batch", "loss_decreases"])
     # the sweep: 7 decades in 84 steps, 12 per decade (fastai's lr_find: 100 steps over
@@ -95,14 +96,20 @@ class Sweep:
 
 def _triggered(ctx: Context, p: LrRangeParams) -> list[str]:
     """The checks before this one that call for a range test: those in ``p.after`` that
-    failed, and every check whose run the shared trajectory judgement calls diverging (the
-    loss ended above its start, spiked, went non-finite, or the outputs exploded)."""
+    failed or warned (overfit_batch warns when its fit is undecided at the cap or fits
+    only at another lr: both lr questions), and every check whose run the shared trajectory
+    judgement calls diverging (the loss ended above its start, spiked, went non-finite, or
+    the outputs exploded)."""
     return [
         f"{r.name}'s run {_trajectory.recorded(r)}"
         if _trajectory.recorded(r) in _trajectory.DIVERGING
-        else f"{r.name} failed"
+        else f"{r.name} {r.status.value}ed"
         for r in ctx.finished
-        if (r.name in p.after and r.status == Status.FAIL and not r.metrics.get("loss_wiring"))
+        if (
+            r.name in p.after
+            and r.status in (Status.FAIL, Status.WARN)
+            and not r.metrics.get("loss_wiring")
+        )
         or _trajectory.recorded(r) in _trajectory.DIVERGING
     ]
 
@@ -283,7 +290,7 @@ def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     failed = _triggered(ctx, p)
     if p.when == "on_failure" and not failed:
         raise SkipCheck(
-            f"runs after a failed training check ({', '.join(p.after)} did not fail here) or "
+            f"runs after a failed or warned training check ({', '.join(p.after)} passed here) or "
             "a training run that diverged (none did); "
             "to run it anyway: checks.lr_range.when=always (Python: params={'lr_range': "
             "{'when': 'always'}})"
