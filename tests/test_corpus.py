@@ -17,8 +17,8 @@ import pytest
 from corpus._run import run_program
 
 SEEDS = [0, 1, 2]
-# three of the cheapest programs (0.3-15 s each), for the default run
-SMOKE = ["tut_poly_sin", "pt_regression", "tut_quickstart"]
+# three cheap programs (2-8 s each), pytorch/examples MNIST among them, for the default run
+SMOKE = ["pt_mnist", "pt_regression", "tut_quickstart"]
 
 
 def test_every_program_says_where_it_comes_from() -> None:

@@ -145,16 +145,20 @@ def test_softmax_before_cross_entropy_in_compute_loss_fails_the_contract(tmp_pat
     assert "levels off" in r.message and "softmax" in r.message
 
 
-def test_summed_loss_in_compute_loss_fails_the_contract(tmp_path: Path) -> None:
+def test_summed_loss_in_compute_loss_is_named_and_excused_by_the_trainers_clipping(
+    tmp_path: Path,
+) -> None:
+    # a sum over the batch scales the gradient with the batch size, but the Trainer clips
+    # it (max_grad_norm 1.0 by default) before the optimizer steps: a choice, named
     r = check(SummedTrainer, tmp_path, checks=["contract"])["contract"]
-    assert r.status == Status.FAIL
-    assert "the loss grows with the batch" in r.message
+    assert r.status == Status.PASS
+    assert "the loss grows with the batch" in r.message.lower() and "clipping" in r.message
 
 
 # --- the callback in trainer.train() ------------------------------------------------------
 def test_failed_gate_stops_train_before_the_first_step(tmp_path: Path) -> None:
     cb = TrackcheckCallback(checks=["contract"], progress=False)
-    trainer = make_trainer(SummedTrainer, tmp_path, callbacks=[cb])
+    trainer = make_trainer(SoftmaxTrainer, tmp_path, callbacks=[cb])
     with pytest.raises(SanityCheckFailed) as e:
         trainer.train()
     assert e.value.code == 2  # the CLI's code for a broken contract

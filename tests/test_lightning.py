@@ -105,9 +105,11 @@ def test_softmax_before_cross_entropy_in_the_step_fails_the_contract(tmp_path: P
     assert "levels off" in r.message and "softmax" in r.message
 
 
-def test_summed_loss_in_the_step_fails_the_contract(tmp_path: Path) -> None:
+def test_summed_loss_in_the_step_is_a_contract_warning(tmp_path: Path) -> None:
+    # a sum over the batch scales the effective lr with the batch size: a choice some
+    # programs make on purpose (pytorch/examples' VAE), so named as a warning, not a fail
     r = check(M.SummedLoss, tmp_path, checks=["contract"])["contract"]
-    assert r.status == Status.FAIL
+    assert r.status == Status.WARN
     assert "the loss grows with the batch" in r.message
 
 
@@ -119,7 +121,7 @@ def test_manual_step_without_zero_grad_fails_the_contract(tmp_path: Path) -> Non
 
 # --- the callback in trainer.fit -----------------------------------------------------------
 def test_failed_gate_stops_fit_before_the_first_training_step(tmp_path: Path) -> None:
-    model = M.SummedLoss()
+    model = M.SoftmaxBeforeCrossEntropy()
     before = [p.detach().clone() for p in model.parameters()]
     t = trainer(tmp_path, TrackcheckCallback(checks=["contract"], progress=False))
     with pytest.raises(SanityCheckFailed) as e:
@@ -151,8 +153,11 @@ def test_failed_gate_is_logged_to_mlflow_under_the_trainers_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service import utils
 
     monkeypatch.chdir(tmp_path)  # a sqlite store puts its artifacts in ./mlruns
+    # MLFlowLogger sets MLflow's process-wide tracking URI: put it back after this test
+    monkeypatch.setattr(utils, "_tracking_uri", getattr(utils, "_tracking_uri", None))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = pl.loggers.MLFlowLogger(experiment_name="lit", tracking_uri=uri)
     t = trainer(tmp_path, TrackcheckCallback(checks=["contract"], progress=False), logger=logger)

@@ -48,6 +48,9 @@ def test_failed_overfit_points_to_the_vanishing_gradient() -> None:
         tracker=None,
         progress=False,
     )
-    assert report["overfit_batch"].status == Status.FAIL
+    # the fit cannot decide in 20 steps (a slow net or a broken one): it warns, pointing to
+    # what gradient_flow found; gradient_flow's own FAIL gates the stage
+    assert report["overfit_batch"].status == Status.WARN
+    assert report["gradient_flow"].status == Status.FAIL and not report.passed
     msg = report["overfit_batch"].message
     assert "; gradient_flow: 3 of 13 layers get < 1e-06 of the last layer's gradient" in msg

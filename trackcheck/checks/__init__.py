@@ -40,8 +40,9 @@ How the checks talk to each other, besides their own results (all declared here)
 
 - reading another check's result (``ctx.finished``, the results so far in this stage),
   :data:`READS`: overfit_batch and loss_decreases append gradient_flow's first finding to
-  their failure message (``gradient_flow.finding_note``); lr_range runs (by default) only
-  after overfit_batch or loss_decreases failed (its ``after`` parameter) or after any check
+  their message when they fail or warn (``gradient_flow.finding_note``); lr_range runs (by
+  default) only after overfit_batch or loss_decreases failed or warned (its ``after``
+  parameter) or after any check
   that trains recorded a diverging run (input_independent, overfit_batch, output_range,
   loss_decreases judge their runs by ``_shared._trajectory`` and record the verdict in
   their metrics). A reader runs after what it reads.

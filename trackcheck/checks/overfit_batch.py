@@ -137,7 +137,7 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     if p.lr is None:  # the configured lr's run: what lr_range reads
         result.metrics.update(traj.metrics())
     lr = _lr_of(opt)
-    if result.status == Status.PASS and (unfit := _unfit(ctx, traj, raw, y, p, lr)):
+    if result.status == Status.PASS and (unfit := _unfit(ctx, traj, raw, y, p, lr, target)):
         result.status = Status.FAIL
         result.message = (
             f"{len(y)} examples reached loss {best:.3g} in {len(losses)} steps, {unfit}"
@@ -155,7 +155,7 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
             losses2 = _fit(ctx, model2, opt2, batch, target, p.max_steps, [], meter2)
             raw2 = _settle(ctx, model2, opt2, batch, target, p, losses2, meter2)
             traj2 = of_run(ctx, losses2, logit_view(ctx, raw2, domain), y, meter2)
-            unfit2 = _unfit(ctx, traj2, raw2, y, p, lr2)
+            unfit2 = _unfit(ctx, traj2, raw2, y, p, lr2, target)
             _judge_retry(result, losses, lr, (losses2, lr2), target, unfit2)
         if (
             result.status == Status.FAIL
@@ -168,7 +168,13 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
 
 
 def _unfit(
-    ctx: Context, traj: Trajectory, out: Tensor, y: Tensor, p: OverfitBatchParams, lr: float | None
+    ctx: Context,
+    traj: Trajectory,
+    out: Tensor,
+    y: Tensor,
+    p: OverfitBatchParams,
+    lr: float | None,
+    target: float,
 ) -> str:
     """Why a batch whose loss reached the target is not fit ('' when it is): "fit" means
     finite, bounded outputs (the shared trajectory judgement) and each example predicted
@@ -179,7 +185,7 @@ def _unfit(
             f"but {traj.why}{at}: the weights blew up, so a loss near its floor says nothing. "
             "The learning rate is far too high: lower it (lr_range measures the usable range)"
         )
-    wrong = _mispredicted(ctx, out.float(), y, p)
+    wrong = _mispredicted(ctx, out.float(), y, p, target)
     if wrong:
         return (
             f"but after the last step example(s) {', '.join(map(str, wrong[:8]))} are not "
@@ -189,12 +195,13 @@ def _unfit(
     return ""
 
 
-def _mispredicted(ctx: Context, out: Tensor, y: Tensor, p: OverfitBatchParams) -> list[int]:
+def _mispredicted(
+    ctx: Context, out: Tensor, y: Tensor, p: OverfitBatchParams, target: float
+) -> list[int]:
     """The examples of the batch whose prediction is not their label: the arg max over
     classes (logits, probabilities and log-probabilities alike); binary: the label whose
-    loss is lower; a language model: none (see below); regression: farther than
-    sqrt(n x max_loss_ratio) target std from the target, the largest one error a squared
-    loss at its target allows."""
+    loss is lower; a language model: none (see below); regression: an example whose own loss
+    exceeds n x ``target``, the most one example can have while the batch's mean is at it."""
     name, n = ctx.task.name, len(y)
     with torch.no_grad():
         if name == "binary":
@@ -213,12 +220,12 @@ def _mispredicted(ctx: Context, out: Tensor, y: Tensor, p: OverfitBatchParams) -
             # model's blow-up is the trajectory's to judge (outputs, steps, losses)
             return []
         else:
-            yt = ctx.targets("train").double()
-            tol = math.sqrt(n * p.max_loss_ratio) * float(yt.std()) if yt.numel() > 1 else 0.0
             if out.numel() != y.numel():  # not one prediction per target: nothing to compare
                 return []
-            err = (out.double().cpu().reshape(n, -1) - y.double().cpu().reshape(n, -1)).abs()
-            bad = err > tol + 1e-12
+            # one example's own loss (over all its outputs: a super-resolution image is one
+            # example of many pixels): a mean at the target allows one example n x the target
+            per = ctx.per_example_loss(out, y).double().cpu().reshape(n, -1).mean(-1)
+            bad = per > n * target + 1e-12
     return [int(i) for i in torch.nonzero(bad.reshape(n, -1).any(-1)).reshape(-1)]
 
 
@@ -276,7 +283,7 @@ def _settle(
         out = ctx.forward(model, batch.x).float()
     cap = max(p.max_steps, p.extend_to) - len(losses)
     for _ in range(min(p.settle_steps, cap) if losses and losses[-1] <= target else 0):
-        if not _mispredicted(ctx, out, batch.y, p):
+        if not _mispredicted(ctx, out, batch.y, p, target):
             break
         losses += train_steps(ctx, model, repeat(batch), 1, opt, on_step=meter)
         with torch.no_grad():

@@ -257,6 +257,10 @@ class _Joint(torch.optim.Optimizer):
         for o in self.optimizers:
             o.zero_grad(set_to_none=set_to_none)
 
+    def register_step_post_hook(self, hook: Any) -> Any:
+        # once per joint step, after the last optimizer stepped (the contract's clip probe)
+        return self.optimizers[-1].register_step_post_hook(hook)
+
 
 def _shimmed_class(cls: Any, harness: _Harness) -> type:
     """The module's own class with what a Trainer's loop provides standing in: a read-only

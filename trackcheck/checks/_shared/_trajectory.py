@@ -191,6 +191,7 @@ class UpdateMeter:
     after each step (``on_step``). Holds one copy of the trainable weights meanwhile."""
 
     def __init__(self, model: nn.Module, p: TrajectoryParams = DEFAULT) -> None:
+        self.model = model
         self.params = [q for q in model.parameters() if q.requires_grad]
         self.prev: list[Tensor] | None = [q.detach().clone() for q in self.params]
         self.left = p.update_steps
@@ -224,6 +225,11 @@ def of_run(
     loss on targets ``y`` (a constant output shaped like ``out``), the explosion on ``out``
     (the model's output after the run) against the task's bound."""
     step = update.max if update is not None else math.nan
+    if update is not None and isinstance(ctx.optimizer(update.model), torch.optim.LBFGS):
+        # a quasi-Newton step goes to the minimum of a curvature model, not lr x gradient:
+        # its size says nothing about the lr (pytorch/examples' time_sequence_prediction,
+        # LBFGS at lr 0.8, takes a first step larger than its small initial weights)
+        step = math.nan
     if out is None or y is None:
         return judge(losses, max_update=step, p=p)
     o = out.detach().float().to(ctx.device)

@@ -31,8 +31,10 @@ def check_step(ctx: Context, f: Findings, p: Thresholds, seed_offset: int) -> No
     raw = _loss_grad_norm(ctx, model, b1)  # before the hook below: not one of the step's
     modes: list[bool] = []  # module.training at each forward the step runs
     model.register_forward_pre_hook(lambda m, _args: modes.append(m.training))
-    stepped: list[float] = []  # the gradient norm at each optimizer.step() the step calls
-    hook = opt.register_step_pre_hook(lambda *_: stepped.append(_norm(_grads(model))))
+    # the gradient norm each optimizer.step() the step calls used, read after it: a closure
+    # step (Lightning's) computes the gradient inside step(), where a pre-hook sees none
+    stepped: list[float] = []
+    hook = opt.register_step_post_hook(lambda *_: stepped.append(_norm(_grads(model))))
     before = [q.detach().clone() for q in model.parameters()]
     ran_first = _run_step(ctx, model, b1, opt, f, "first") is not None
     hook.remove()

@@ -159,7 +159,8 @@ def finding_note(ctx: Context) -> str:
 
 
 def with_finding_note(ctx: Context, result: CheckResult) -> CheckResult:
-    """``result`` with :func:`finding_note` appended to its message when it failed."""
-    if result.status == Status.FAIL:
+    """``result`` with :func:`finding_note` appended to its message when it failed or
+    warned (an overfit that stayed undecided on a net whose gradient vanishes)."""
+    if result.status in (Status.FAIL, Status.WARN):
         result.message += finding_note(ctx)
     return result
