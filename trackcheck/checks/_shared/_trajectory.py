@@ -12,6 +12,7 @@ prediction tensor ([B, C] logits, [B, T, V], [B] / [B, 1] for binary and regress
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,7 +192,7 @@ class UpdateMeter:
     after each step (``on_step``). Holds one copy of the trainable weights meanwhile."""
 
     def __init__(self, model: nn.Module, p: TrajectoryParams = DEFAULT) -> None:
-        self.model = model
+        self.model = weakref.ref(model)  # not kept alive: one model in memory at a time
         self.params = [q for q in model.parameters() if q.requires_grad]
         self.prev: list[Tensor] | None = [q.detach().clone() for q in self.params]
         self.left = p.update_steps
@@ -225,7 +226,8 @@ def of_run(
     loss on targets ``y`` (a constant output shaped like ``out``), the explosion on ``out``
     (the model's output after the run) against the task's bound."""
     step = update.max if update is not None else math.nan
-    if update is not None and isinstance(ctx.optimizer(update.model), torch.optim.LBFGS):
+    model = update.model() if update is not None else None
+    if model is not None and isinstance(ctx.optimizer(model), torch.optim.LBFGS):
         # a quasi-Newton step goes to the minimum of a curvature model, not lr x gradient:
         # its size says nothing about the lr (pytorch/examples' time_sequence_prediction,
         # LBFGS at lr 0.8, takes a first step larger than its small initial weights)
