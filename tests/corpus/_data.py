@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from trackcheck import DataSpec, from_datasets
+from trackcheck.data.text import CharWindows
 
 
 class DictItems(Dataset[dict[str, Tensor]]):
@@ -118,31 +119,14 @@ def words(max_words: int = 60_000, vocab: int = 400) -> tuple[list[str], Tensor]
     return itos, torch.tensor([stoi.get(t, 0) for t in toks], dtype=torch.long)
 
 
-class Windows(Dataset[tuple[Tensor, Tensor]]):
-    """Non-overlapping windows of a token stream: x = ids[s:s+T], y = ids[s+1:s+T+1]."""
-
-    def __init__(self, ids: Tensor, seq_len: int) -> None:
-        self.ids, self.seq_len = ids, seq_len
-
-    def __len__(self) -> int:
-        return (len(self.ids) - 1) // self.seq_len
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        s = i * self.seq_len
-        chunk = self.ids[s : s + self.seq_len + 1]
-        return chunk[:-1], chunk[1:]
-
-
 def word_lm(seq_len: int, batch: int, max_words: int = 12_000) -> DataSpec:
     """Word-level next-token windows ([T] each; the loader stacks them batch-first)."""
     itos, ids = words()
     ids = ids[:max_words]
     cut = int(0.9 * len(ids))
     spec = from_datasets(
-        Windows(ids[:cut], seq_len),
-        Windows(ids[cut:], seq_len),
+        CharWindows(ids[:cut], seq_len),
+        CharWindows(ids[cut:], seq_len),
         "lm",
         len(itos),
         kind="tokens",
