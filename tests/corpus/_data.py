@@ -16,27 +16,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from helpers.hf_models import DictItems  # noqa: F401  (the corpus's Hugging Face items)
 from torch import Tensor
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from trackcheck import DataSpec, from_datasets
 from trackcheck.data.text import CharWindows
-
-
-class DictItems(Dataset[dict[str, Tensor]]):
-    """Rows of equally long tensors, one dict per item (the Hugging Face convention)."""
-
-    def __init__(self, **columns: Tensor) -> None:
-        self.columns = columns
-        self.n = len(next(iter(columns.values())))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return {k: v[i] for k, v in self.columns.items()}
 
 
 # --- images -----------------------------------------------------------------------------------
