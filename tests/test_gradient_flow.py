@@ -3,10 +3,16 @@ models pass."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from conftest import blobs, run_check
+from matplotlib.figure import Figure
 from torch import nn
 
+from trackcheck import plots
+from trackcheck.checks.gradient_flow._grad_probe import Trace
+from trackcheck.checks.gradient_flow._grad_report import Judged, ratios, report
 from trackcheck.core import Status
 from trackcheck.models import MLP, ResNet
 
@@ -146,3 +152,50 @@ def test_correct_resnet_passes_with_the_figure(digits_data) -> None:
 def test_correct_mlp_passes() -> None:
     r = run_check("gradient_flow", lambda: MLP([8], 4, width=32), blobs())
     assert r.status == Status.PASS, r.message
+
+
+# --- the figure: what the check judged, readable ------------------------------------------
+def growing_trace() -> Trace:
+    """Two layers over 3 steps, the gradient norm growing 1000x; one ReLU site, 95% dead."""
+    mean = np.array([[1e-2, 1e-1], [1.0, 10.0], [5.0, 50.0]])  # [S, L]
+    return Trace(
+        layers=["body.0.weight", "head.weight"],
+        mean_abs=mean,
+        max_abs=mean * 3,
+        update=np.full((3, 2), 1e-3),
+        grad_norm=np.array([0.5, 50.0, 500.0]),
+        no_grad=[],
+        not_called=[],
+        dead={"body.1": 0.95},
+        units={"body.1": 32},
+        samples={"body.1": 64},
+        losses=[2.3, 40.0, 900.0],
+    )
+
+
+def drawn(trace: Trace) -> Figure:
+    judged = Judged(1e-6, 1e6, max_growth=100.0, max_dead_share=0.9, min_dead_samples=16)
+    res = report(Status.FAIL, trace, ratios(trace), [], [], (1e-6, 1e6), judged)
+    fig = res.figures["flow"]
+    assert isinstance(fig, plots.Deferred)
+    return fig.draw()
+
+
+def test_the_figure_draws_the_gradient_norm_per_step_against_its_growth_limit() -> None:
+    norm, layers, dead = drawn(growing_trace()).axes
+    line = norm.get_lines()[0]
+    assert list(line.get_ydata()) == [0.5, 50.0, 500.0]  # the series judged, per step
+    (limit,) = [ln for ln in norm.get_lines() if ln.get_linestyle() == "--"]
+    assert limit.get_ydata()[0] == pytest.approx(0.5 * 100)  # step 0's norm x max_growth
+    assert norm.get_yscale() == "log"
+    assert "grows 1e+03x (limit 100x)" in norm.get_title()
+    assert norm.title.get_color() == "tab:red"
+
+
+def test_the_figure_names_each_layer_readably_and_each_dead_site_against_its_limit() -> None:
+    _, layers, dead = drawn(growing_trace()).axes
+    names = [t.get_text() for t in layers.get_yticklabels()]
+    assert names == ["body.0.weight", "head.weight"]  # forward order, horizontal text
+    assert all(t.get_rotation() == 0 and t.get_fontsize() >= 9 for t in layers.get_yticklabels())
+    assert [t.get_text() for t in dead.get_yticklabels()] == ["body.1"]
+    assert "1 beyond the limit" in dead.get_title()

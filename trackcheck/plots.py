@@ -153,22 +153,64 @@ def figure(w: float = 5.0, h: float = 3.2, **margins: float) -> tuple[Figure, An
     return fig, ax
 
 
+# a series whose positive values span more than this factor gets a log axis: on a linear
+# one, a loss that jumps to 3e7 at step 1 and falls back to 2 draws as a spike then a flat
+# line at 0 (it "decreased"); two decades is where a linear axis starts to flatten the rest
+LOG_SPAN = 100.0
+
+
+def y_scale(*series: Sequence[float]) -> tuple[str, float]:
+    """The y scale that shows every value of ``series``: ``("linear", 0)``, ``("log", 0)``
+    for positive values spanning more than :data:`LOG_SPAN`, ``("symlog", linthresh)`` when
+    they span as much but some are 0 or negative (linear within ``linthresh`` of 0, the
+    smallest nonzero magnitude's order). Non-finite values are left out (matplotlib draws
+    none)."""
+    v = np.concatenate([np.asarray(s, dtype=float).ravel() for s in series] or [np.zeros(0)])
+    v = v[np.isfinite(v)]
+    mag = np.abs(v[v != 0])
+    if not mag.size or mag.max() <= LOG_SPAN * mag.min():
+        return "linear", 0.0
+    if (v > 0).all():
+        return "log", 0.0
+    return "symlog", float(10 ** np.floor(np.log10(mag.min())))
+
+
+def set_y_scale(ax: Any, *series: Sequence[float]) -> str:
+    """Give ``ax`` the :func:`y_scale` of ``series``; returns its name (for the label)."""
+    scale, linthresh = y_scale(*series)
+    if scale == "symlog":
+        ax.set_yscale("symlog", linthresh=linthresh)
+    elif scale == "log":
+        ax.set_yscale("log")
+        sparse_log_minor_ticks(ax.yaxis)
+    return scale
+
+
 def curves(
     series: Mapping[str, Sequence[float]],
     title: str,
     ylabel: str = "loss",
-    logy: bool = False,
+    logy: bool | None = None,
     hline: float | None = None,
     hline_label: str = "",
 ) -> Figure:
+    """Named series over their steps, in one Axes so that a check's comparison (real vs
+    blanked inputs, the model vs a bigger one) is one picture. ``logy``: None picks the
+    scale (:func:`y_scale`: log where the values span orders of magnitude), True/False
+    forces it."""
     fig, ax = figure()
     for name, ys in series.items():
         ax.plot(np.arange(len(ys)), ys, label=name)
     if hline is not None:
         ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
-    if logy:
-        ax.set_yscale("log")
-    ax.set(title=title, xlabel="step", ylabel=ylabel)
+    values = [*series.values(), *([[hline]] if hline is not None else [])]
+    if logy is None:
+        scale = set_y_scale(ax, *values)
+    else:
+        scale = "log" if logy else "linear"
+        ax.set_yscale(scale)
+    unit = f"{ylabel} ({scale} scale)" if scale != "linear" else ylabel
+    ax.set(title=title, xlabel="step", ylabel=unit)
     ax.legend(fontsize=8)
     return fig
 

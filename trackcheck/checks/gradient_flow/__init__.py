@@ -23,6 +23,7 @@ from trackcheck.checks.gradient_flow._grad_probe import Trace, run_probe
 from trackcheck.checks.gradient_flow._grad_report import (
     NAME,
     Finding,
+    Judged,
     finding_note,
     ratios,
     report,
@@ -112,7 +113,8 @@ def gradient_flow(ctx: Context, p: GradientFlowParams) -> CheckResult:
     warns += unused if never else []
     status = Status.FAIL if fails else Status.WARN if warns else Status.PASS
     limits = (p.vanish_ratio, p.explode_ratio)
-    return report(status, trace, ratio, fails + warns, notes, limits)
+    judged = Judged(*limits, p.max_growth, p.max_dead_share, p.min_dead_samples)
+    return report(status, trace, ratio, fails + warns, notes, limits, judged)
 
 
 def _frozen_head(ctx: Context, model: nn.Module) -> Finding | None:

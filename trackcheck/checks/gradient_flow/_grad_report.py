@@ -5,6 +5,7 @@ figure, and the pointer the checks that train append to their failure messages."
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,7 @@ from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 NAME = "gradient_flow"
@@ -57,8 +59,10 @@ def report(
     findings: list[Finding],
     notes: list[str],
     limits: tuple[float, float],
+    judged: Judged | None = None,
 ) -> CheckResult:
-    """The values (metrics, per-layer table, figure) and the verdict's message."""
+    """The values (metrics, per-layer table, figure) and the verdict's message. ``judged``:
+    the limits the figure draws (those of ``limits`` and the growth and dead-unit ones)."""
     finite = ratio[np.isfinite(ratio)]
     upd = update_medians(trace)
     g = trace.grad_norm
@@ -106,8 +110,10 @@ def report(
         "rows": rows,
     }
     if rows:
-        mean, mx = trace.mean_abs.mean(0), trace.max_abs.max(0)
-        res.figures["flow"] = plots.deferred(flow_figure, layers, mean, mx)
+        res.figures["flow"] = plots.deferred(
+            flow_figure, layers, trace.mean_abs.mean(0), trace.max_abs.max(0), list(map(float, g)),
+            judged or Judged(limits[0], limits[1]), _judged_dead(trace, judged),
+        )  # fmt: skip
     return res
 
 
@@ -130,22 +136,153 @@ def result(
     )
 
 
-def flow_figure(layers: list[str], mean: np.ndarray, mx: np.ndarray) -> Figure:
-    """The classic gradient-flow plot: max and mean |grad| per layer, in forward order."""
-    bottom = plots.text_inches(layers, 6) + 0.45  # the rotated layer names, the x label
-    fig, ax = plots.figure(max(5.0, 0.25 * len(layers) + 2), 2.4 + bottom, bottom=bottom)
-    x = np.arange(len(layers))
-    ax.bar(x, mx, color="tab:cyan", alpha=0.5, lw=1, label="max |grad|")
-    ax.bar(x, mean, color="tab:blue", alpha=0.8, lw=1, label="mean |grad|")
-    ax.set_yscale("log")
-    tallest = mx[np.isfinite(mx) & (mx > 0)]
-    if tallest.size:  # a decade of headroom above the bars, where the legend goes
-        ax.set_ylim(top=float(tallest.max()) * 10)
-        plots.sparse_log_minor_ticks(ax.yaxis)
-    ax.set_xticks(x, layers, rotation=90, fontsize=6)
-    ax.set(title="gradient flow (mean over steps)", xlabel="layer (forward order)", ylabel="|grad|")
-    ax.legend(fontsize=8)
+@dataclass(frozen=True)
+class Judged:
+    """The limits gradient_flow judged by, as its figure draws them (plain floats: the
+    figure may be drawn in another process)."""
+
+    vanish_ratio: float
+    explode_ratio: float
+    max_growth: float = 0.0  # 0: not drawn
+    max_dead_share: float = 0.0
+    min_dead_samples: int = 0
+
+
+def _judged_dead(trace: Trace, judged: Judged | None) -> dict[str, float]:
+    """ReLU sites that saw enough values to be judged -> their dead share."""
+    least = judged.min_dead_samples if judged else 0
+    return {s: v for s, v in trace.dead.items() if trace.samples.get(s, 0) >= least}
+
+
+FONT = 9  # layer names and tick labels: 10 px at the saved DPI, readable at 100% zoom
+LEGEND = 2.1  # inches right of the panels: their legends, never over a bar
+NAME_MAX = 48  # characters of a layer name shown (the middle cut): the table has them whole
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= NAME_MAX else name[:20] + "…" + name[-(NAME_MAX - 21) :]
+
+
+def flow_figure(
+    layers: list[str],
+    mean: np.ndarray,
+    mx: np.ndarray,
+    grad_norm: list[float],
+    judged: Judged,
+    dead: dict[str, float],
+) -> Figure:
+    """What gradient_flow judged, top to bottom: the whole gradient's norm over the steps
+    against its growth limit; each layer's mean and max |grad| (forward order, names read
+    horizontally) against the vanish/explode limits, which are relative to the last layer's
+    mean |grad|; each judged ReLU site's dead share against its limit. Red: beyond a limit.
+    Layer rows: ``mean``, ``mx`` [L]; ``grad_norm`` [S]."""
+    names = [_short(n) for n in [*layers, *dead]]
+    left = plots.text_inches(names, FONT) + 0.25
+    rows = [1.6, 0.22 * len(layers) + 0.3, *([0.22 * len(dead) + 0.3] if dead else [])]
+    gaps = 0.75  # a title above each panel and the x label below it
+    h = 0.35 + sum(rows) + gaps * (len(rows) - 1) + 0.55
+    w = left + 4.2 + LEGEND
+    fig = plots.pyplot().figure(figsize=(w, h))
+    y = h - 0.35
+    boxes = []
+    for r in rows:  # each panel placed in inches: the names' margin is the same for all
+        y -= r
+        boxes.append(fig.add_axes((left / w, y / h, 4.2 / w, r / h)))
+        y -= gaps
+    _norm_panel(boxes[0], grad_norm, judged.max_growth)
+    _layer_panel(boxes[1], layers, mean, mx, judged)
+    if dead:
+        _dead_panel(boxes[2], dead, judged.max_dead_share)
     return fig
+
+
+def _legend(ax: Axes) -> None:
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+
+
+def _norm_panel(ax: Axes, g: list[float], max_growth: float) -> None:
+    """[S] the gradient norm per step (log axis), the growth limit (step 0's x max_growth)."""
+    steps, v = np.arange(len(g)), np.asarray(g, dtype=float)
+    ok = np.isfinite(v) & (v > 0)
+    ax.plot(steps[ok], v[ok], "o-", color="tab:blue", label="gradient norm")
+    title, over = "gradient norm over the steps", False
+    if len(v) and ok[0] and max_growth > 0:
+        limit = v[0] * max_growth
+        high = ok & (v > limit)
+        over = bool(high.any() or not np.isfinite(v).all())
+        ax.axhline(limit, color="tab:red", ls="--", lw=1, label=f"limit: {max_growth:g}x step 0")
+        ax.plot(steps[high], v[high], "o", color="tab:red")
+        title += f": grows {v[ok].max() / v[0]:.3g}x (limit {max_growth:g}x)"
+    if not np.isfinite(v).all():
+        k = int(np.flatnonzero(~np.isfinite(v))[0])
+        title += f"; {v[k]} at step {k}"
+        over = True
+    ax.set_yscale("log")
+    ax.set_xticks(steps)
+    ax.tick_params(labelsize=FONT)
+    ax.set_title(title, fontsize=10, color="tab:red" if over else "k")
+    ax.set_xlabel("step", fontsize=FONT)
+    ax.set_ylabel("||grad||", fontsize=FONT)
+    _legend(ax)
+
+
+def _layer_panel(ax: Axes, layers: list[str], mean: np.ndarray, mx: np.ndarray, j: Judged) -> None:
+    y = np.arange(len(layers))
+    got = np.flatnonzero(np.isfinite(mean) & (mean > 0))
+    ref = float(mean[got[-1]]) if len(got) else 0.0
+    ratio = mean / ref if ref > 0 else np.full(len(mean), np.nan)
+    beyond = (ratio < j.vanish_ratio) | (ratio > j.explode_ratio)
+    ax.barh(y, np.where(mx > 0, mx, np.nan), color="tab:cyan", alpha=0.5, label="max |grad|")
+    colors = ["tab:red" if b else "tab:blue" for b in beyond]
+    ax.barh(y, np.where(mean > 0, mean, np.nan), color=colors, alpha=0.85, label="mean |grad|")
+    ax.set_xscale("log")
+    ax.set_yticks(y, [_short(n) for n in layers], fontsize=FONT)
+    for k in np.flatnonzero(beyond):
+        ax.get_yticklabels()[k].set_color("tab:red")
+    ax.invert_yaxis()  # forward order, top to bottom
+    shown = np.concatenate([mean[mean > 0], mx[mx > 0]])
+    note = ""
+    if ref > 0 and shown.size:
+        lo, hi = float(shown.min()) / 10, float(shown.max()) * 10
+        for r, what in ((j.vanish_ratio, "vanish"), (j.explode_ratio, "explode")):
+            if lo <= ref * r <= hi:
+                ax.axvline(ref * r, color="tab:red", ls="--", lw=1, label=f"{what} limit")
+        ax.axvline(ref, color="0.3", ls=":", lw=1, label=f"last layer ({_short(layers[got[-1]])})")
+        if not all(lo <= ref * r <= hi for r in (j.vanish_ratio, j.explode_ratio)):
+            note = f" (limits {j.vanish_ratio:g}x-{j.explode_ratio:g}x of it: off the axis)"
+        ax.set_xlim(lo, hi)
+    plots.sparse_log_minor_ticks(ax.xaxis)
+    ax.tick_params(axis="x", labelsize=FONT)
+    bad = int(beyond.sum())
+    ax.set_title(
+        f"|grad| per layer, mean over steps: {bad} of {len(layers)} beyond the limits"
+        if bad
+        else f"|grad| per layer, mean over steps: all {len(layers)} within the limits",
+        fontsize=10,
+        color="tab:red" if bad else "k",
+    )
+    ax.set_xlabel("|grad| vs the last layer's mean" + note, fontsize=FONT)
+    _legend(ax)
+
+
+def _dead_panel(ax: Axes, dead: dict[str, float], limit: float) -> None:
+    sites = list(dead)
+    y = np.arange(len(sites))
+    share = np.array([dead[s] for s in sites])
+    over = share > limit
+    ax.barh(y, share, color=["tab:red" if o else "tab:blue" for o in over])
+    ax.axvline(limit, color="tab:red", ls="--", lw=1, label=f"limit {limit:.0%}")
+    ax.set_xlim(0, 1)
+    ax.set_yticks(y, [_short(s) for s in sites], fontsize=FONT)
+    ax.invert_yaxis()
+    ax.tick_params(axis="x", labelsize=FONT)
+    ax.set_title(
+        f"dead units per ReLU layer (never fire): {int(over.sum())} beyond the limit",
+        fontsize=10,
+        color="tab:red" if over.any() else "k",
+    )
+    ax.set_xlabel("share of units that never fired", fontsize=FONT)
+    _legend(ax)
 
 
 def finding_note(ctx: Context) -> str:
