@@ -127,41 +127,86 @@ def test_summary_keys_hold_each_verdict_and_scalar(logged):
         assert f"sanity/{c.name}/duration_s" in s
 
 
-def test_history_holds_only_curves_and_one_value_per_check(logged):
-    """Panels come from history keys: the series, each check's value, the verdict; the
-    other numbers stay in the summary, where they make no single-point chart."""
-    _, records, _, report = logged
+def test_history_holds_only_curves_each_checks_value_is_a_summary_column(logged):
+    """Panels come from history keys: only the series are there; each check's value and
+    every other number are summary columns, where they make no single-point chart."""
+    summary, records, _, report = logged
     keys = {k for h in history(records) for k in h if not k.startswith("_")}
     numbers = {k for k in keys if "." not in k}  # media are logged as <key>._type, .path...
-    curves = {f"sanity/{c.name}/{k}" for c in report.checks for k in c.series}
-    steps = {f"sanity/{c.name}/step" for c in report.checks if c.series}
-    values = {f"sanity/value/{c.name}" for c in report.checks}
-    assert curves and numbers == curves | steps | values
-    (row,) = [h for h in history(records) if "sanity/value/loss_at_init" in h]
-    assert row["sanity/value/loss_at_init"] == pytest.approx(report["loss_at_init"].value)
+    curves = {f"sanity-{c.name}/{k}" for c in report.checks for k in c.series}
+    steps = {f"sanity-{c.name}/step" for c in report.checks if c.series}
+    assert curves and numbers == curves | steps
+    value = summary["summary"]["sanity/value/loss_at_init"]
+    assert value == pytest.approx(report["loss_at_init"].value)
+
+
+def test_each_checks_panels_sit_in_a_section_of_their_own(logged):
+    """W&B sections panels by the key's first segment: one per check, and ``sanity`` for
+    the overview (the summary table, the table of numbers, report.html)."""
+    _, records, _, report = logged
+    keys = {k.split(".")[0] for h in history(records) for k in h if not k.startswith("_")}
+    sections: dict[str, set[str]] = {}
+    for k in keys:
+        first, rest = k.split("/", 1)
+        sections.setdefault(first, set()).add(rest)
+    assert sections.pop("sanity") == {"summary", "metrics", "report"}
+    assert sections["sanity-overfit_batch"] == {"step", "loss", "overlay"}
+    assert set(sections) <= {f"sanity-{c.name}" for c in report.checks}
 
 
 def test_each_series_is_logged_against_its_checks_own_step(logged):
     _, records, _, report = logged
     metrics = {r["metric"]["name"]: r["metric"] for r in records if r["type"] == "metric"}
-    assert metrics["sanity/overfit_batch/loss"]["step_metric"] == "sanity/overfit_batch/step"
+    assert metrics["sanity-overfit_batch/loss"]["step_metric"] == "sanity-overfit_batch/step"
     rows = [
-        (h["sanity/overfit_batch/step"], h["sanity/overfit_batch/loss"])
+        (h["sanity-overfit_batch/step"], h["sanity-overfit_batch/loss"])
         for h in history(records)
-        if "sanity/overfit_batch/loss" in h
+        if "sanity-overfit_batch/loss" in h
     ]
     expected = report["overfit_batch"].series["loss"]
     assert [step for step, _ in rows] == [step for step, _ in expected]
     assert [v for _, v in rows] == pytest.approx([v for _, v in expected])
 
 
+def test_series_that_measure_one_thing_share_one_chart(env, tmp_path):
+    """A check's compared series (real vs blanked inputs) become one multi-series line
+    chart, beside each series' own panel; unlike series (loss and lr) do not."""
+    tracker = WandbTracker(project="tc-test")
+    tracker.start({}, "sanity-test")
+    real = [(0, 2.3), (1, 1.9), (2, 1.2)]
+    blanked = [(0, 2.3), (1, 2.2), (2, float("inf"))]  # a point no chart can draw
+    tracker.log_series(
+        {"sanity/t/train_loss_real": real, "sanity/t/train_loss_blanked": blanked},
+        "sanity/t/step",
+    )
+    tracker.log_series({"sanity/u/loss": real, "sanity/u/lr": real}, "sanity/u/step")
+    tracker.finish("FINISHED")
+    records = leet_records(str(tracker.run.settings.sync_dir))
+    charts = {
+        key: chart["panel_config"]["panelDefId"]
+        for r in records
+        if r["type"] == "config"
+        for key, chart in r["config"].get("update", {}).items()
+        if key.startswith("_wandb.visualize")
+    }
+    assert charts == {"_wandb.visualize.sanity-t/train_loss_compared": "wandb/lineseries/v0"}
+    (row,) = [h for h in history(records) if "sanity-t/train_loss_compared_table._type" in h]
+    files = Path(tracker.run.settings.files_dir)
+    table = json.loads((files / row["sanity-t/train_loss_compared_table.path"]).read_text())
+    assert table["columns"] == ["step", "lineKey", "lineVal"]
+    assert table["data"] == [
+        [0, "train_loss_real", 2.3], [1, "train_loss_real", 1.9], [2, "train_loss_real", 1.2],
+        [0, "train_loss_blanked", 2.3], [1, "train_loss_blanked", 2.2],
+    ]  # fmt: skip
+
+
 def test_figure_summary_table_and_html_report_are_media_files(logged):
     _, records, run_dir, report = logged
     (row,) = [h for h in history(records) if "sanity/summary._type" in h]
-    assert row["sanity/overfit_batch/overlay._type"] == "image-file"
+    assert row["sanity-overfit_batch/overlay._type"] == "image-file"
     assert row["sanity/report._type"] == "html-file"
     files = run_dir / "files"
-    assert (files / row["sanity/overfit_batch/overlay.path"]).is_file()
+    assert (files / row["sanity-overfit_batch/overlay.path"]).is_file()
     assert (files / row["sanity/report.path"]).read_text().startswith("<!doctype html>")
     table = json.loads((files / row["sanity/summary.path"]).read_text())
     assert table["columns"][:5] == ["check", "status", "value", "threshold", "message"]
@@ -260,8 +305,8 @@ def test_attaches_to_the_callers_run_without_moving_its_step(env, tmp_path):
     assert flat((h["_step"], h["train/loss"]) for h in rows) == pytest.approx(
         flat([(0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.2), (4, 0.1)])
     )
-    assert rows[2]["sanity/overfit_batch/overlay._type"] == "image-file"
-    assert rows[2]["sanity/overfit_batch/loss_table._type"] == "table-file"  # a line chart
+    assert rows[2]["sanity-overfit_batch/overlay._type"] == "image-file"
+    assert rows[2]["sanity-overfit_batch/loss_table._type"] == "table-file"  # a line chart
     assert summary["summary"]["sanity/passed"] is True
     assert summary["tags"] == ["sanity:passed"]
     assert summary["config"]["lr"] == 0.1 and summary["config"]["sanity"]["optim"]["lr"] == 0.01

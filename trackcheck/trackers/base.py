@@ -58,6 +58,7 @@ __all__ = [
     "TrackerError",
     "WARN_CHECK",
     "check_key",
+    "compared",
     "explain",
     "figure_key",
     "log_report",
@@ -170,6 +171,19 @@ def metrics_rows(report: Report) -> list[list[Any]]:
         for c in report.checks
         for k, v in [*c.metrics.items(), ("duration_s", c.duration_s)]
     ]
+
+
+def compared(series: dict[str, list[tuple[int, float]]]) -> str | None:
+    """The word a check's series all share, when it has two or more of them (``loss`` of
+    ``loss_run1``, ``loss_run2``; ``train_loss`` of ``train_loss_real``,
+    ``train_loss_blanked``): the series measure one thing under the conditions the check
+    compares, so a backend that can draw several series in one chart draws them together
+    (W&B). None when they measure different things (``loss`` and ``lr``)."""
+    if len(series) < 2:
+        return None
+    names = [k.rsplit("/", 1)[-1].split("_") for k in series]
+    shared = [w for w in names[0] if all(w in n for n in names[1:])]
+    return "_".join(shared) or None
 
 
 def log_report(tracker: Tracker, report: Report, files: list[Path] | None = None) -> None:

@@ -40,6 +40,7 @@ offline with wandb's own reader (``read_offline_verdicts``) or from the server
 
 from __future__ import annotations
 
+import math
 import netrc
 import os
 import shutil
@@ -57,7 +58,7 @@ from trackcheck.names import PASSED_KEY, RunStatus
 from trackcheck.redact import redact_args
 
 # re-exported: the gate and the tests import the readers from here
-from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError, scalars
+from trackcheck.trackers.base import EXPLAINED, FileKind, TrackerError, compared, scalars
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 # W&B has no "killed" state: an interrupt ends the run failed with the shell's SIGINT code
@@ -314,24 +315,29 @@ class WandbTracker:
 
     # --- logging --------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        # the verdict is a summary bool (set_verdict); as a history value it would overwrite
-        # that bool when an attached run's pending row is committed after us
-        self._row.update({k: v for k, v in metrics.items() if k != PASSED_KEY})
+        # single numbers go to the run summary (the runs table's columns, the Overview), never
+        # to the history: W&B draws a panel for every history key, and a one-point chart per
+        # check buried the curves. The verdict is a summary bool, written by set_verdict.
+        self.run.summary.update({k: v for k, v in metrics.items() if k != PASSED_KEY})
 
     def log_series(self, series: dict[str, list[tuple[int, float]]], step_key: str) -> None:
+        together = _together(series)
         if self.attached:
             self._add_charts(series)
+            self._row.update(together)
             return
-        self.run.define_metric(step_key, hidden=True)
+        step = panel_key(step_key)
+        self.run.define_metric(step, hidden=True)
         for key in series:
-            self.run.define_metric(key, step_metric=step_key)
+            self.run.define_metric(panel_key(key), step_metric=step)
         # one row per step, all of this check's series side by side: {step_key: s, key: v}
         rows: dict[int, dict[str, float]] = {}
         for key, points in series.items():
             for s, v in points:
-                rows.setdefault(int(s), {step_key: int(s)})[key] = float(v)
+                rows.setdefault(int(s), {step: int(s)})[panel_key(key)] = float(v)
         for s in sorted(rows):
             self.run.log(rows[s])
+        self._row.update(together)
 
     def _add_charts(self, series: dict[str, list[tuple[int, float]]]) -> None:
         """A line chart over a (step, value) table per series: no history rows at all."""
@@ -341,16 +347,19 @@ class WandbTracker:
             table = wandb.Table(
                 columns=["step", leaf], data=[[int(s), float(v)] for s, v in points]
             )
-            self._row[key] = wandb.plot.line(table, "step", leaf, title=key)
+            self._row[panel_key(key)] = wandb.plot.line(table, "step", leaf, title=key)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-        self._row[key] = _wandb().Table(columns=columns, data=rows, allow_mixed_types=True)
+        self._row[panel_key(key)] = _wandb().Table(
+            columns=columns, data=rows, allow_mixed_types=True
+        )
 
     def log_file(self, key: str, path: Path, kind: FileKind = "file") -> None:
         if kind == "image":
-            self._row[key] = _wandb().Image(str(path))
+            self._row[panel_key(key)] = _wandb().Image(str(path))
         elif kind == "html":
-            self._row[key] = _wandb().Html(str(path), inject=False)  # our page keeps its CSS
+            # inject=False: our page keeps its own CSS
+            self._row[panel_key(key)] = _wandb().Html(str(path), inject=False)
         elif not self._disabled:
             # a copy inside the run's folder (a file outside it would be symlinked, and lost
             # from an offline run if the output dir moves before `wandb sync`)
@@ -431,6 +440,40 @@ class WandbTracker:
         else:
             out["url"] = self.run.url
         return out
+
+
+# --- panels: a section per check ------------------------------------------------------------
+def panel_key(key: str) -> str:
+    """The history key of a panel: ``sanity/<check>/<name>`` -> ``sanity-<check>/<name>``.
+    W&B puts a run's panels in sections by the key's first segment, so each check's curves,
+    figures and tables get a section of their own (``sanity-gradient_flow``) and the
+    overview (``sanity/summary``, ``sanity/metrics``, ``sanity/report``) stays in ``sanity``.
+    Summary keys (``sanity/<check>/status``, the numbers) keep the shared names."""
+    parts = key.split("/", 2)
+    if len(parts) == 3 and parts[0] == names.PREFIX:
+        return f"{names.PREFIX}-{parts[1]}/{parts[2]}"
+    return key
+
+
+def _together(series: dict[str, list[tuple[int, float]]]) -> dict[str, Any]:
+    """One multi-series line chart of a check's series that measure the same thing
+    (``trackers.base.compared``: real vs blanked inputs, run 1 vs run 2), so the comparison
+    the check makes is one panel, ``sanity-<check>/<word>_compared``; {} for a check with
+    one series or unlike ones. Non-finite points are left out (a chart cannot draw them)."""
+    word = compared(series)
+    if word is None:
+        return {}
+    first = next(iter(series))
+    key = panel_key(f"{first.rsplit('/', 1)[0]}/{word}_compared")
+    kept = {k: [(s, v) for s, v in pts if math.isfinite(v)] for k, pts in series.items()}
+    chart = _wandb().plot.line_series(
+        xs=[[s for s, _ in pts] for pts in kept.values()],
+        ys=[[v for _, v in pts] for pts in kept.values()],
+        keys=[k.rsplit("/", 1)[-1] for k in kept],
+        title=f"{first.split('/')[1]}: {word}",
+        xname="step",
+    )
+    return {key: chart}
 
 
 # --- sweeps: a group per sweep -------------------------------------------------------------
