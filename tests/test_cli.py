@@ -103,7 +103,7 @@ def test_default_tracker_logs_to_local_mlflow_store(tmp_path):
     assert run.data.tags["trackcheck.status"] == "failed"
     assert run.data.tags["trackcheck.check.init_bias"] == "fail"
     assert run.data.params["model.out_bias"] == "None"
-    assert "sanity/value/init_bias" in run.data.metrics  # the headline values are charted
+    assert run.data.metrics["sanity/passed"] == 0.0  # the verdict, a run-table column
 
 
 @pytest.mark.slow

@@ -126,14 +126,13 @@ def test_secrets_are_redacted_before_mlflow_sees_them(logged, tmp_path):
         assert "sk-test-0123456789" not in text and "hunter2" not in text
 
 
-def test_charts_are_the_curves_and_one_value_per_check(logged):
+def test_charts_are_the_curves_and_the_verdict_never_a_single_value_per_check(logged):
+    """MLflow charts every metric: a value logged once per check would be a one-point
+    chart. The metrics are the series (each with its steps) and ``sanity/passed``."""
     client, run, report = logged
-    values = {f"sanity/value/{c.name}" for c in report.checks}  # both checks have one
     curves = {f"sanity/{c.name}/{k}" for c in report.checks for k in c.series}
-    assert curves and set(run.data.metrics) == {"sanity/passed"} | values | curves
+    assert curves and set(run.data.metrics) == {"sanity/passed"} | curves
     assert run.data.metrics["sanity/passed"] == 1.0
-    value = run.data.metrics["sanity/value/loss_at_init"]
-    assert value == pytest.approx(report["loss_at_init"].value)
     history = client.get_metric_history(run.info.run_id, "sanity/overfit_batch/loss")
     logged_series = sorted((m.step, m.value) for m in history)
     assert flat(logged_series) == pytest.approx(flat(report["overfit_batch"].series["loss"]))
@@ -167,6 +166,8 @@ def test_figures_summary_table_and_reports_are_artifacts(logged, tmp_path):
     )
     assert table["columns"][:5] == ["check", "status", "value", "threshold", "message"]
     assert [row[:2] for row in table["data"]] == [[c.name, "pass"] for c in report.checks]
+    value = {row[0]: row[2] for row in table["data"]}["loss_at_init"]  # each check's value
+    assert value == pytest.approx(report["loss_at_init"].value)
 
 
 def test_failed_gate_marks_the_run_failed_and_searchable_by_tag(store, tmp_path):
