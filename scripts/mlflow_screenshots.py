@@ -13,9 +13,9 @@
    search -> tick), ``run_overview.png`` (the failing run: description, tags),
    ``run_overview_passed.png`` (a sweep job's), ``run_report_link.png`` (the description's
    report.html link, followed), ``sweep_overview.png`` (the sweep's parent run),
-   ``run_metrics.png`` (its Model metrics tab: the checks' curves),
-   ``run_metrics_values.png`` (further down: one chart per check, its headline value) and
-   ``report_html.png`` (the report.html artifact).
+   ``run_metrics.png`` (its Model metrics tab: the checks' curves and ``sanity/passed``, no
+   one-point chart per check), ``run_figure.png`` (gradient_flow's figure among the
+   artifacts) and ``report_html.png`` (the report.html artifact).
 
 Each page is waited for until what it must show is there (the run names, the verdict
 column, the description's verdict line, a curve's chart); exit 1 names what never showed.
@@ -203,11 +203,10 @@ def run_pages(shots: Shots, base: str, exp: str, run: Any, passed: Any) -> None:
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}/model-metrics?{ML_VIEW}")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": 1600})
     shots.shoot("run_metrics.png", ["sanity/overfit_batch", "sanity/loss_decreases"])
-    if shots.wait("sanity/value"):  # the headline values' section, after the curves
-        page.get_by_text("sanity/value").first.scroll_into_view_if_needed()
-        page.wait_for_timeout(3000)  # charts load when scrolled into view
-        shots.shoot("run_metrics_values.png", ["overfit_batch"])
     page.set_viewport_size(VIEWPORT)
+    flow = "sanity/gradient_flow/flow.png"  # a figure MLflow cannot draw from metrics
+    page.goto(f"{base}/#/experiments/{exp}/runs/{rid}/artifacts/{flow}?{ML_VIEW}")
+    shots.shoot("run_figure.png", ["flow.png"])
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}/artifacts/sanity/report.html?{ML_VIEW}")
     shots.shoot("report_html.png", ["report.html"])
 

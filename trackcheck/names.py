@@ -9,8 +9,10 @@ module can import it.
 The scheme (DESIGN.md, "One naming scheme, mapped onto each tracker"):
 
 - charted: series ``sanity/<check>/<metric>``, each on its own x-axis
-  ``sanity/<check>/step``, each check's headline number ``sanity/value/<check>`` and
-  ``sanity/passed``; the other scalars (``sanity/<check>/<metric>``) in the table
+  ``sanity/<check>/step`` (W&B's panels: ``sanity-<check>/...``, a section per check), and
+  ``sanity/passed`` (an MLflow metric); each check's headline number
+  ``sanity/value/<check>`` is a W&B summary key, never a chart; the other scalars
+  (``sanity/<check>/<metric>``) in the table
   ``sanity/metrics``; pictures and tables under ``sanity/<check>/<name>``; ``sanity/summary``
   (one row per check), ``sanity/report`` (the HTML page);
 - summary keys (W&B): the other scalars, ``sanity/<check>/status``, ``.../message`` (of a
@@ -53,8 +55,8 @@ STATUS_KEY: Final = f"{PREFIX}/status"  # passed | failed (W&B summary)
 FAILED_CHECKS_KEY: Final = f"{PREFIX}/failed_checks"  # comma-separated (W&B summary)
 SUMMARY_KEY: Final = f"{PREFIX}/summary"  # the table, one row per check
 REPORT_KEY: Final = f"{PREFIX}/report"  # report.html (and report.json beside it)
-# charted: each check's series and ONE value, ``sanity/value/<check>``; every other scalar
-# goes into this table (check, metric, value), and into the W&B run summary
+# every scalar but the headline values goes into this table (check, metric, value), and
+# into the W&B run summary
 METRICS_KEY: Final = f"{PREFIX}/metrics"
 # a config logged into the caller's own run goes under this key (W&B) or prefix (MLflow),
 # so it cannot clash with the caller's config
@@ -77,9 +79,9 @@ def status_key(check: str) -> str:
 
 
 def value_key(check: str) -> str:
-    """``sanity/value/<check>``: the check's headline number (the summary's value column).
-    All checks' values share one chart section (MLflow and W&B group charts by the key's
-    prefix), after the checks' curves, instead of one section per check."""
+    """``sanity/value/<check>``: the check's headline number (the summary's value column),
+    a W&B summary key (a runs-table column); never a metric or panel, where one value per
+    run would be a one-point chart."""
     return f"{PREFIX}/value/{check}"
 
 

@@ -1,20 +1,22 @@
 """Weights & Biases backend: a run per stage (or the caller's active run), never a prompt.
 
-What a person sees in the W&B workspace (keys from ``trackers.base``). Panels (W&B sections
-them by the key's first segment, so all sit in ``sanity``; grouped by all segments: a
-section per check and one ``sanity/value``):
-- each check's series, ``sanity/<check>/<series>``, plotted against the check's own x-axis
-  ``sanity/<check>/step`` (``define_metric(step_metric=...)``; the run's global step is
-  never used, since W&B silently drops a row logged below the current step), and its
-  figures (``wandb.Image``);
-- each check's one headline number, ``sanity/value/<check>``;
-- the summary table (``wandb.Table``: check, status, value, threshold, message), the table
-  of every other number (``sanity/metrics``: check, metric, value), the HTML report
-  (``wandb.Html``).
-Not panels, the run summary (the runs table's columns, the run's overview): every check's
-other numbers (``sanity/<check>/<metric>``, ``.../duration_s``), ``sanity/<check>/status``,
-a fail/warn/error check's ``sanity/<check>/message``, ``sanity/passed``, ``sanity/status``,
-``sanity/failed_checks``; and:
+What a person sees in the W&B workspace (keys from ``trackers.base``). Panels, in a section
+per check: W&B sections panels by the key's first segment, so they are named
+``sanity-<check>/<name>`` (``panel_key``), and the overview sits in ``sanity``:
+- each check's series, ``sanity-<check>/<series>``, plotted against the check's own x-axis
+  ``sanity-<check>/step`` (``define_metric(step_metric=...)``; the run's global step is
+  never used, since W&B silently drops a row logged below the current step); a check's
+  series that measure one thing (``trackers.base.compared``) also drawn together, one
+  multi-series line chart ``sanity-<check>/<word>_compared``; its figures (``wandb.Image``)
+  and tables;
+- the summary table (``sanity/summary``: check, status, value, threshold, message), the
+  table of every other number (``sanity/metrics``: check, metric, value), the HTML report
+  (``sanity/report``, ``wandb.Html``).
+Not panels, the run summary (the runs table's columns, the run's overview): each check's
+value ``sanity/value/<check>``, every check's other numbers (``sanity/<check>/<metric>``,
+``.../duration_s``), ``sanity/<check>/status``, a fail/warn/error check's
+``sanity/<check>/message``, ``sanity/passed``, ``sanity/status``, ``sanity/failed_checks``;
+and:
 - tags ``sanity:passed`` / ``sanity:failed`` and ``sanity:fail:<check>``; the run ends
   ``failed`` (``finish(exit_code=1)``) when the gate fails;
 - the run's notes: the verdict and each finding's reason (``notes_text``); online, a failed
