@@ -174,7 +174,10 @@ def growing_trace() -> Trace:
 
 
 def drawn(trace: Trace) -> Figure:
-    judged = Judged(1e-6, 1e6, max_growth=100.0, max_dead_share=0.9, min_dead_samples=16)
+    judged = Judged(
+        1e-6, 1e6, max_growth=100.0, vanish_update_share=0.01, max_dead_share=0.9,
+        min_dead_samples=16,
+    )  # fmt: skip
     res = report(Status.FAIL, trace, ratios(trace), [], [], (1e-6, 1e6), judged)
     fig = res.figures["flow"]
     assert isinstance(fig, plots.Deferred)
@@ -199,3 +202,23 @@ def test_the_figure_names_each_layer_readably_and_each_dead_site_against_its_lim
     assert all(t.get_rotation() == 0 and t.get_fontsize() >= 9 for t in layers.get_yticklabels())
     assert [t.get_text() for t in dead.get_yticklabels()] == ["body.1"]
     assert "1 beyond the limit" in dead.get_title()
+
+
+def test_the_figure_marks_red_only_the_layers_the_check_names() -> None:
+    """Vanishing is a tiny gradient AND a slow update (Adam rescales a tiny gradient):
+    a layer with only the first stays blue, one with no gradient at all is greyed."""
+    trace = growing_trace()
+    trace.layers = ["slow.weight", "fast.weight", "none.weight", "head.weight"]
+    trace.mean_abs = np.tile([1e-9, 1e-9, 0.0, 1.0], (3, 1))
+    trace.max_abs = trace.mean_abs * 2
+    trace.update = np.tile([1e-9, 1e-3, 0.0, 1e-3], (3, 1))  # slow: 1e-6 of the head's move
+    trace.grad_norm = np.array([1.0, 1.0, 1.0])
+    _, layers, _ = drawn(trace).axes
+    ticks = {t.get_text(): t.get_color() for t in layers.get_yticklabels()}
+    assert ticks == {
+        "slow.weight": "tab:red",
+        "fast.weight": "k",
+        "none.weight (no gradient)": "0.5",
+        "head.weight": "k",
+    }
+    assert "1 of 4 beyond the limits" in layers.get_title()

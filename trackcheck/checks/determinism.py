@@ -179,6 +179,7 @@ def _figure(l1: list[float], l2: list[float], l3: list[float]) -> Figure:
     ax.plot(l2, ls="--", marker="o", ms=3, label="run 2 (seed s)")
     ax.plot(l3, ls=":", label="seed s+1")
     ax.set(title="same seed twice: the curves must coincide", xlabel="step", ylabel="loss")
+    plots.set_y_scale(ax, l1, l2, l3)  # log where a spike would flatten the rest
     ax.legend(fontsize=8)
     return fig
 

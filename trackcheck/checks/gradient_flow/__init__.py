@@ -113,7 +113,13 @@ def gradient_flow(ctx: Context, p: GradientFlowParams) -> CheckResult:
     warns += unused if never else []
     status = Status.FAIL if fails else Status.WARN if warns else Status.PASS
     limits = (p.vanish_ratio, p.explode_ratio)
-    judged = Judged(*limits, p.max_growth, p.max_dead_share, p.min_dead_samples)
+    judged = Judged(
+        *limits,
+        max_growth=p.max_growth,
+        vanish_update_share=p.vanish_update_share,
+        max_dead_share=p.max_dead_share,
+        min_dead_samples=p.min_dead_samples,
+    )
     return report(status, trace, ratio, fails + warns, notes, limits, judged)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -110,9 +110,10 @@ def report(
         "rows": rows,
     }
     if rows:
+        j = judged or Judged(limits[0], limits[1])
         res.figures["flow"] = plots.deferred(
             flow_figure, layers, trace.mean_abs.mean(0), trace.max_abs.max(0), list(map(float, g)),
-            judged or Judged(limits[0], limits[1]), _judged_dead(trace, judged),
+            j, _judged_dead(trace, j), _flagged(trace, ratio, j),
         )  # fmt: skip
     return res
 
@@ -144,18 +145,30 @@ class Judged:
     vanish_ratio: float
     explode_ratio: float
     max_growth: float = 0.0  # 0: not drawn
+    vanish_update_share: float = 1.0
     max_dead_share: float = 0.0
     min_dead_samples: int = 0
 
 
-def _judged_dead(trace: Trace, judged: Judged | None) -> dict[str, float]:
+def _judged_dead(trace: Trace, judged: Judged) -> dict[str, float]:
     """ReLU sites that saw enough values to be judged -> their dead share."""
-    least = judged.min_dead_samples if judged else 0
+    least = judged.min_dead_samples
     return {s: v for s, v in trace.dead.items() if trace.samples.get(s, 0) >= least}
 
 
+def _flagged(trace: Trace, ratio: np.ndarray, j: Judged) -> list[bool]:
+    """[L] the layers gradient_flow names as vanishing or exploding (the test of its
+    ``_flow``, on the same ratios and update shares); a layer with no gradient (ratio nan)
+    is not one of them (it is unused or behind dead units)."""
+    share = update_share(trace, ratio)
+    with np.errstate(invalid="ignore"):
+        low = (ratio < j.vanish_ratio) & (share < j.vanish_update_share)
+        return [bool(b) for b in low | (ratio > j.explode_ratio)]
+
+
+NO_GRAD = " (no gradient)"  # after a layer's name
 FONT = 9  # layer names and tick labels: 10 px at the saved DPI, readable at 100% zoom
-LEGEND = 2.1  # inches right of the panels: their legends, never over a bar
+LEGEND = 2.4  # inches right of the panels: their legends, never over a bar
 NAME_MAX = 48  # characters of a layer name shown (the middle cut): the table has them whole
 
 
@@ -170,13 +183,15 @@ def flow_figure(
     grad_norm: list[float],
     judged: Judged,
     dead: dict[str, float],
+    flagged: list[bool],
 ) -> Figure:
     """What gradient_flow judged, top to bottom: the whole gradient's norm over the steps
     against its growth limit; each layer's mean and max |grad| (forward order, names read
     horizontally) against the vanish/explode limits, which are relative to the last layer's
     mean |grad|; each judged ReLU site's dead share against its limit. Red: beyond a limit.
-    Layer rows: ``mean``, ``mx`` [L]; ``grad_norm`` [S]."""
-    names = [_short(n) for n in [*layers, *dead]]
+    A layer that got no gradient is greyed, "(no gradient)". Layer rows: ``mean``, ``mx``,
+    ``flagged`` (named vanishing or exploding) [L]; ``grad_norm`` [S]."""
+    names = [_short(n) + NO_GRAD for n in layers] + [_short(n) for n in dead]
     left = plots.text_inches(names, FONT) + 0.25
     rows = [1.6, 0.22 * len(layers) + 0.3, *([0.22 * len(dead) + 0.3] if dead else [])]
     gaps = 0.75  # a title above each panel and the x label below it
@@ -190,7 +205,7 @@ def flow_figure(
         boxes.append(fig.add_axes((left / w, y / h, 4.2 / w, r / h)))
         y -= gaps
     _norm_panel(boxes[0], grad_norm, judged.max_growth)
-    _layer_panel(boxes[1], layers, mean, mx, judged)
+    _layer_panel(boxes[1], layers, mean, mx, judged, np.array(flagged, dtype=bool))
     if dead:
         _dead_panel(boxes[2], dead, judged.max_dead_share)
     return fig
@@ -226,30 +241,42 @@ def _norm_panel(ax: Axes, g: list[float], max_growth: float) -> None:
     _legend(ax)
 
 
-def _layer_panel(ax: Axes, layers: list[str], mean: np.ndarray, mx: np.ndarray, j: Judged) -> None:
+def _layer_panel(
+    ax: Axes, layers: list[str], mean: np.ndarray, mx: np.ndarray, j: Judged, beyond: np.ndarray
+) -> None:
+    """[L] bars: max |grad| (light), mean |grad| (red where flagged); dashed: the vanish and
+    explode limits where they fall near the bars, dotted: the last layer's mean."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     y = np.arange(len(layers))
     got = np.flatnonzero(np.isfinite(mean) & (mean > 0))
     ref = float(mean[got[-1]]) if len(got) else 0.0
-    ratio = mean / ref if ref > 0 else np.full(len(mean), np.nan)
-    beyond = (ratio < j.vanish_ratio) | (ratio > j.explode_ratio)
-    ax.barh(y, np.where(mx > 0, mx, np.nan), color="tab:cyan", alpha=0.5, label="max |grad|")
-    colors = ["tab:red" if b else "tab:blue" for b in beyond]
-    ax.barh(y, np.where(mean > 0, mean, np.nan), color=colors, alpha=0.85, label="mean |grad|")
+    ax.barh(y, np.where(mx > 0, mx, np.nan), color="tab:cyan", alpha=0.5)
+    ax.barh(y, np.where(mean > 0, mean, np.nan), color=np.where(beyond, "tab:red", "tab:blue"))
+    handles: list[Any] = [Patch(color="tab:cyan", alpha=0.5, label="max |grad|"),
+               Patch(color="tab:blue", label="mean |grad|")]  # fmt: skip
+    if beyond.any():
+        what = f"vanishing (and < {j.vanish_update_share:.0%} of\nits update) or exploding"
+        handles.append(Patch(color="tab:red", label=what))
+    labels = [_short(n) + ("" if mean[i] > 0 else NO_GRAD) for i, n in enumerate(layers)]
+    ax.set_yticks(y, labels, fontsize=FONT)
+    for k, tick in enumerate(ax.get_yticklabels()):
+        tick.set_color("tab:red" if beyond[k] else "k" if mean[k] > 0 else "0.5")
     ax.set_xscale("log")
-    ax.set_yticks(y, [_short(n) for n in layers], fontsize=FONT)
-    for k in np.flatnonzero(beyond):
-        ax.get_yticklabels()[k].set_color("tab:red")
     ax.invert_yaxis()  # forward order, top to bottom
     shown = np.concatenate([mean[mean > 0], mx[mx > 0]])
-    note = ""
+    off: list[Any] = []
     if ref > 0 and shown.size:
         lo, hi = float(shown.min()) / 10, float(shown.max()) * 10
         for r, what in ((j.vanish_ratio, "vanish"), (j.explode_ratio, "explode")):
             if lo <= ref * r <= hi:
-                ax.axvline(ref * r, color="tab:red", ls="--", lw=1, label=f"{what} limit")
-        ax.axvline(ref, color="0.3", ls=":", lw=1, label=f"last layer ({_short(layers[got[-1]])})")
-        if not all(lo <= ref * r <= hi for r in (j.vanish_ratio, j.explode_ratio)):
-            note = f" (limits {j.vanish_ratio:g}x-{j.explode_ratio:g}x of it: off the axis)"
+                handles.append(ax.axvline(ref * r, color="tab:red", ls="--", lw=1,
+                                          label=f"{what} limit: {r:g}x"))  # fmt: skip
+            else:  # a legend line of its own: the limit is far from every bar
+                off.append(Line2D([], [], color="none", label=f"{what} limit {r:g}x: off axis"))
+        name = _short(layers[got[-1]])
+        handles.append(ax.axvline(ref, color="0.3", ls=":", lw=1, label=f"last layer ({name})"))
         ax.set_xlim(lo, hi)
     plots.sparse_log_minor_ticks(ax.xaxis)
     ax.tick_params(axis="x", labelsize=FONT)
@@ -261,8 +288,9 @@ def _layer_panel(ax: Axes, layers: list[str], mean: np.ndarray, mx: np.ndarray, 
         fontsize=10,
         color="tab:red" if bad else "k",
     )
-    ax.set_xlabel("|grad| vs the last layer's mean" + note, fontsize=FONT)
-    _legend(ax)
+    ax.set_xlabel("|grad| (limits: multiples of the last layer's mean)", fontsize=FONT)
+    ax.legend(handles=handles + off, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              borderaxespad=0)  # fmt: skip
 
 
 def _dead_panel(ax: Axes, dead: dict[str, float], limit: float) -> None:

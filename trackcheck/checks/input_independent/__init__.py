@@ -428,6 +428,7 @@ def _figure(curves: dict[str, list[float]], sets: Scatter) -> Figure:
     for name, ys in curves.items():
         ax0.plot(np.arange(len(ys)), ys, label=name)
     ax0.set(title="training loss (same init, same batches)", xlabel="step", ylabel="loss")
+    plots.set_y_scale(ax0, *curves.values())  # log where a spike would flatten the rest
     ax0.legend(fontsize=8)
     for name, (blanked, real, p_value) in sets.items():
         ax1.scatter(blanked, real, s=8, alpha=0.5, label=f"{name} (p={p_value:.2g})")
