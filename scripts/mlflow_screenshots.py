@@ -5,7 +5,7 @@
 
 1. Makes a store (unless ``--store`` already holds one): a 2-job sweep of resnet on digits,
    ``python -m trackcheck -m +model=resnet seed=1,2``, and one run with a planted bug
-   (``checks.overfit_batch.max_steps=2``: too few steps to memorise a batch, so it fails).
+   (``optim.lr=1e3``: the steps diverge, so six checks fail).
 2. Starts ``mlflow ui`` on 127.0.0.1 (a free port) on that store.
 3. Opens, in MLflow's classic view (``?workflowType=machine_learning``), and saves as PNG:
    ``run_list.png`` (the runs, the sweep expanded, the ``trackcheck.status`` and
@@ -68,7 +68,7 @@ def trackcheck(work: Path, *args: str, multirun: bool = False) -> int:
 def make_store(work: Path) -> None:
     """Two sweep jobs that pass and one run that fails (exit 1 is that run's verdict)."""
     sweep = trackcheck(work, "seed=1,2", f"hydra.sweep.dir={work / 'multirun'}", multirun=True)
-    bug = trackcheck(work, "checks.overfit_batch.max_steps=2", f"hydra.run.dir={work / 'bug'}")
+    bug = trackcheck(work, "optim.lr=1e3", f"hydra.run.dir={work / 'bug'}")
     if (sweep, bug) != (0, 1):
         sys.exit(f"trackcheck exited {sweep} (sweep), {bug} (bug); see {work}/trackcheck.log")
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import tracked_stage
 
 from trackcheck.trackers import NoTracker, make_tracker
-from trackcheck.trackers.base import figure_key
+from trackcheck.trackers.base import compared, figure_key
 
 
 def test_no_tracker_still_writes_report_json_and_html(tmp_path):
@@ -32,3 +32,20 @@ def test_figure_key_steps_aside_from_a_metric_of_the_same_name():
     taken = {"sanity/loss_decreases/loss"}
     assert figure_key("loss_decreases", "loss", taken) == "sanity/loss_decreases/loss_figure"
     assert figure_key("overfit_batch", "overlay", taken) == "sanity/overfit_batch/overlay"
+
+
+@pytest.mark.parametrize(
+    "names,word",
+    [
+        (["loss_run1", "loss_run2", "loss_other_seed"], "loss"),  # determinism
+        (["train_loss_real", "train_loss_blanked"], "train_loss"),  # input_independent
+        (["loss", "bigger_loss"], "loss"),  # loss_decreases
+        (["low_edge", "high_edge"], "edge"),  # output_range
+        (["loss", "lr"], None),  # lr_range: two units, two charts
+        (["mean_score", "heldout_loss", "step_jitter"], None),  # prediction_dynamics
+        (["grad_norm"], None),  # nothing to compare
+    ],
+)
+def test_series_that_share_a_word_are_the_ones_drawn_together(names, word):
+    series = {f"sanity/c/{n}": [(0, 1.0)] for n in names}
+    assert compared(series) == word
