@@ -9,9 +9,9 @@ module can import it.
 The scheme (DESIGN.md, "One naming scheme, mapped onto each tracker"):
 
 - charted: series ``sanity/<check>/<metric>``, each on its own x-axis
-  ``sanity/<check>/step`` (W&B's panels: ``sanity-<check>/...``, a section per check), and
-  ``sanity/passed`` (an MLflow metric); each check's headline number
-  ``sanity/value/<check>`` is a W&B summary key, never a chart; the other scalars
+  ``sanity/<check>/step`` (W&B's panels: ``sanity-<check>/...``, a section per check);
+  ``sanity/passed`` and each check's headline number ``sanity/value/<check>`` are W&B
+  summary keys, never charts; the other scalars
   (``sanity/<check>/<metric>``) in the table
   ``sanity/metrics``; pictures and tables under ``sanity/<check>/<name>``; ``sanity/summary``
   (one row per check), ``sanity/report`` (the HTML page);

@@ -8,9 +8,9 @@ writes live in :mod:`trackcheck.names` and are the same in every backend:
   ``sanity/<check>/<series>`` (each plotted against ``sanity/<check>/step``, its own
   x-axis); W&B names its panels ``sanity-<check>/...`` (a section per check) and draws a
   check's compared series together too (``compared``); no single value is charted:
-  ``sanity/passed`` is an MLflow metric (a run-table column) and a W&B summary key, each
-  check's headline number ``sanity/value/<check>`` a W&B summary key and the value column
-  of ``sanity/summary``;
+  ``sanity/passed`` and each check's headline number ``sanity/value/<check>`` are W&B
+  summary keys (MLflow: the ``trackcheck.status`` tag, the value column of
+  ``sanity/summary``);
 - every other scalar, ``sanity/<check>/<metric>`` and ``.../duration_s``, in the table
   ``sanity/metrics`` (check, metric, value) and report.json (W&B: the run summary too);
 - ``sanity/<check>/<figure>``: a check's pictures (``<figure>_figure`` when the name is also
@@ -89,7 +89,7 @@ class Tracker(Protocol):
 
     - ``start``: open (or attach to) the run before any compute, so a bad URI fails fast;
     - ``log_metrics``: single values at no step (the verdict, the headline values), kept
-      where they make no one-point chart (W&B's run summary; MLflow: ``sanity/passed``);
+      where they make no one-point chart (W&B's run summary; MLflow: not at all);
       ``log_series``: values over a check's own x-axis. Two methods, because W&B drops a
       row logged below the run's current step: a series needs
       ``define_metric(step_metric=...)``, a single value must not get one;
@@ -150,7 +150,7 @@ METRICS_COLUMNS = ["check", "metric", "value"]
 def headline(report: Report) -> dict[str, float]:
     """The stage's single numbers: ``sanity/passed`` (1.0 or 0.0) and each check's one
     value, ``sanity/value/<check>`` (the summary table's value column). Never charted: W&B
-    keeps them in the run summary, MLflow logs only ``sanity/passed`` as a metric."""
+    keeps them in the run summary; MLflow, which charts every metric, not as metrics."""
     out: dict[str, float] = {PASSED_KEY: float(report.passed)}
     for c in report.checks:
         if isinstance(c.value, int | float):  # a skipped or crashed check has none

@@ -8,11 +8,11 @@ Where things land (the same keys as in W&B, see ``trackers.base``):
 - params: the resolved, redacted config, flattened (``optim.lr``), but for the checks'
   parameters at their defaults (``at_default``); ``sanity.`` prefixed when
   logging into the caller's run, so they cannot clash with the caller's own params;
-- metrics (the Model metrics tab's charts): the series with their own steps and
-  ``sanity/passed`` (1/0, a run-table column). No other single value is a metric: MLflow
-  charts each metric, and a one-point chart per check buried the curves; each check's
-  value is in ``sanity/summary.json``. A check's compared series (real vs blanked inputs)
-  are drawn together in its figure, since MLflow keeps one chart per metric;
+- metrics (the Model metrics tab's charts, a section per check): the series with their
+  own steps, and nothing else: MLflow charts each metric, and a one-point chart per check
+  (and one for the verdict) buried the curves; the verdict is a tag, each check's value is
+  in ``sanity/summary.json``. A check's compared series (real vs blanked inputs) are drawn
+  together in its figure, since MLflow keeps one chart per metric;
 - artifacts: ``sanity/<check>/<figure>.png``, ``sanity/summary.json`` (a table),
   ``sanity/metrics.json`` (a table of every other number), ``sanity/report.html``,
   ``sanity/report.json``;
@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 
 from trackcheck import gist, names
 from trackcheck.core import Report, Status
-from trackcheck.names import DEFAULT_MLFLOW_URI, PASSED_KEY, RunStatus
+from trackcheck.names import DEFAULT_MLFLOW_URI, RunStatus
 from trackcheck.redact import first_line, flatten, redact
 from trackcheck.trackers._mlflow_store import (
     absolute_uri,
@@ -275,11 +275,10 @@ class MLflowTracker:
             self._call("logging metrics", self._client.log_batch, self.run_id, metrics=batch)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        # MLflow draws a chart for every metric, and one value logged once is a one-point
-        # chart: only the verdict is a metric (a run-table column to filter and sort a sweep
-        # by); each check's value is sanity/summary.json's value column and report.json's
-        if PASSED_KEY in metrics:
-            self._add_metrics([(PASSED_KEY, metrics[PASSED_KEY], 0)])
+        """Not metrics: MLflow draws a chart for every metric, and a value logged once is a
+        one-point chart (an empty axis with "0.00" for the verdict). The verdict is the
+        ``trackcheck.status`` tag (a run-list column), each check's value the value column
+        of ``sanity/summary.json``, both written elsewhere."""
 
     def log_series(self, series: dict[str, list[tuple[int, float]]], step_key: str) -> None:
         # MLflow keeps a step per metric key: each series is on its own x-axis already
