@@ -13,8 +13,8 @@
    search -> tick), ``run_overview.png`` (the failing run: description, tags),
    ``run_overview_passed.png`` (a sweep job's), ``run_report_link.png`` (the description's
    report.html link, followed), ``sweep_overview.png`` (the sweep's parent run),
-   ``run_metrics.png`` (its Model metrics tab: the checks' curves and ``sanity/passed``, no
-   one-point chart per check), ``run_figure.png`` (gradient_flow's figure among the
+   ``run_metrics.png`` (its Model metrics tab: the checks' curves, a section per check, no
+   one-point chart), ``run_figure.png`` (gradient_flow's figure among the
    artifacts) and ``report_html.png`` (the report.html artifact).
 
 Each page is waited for until what it must show is there (the run names, the verdict
