@@ -344,3 +344,26 @@ def test_a_sweep_parent_shows_what_it_swept_its_verdict_and_a_table_of_its_jobs(
         rf"| 1 | [optim\.lr=1e3 \| x](#/experiments/{exp}/runs/b) | optim\.lr=1e3 | failed"
         r" | loss\_decreases |"
     )
+
+
+def test_several_failures_are_named_before_mlflow_cuts_the_description():
+    """MLflow shows about three lines of a description before "Show more": with several
+    failures their names come first, then a line per failure with its reason."""
+    from trackcheck.core import CheckResult, Report, Status
+    from trackcheck.trackers.mlflow import markdown_summary
+
+    checks = [
+        CheckResult("loss_at_init", Status.PASS, "ok"),
+        CheckResult("gradient_flow", Status.FAIL, "the gradient norm grows: lower the lr"),
+        CheckResult("prediction_dynamics", Status.WARN, "jitter 0.3: lower the lr"),
+        CheckResult("lr_range", Status.FAIL, "configured lr above divergence: lower it"),
+    ]
+    report = Report(checks, passed=False, gated_on=["gradient_flow", "lr_range"])
+    note = markdown_summary(report, "#/r").splitlines()
+    assert note[0] == "**trackcheck: FAILED** (2 fail, 1 warn, 1 pass), details: [report.html](#/r)"
+    assert note[2] == r"Failed: gradient\_flow, lr\_range; warn: 1"
+    assert [ln.split(":")[0] for ln in note[4:]] == [
+        r"- **fail** gradient\_flow",
+        r"- **fail** lr\_range",
+        r"- **warn** prediction\_dynamics",
+    ]

@@ -80,13 +80,18 @@ def run_page(experiment_id: str | None, run_id: str | None, tail: str = "") -> s
 def markdown_summary(report: Report, link: str = "") -> str:
     """The run's description (Markdown), short enough to read without "Show more" (MLflow
     shows about three lines): the verdict, the counts and the link to report.html
-    (``link``, a run page's ``artifactPath``, where every message is whole); then one line
-    per failed (or errored) check, its reason (``trackcheck.gist``); the warnings' names."""
+    (``link``, a run page's ``artifactPath``, where every message is whole); with several
+    failures, their names on one line (MLflow shows about three lines before "Show more",
+    and a reason may take two); then one line per failed (or errored) check, its reason
+    (``trackcheck.gist``); the warnings' names."""
     fails = [c for c in gist.findings(report) if c.status != Status.WARN]
     warns = [c for c in gist.findings(report) if c.status == Status.WARN]
     page = f"[report.html]({link})" if link else f"`{names.REPORT_KEY}.html`"
     lines = [f"**trackcheck: {report.status.upper()}** ({gist.tally(report)}), details: {page}"]
     lines += [""] if fails or warns else []
+    if len(fails) > 1:  # the names, before MLflow's "Show more" cuts the reasons off
+        named = ", ".join(c.name for c in fails) + (f"; warn: {len(warns)}" if warns else "")
+        lines += [f"Failed: {escape_markdown(named)}", ""]
     lines += [
         f"- **{c.status.value}** {escape_markdown(c.name)}: "
         + escape_markdown(gist.reason_of(c, report))
