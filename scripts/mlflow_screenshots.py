@@ -208,6 +208,7 @@ def run_pages(shots: Shots, base: str, exp: str, run: Any, passed: Any) -> None:
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}/artifacts/{flow}?{ML_VIEW}")
     shots.shoot("run_figure.png", ["flow.png"])
     page.goto(f"{base}/#/experiments/{exp}/runs/{rid}/artifacts/sanity/report.html?{ML_VIEW}")
+    page.reload()  # a hash change within the artifacts view keeps the file already shown
     shots.shoot("report_html.png", ["report.html"])
 
 
