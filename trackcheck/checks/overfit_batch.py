@@ -213,7 +213,7 @@ def _mispredicted(
             keep = valid_targets(y).cpu()
             pred = out.reshape(n, -1).argmax(-1).cpu()
             bad = keep & (pred != y.cpu().long())
-        elif name == "lm":
+        elif ctx.task.per_position:
             # not judged label by label: which positions a model can tell apart depends on
             # what it sees (a bigram table sees one token, _groups), and a mean loss at its
             # target can hide a position or two on a correct GPT-2 with padding; a language
@@ -510,7 +510,7 @@ def _groups(ctx: Context, model: torch.nn.Module, x: Any, y: Tensor, out0: Tenso
     if not isinstance(ids, Tensor) or len(ids) != len(y):
         return None
     if (
-        ctx.task.name == "lm"
+        ctx.task.per_position
         and y.dim() == 2
         and ids.shape == y.shape
         and not ids.is_floating_point()
@@ -717,8 +717,8 @@ def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int, domain: str) -> fl
 
 def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferred:
     task, title = ctx.task, f"overfit one batch: labels vs predictions (loss {best:.3g})"
-    if task.name == "lm":
-        itos = ctx.data.itos or []
+    if task.per_position:  # tokens, or tags by their class names
+        itos = (ctx.data.itos if task.autoregressive else ctx.data.class_names) or []
         valid = valid_targets(y)  # [B, T]: -100 positions (padding, the last) shown as "·"
         pred = out.argmax(-1)
         return plots.deferred(
