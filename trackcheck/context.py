@@ -223,7 +223,7 @@ class Context:
                     f"loss: model, but the model's output ({type(raw).__name__}) has no .loss "
                     "when given labels=: use the task's loss (leave loss unset) or your own"
                 )
-            return self._watch(loss), self.pipeline.output(raw)
+            return self._watch(loss), self.pipeline.prediction(raw, b.x)
         out = self.forward(model, b.x)
         return self.loss(out, b.y), out
 
@@ -232,7 +232,7 @@ class Context:
         step = self.pipeline.step
         if step is not None:
             with self.meter.measure(backward=1):  # the user's step: forward, backward, step
-                v = step(model, b.raw, opt)
+                v = step(model, self.pipeline.model_layout(b.raw), opt)
             return self._note_step(float(v.detach() if isinstance(v, Tensor) else v), b)
         opt.zero_grad(set_to_none=True)
         loss, _ = self.batch_loss(model, b)
