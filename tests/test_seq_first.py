@@ -93,3 +93,12 @@ class MixesTheBatch(SeqFirstLM):
 def test_a_sequence_first_model_mixing_the_batch_is_caught(text_data):
     r = run_check("batch_independence", MixesTheBatch, text_data, pipeline=SEQ_FIRST)
     assert r.status == Status.FAIL, r.message
+
+
+def test_hydra_config_sets_it():
+    from omegaconf import OmegaConf
+
+    from trackcheck.config import PipelineConfig
+
+    node = OmegaConf.merge(OmegaConf.structured(PipelineConfig), {"batch_first": False})
+    assert Pipeline(**OmegaConf.to_container(node)).batch_first is False  # type: ignore[arg-type]
