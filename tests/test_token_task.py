@@ -43,7 +43,13 @@ class Items(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         mask = (self.ids[i] != 0).long()
-        return {"input_ids": self.ids[i], "attention_mask": mask, "labels": self.labels[i]}
+        segment = torch.zeros_like(self.ids[i])  # token_type_ids, as a BERT tokenizer gives
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": mask,
+            "token_type_ids": segment,
+            "labels": self.labels[i],
+        }
 
 
 class Tagger(nn.Module):
@@ -55,7 +61,7 @@ class Tagger(nn.Module):
         self.rnn = nn.GRU(16, 16, batch_first=True, bidirectional=True)
         self.head = nn.Linear(32, TAGS)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: object = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, **_: object) -> torch.Tensor:
         return self.head(self.rnn(self.emb(input_ids))[0])
 
 
@@ -101,6 +107,13 @@ def test_dict_tags_are_not_shifted_once_read_as_token_classification():
     ctx = context(data)  # pipeline.shift_labels unset: a language model's labels would shift
     assert ctx.task.name == "token"
     assert torch.equal(ctx.head("train", 4).y, tags[:4])
+
+
+def test_segment_ids_matching_a_majority_tag_do_not_make_it_a_language_model():
+    ids, _ = tagged()
+    tags = (ids % 4 == 0).long()  # tag 0 on about 3 positions in 4, as all-zero segment ids
+    data = DataSpec(Items(ids, tags), Items(ids, tags), make_task("lm", 2), kind="tokens")
+    assert context(data).task.name == "token"
 
 
 def test_hugging_face_lm_labels_stay_lm():

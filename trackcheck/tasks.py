@@ -321,8 +321,11 @@ def alignment(ids: Tensor, y: Tensor, ignore_index: int = IGNORE_INDEX) -> tuple
 
 
 def integer_sequences(x: Any, like: Tensor) -> list[tuple[Any, Tensor]]:
-    """The integer input tensors of ``x`` shaped like the targets ``like`` [B, T]: (the
-    position of each in ``x``: None for a bare tensor, an index or a key; the tensor)."""
+    """The token-id input tensors of ``x`` shaped like the targets ``like`` [B, T]: (the
+    position of each in ``x``: None for a bare tensor, an index or a key; the tensor).
+    Integer tensors of at most two values are masks or segment ids (``attention_mask``,
+    ``token_type_ids``), not tokens: all-zero segment ids would match a tagger's majority
+    tag 0 at most positions."""
     if isinstance(x, Tensor):
         items: list[tuple[Any, Any]] = [(None, x)]
     elif isinstance(x, Mapping):
@@ -338,6 +341,7 @@ def integer_sequences(x: Any, like: Tensor) -> list[tuple[Any, Tensor]]:
         and not v.is_floating_point()
         and v.dtype != torch.bool
         and v.shape == like.shape
+        and v.unique().numel() > 2
     ]
 
 
