@@ -370,7 +370,7 @@ def detect(task: Task, data: Any, pipeline: Any, n: int = 16) -> tuple[Task, str
     if best >= ALIGNED_SHARE:
         return task, ""
     return TokenClassification(task.num_classes), (
-        f"task lm, but only {best:.0%} of the targets are an input token at the same or the "
-        "next position: read as token classification (a class per position; say "
-        "data.task=token to skip this guess)"
+        f"configured as task lm, but only {best:.0%} of the targets are an input token at the "
+        "same or the next position, so read as token classification, a class per position; "
+        "data.task=token says so directly"
     )

@@ -55,7 +55,7 @@ def _applies(ctx: Context, p: CausalityParams) -> None:
     if p.enabled is False:
         raise SkipCheck("turned off (checks.causality.enabled=false)")
     if p.enabled is None and ctx.task.per_position and not ctx.task.autoregressive:
-        why = f" ({ctx.task_note})" if ctx.task_note else ""
+        why = f"; {ctx.task_note}" if ctx.task_note else ""
         raise SkipCheck(
             f"per-token classification (task {ctx.task.name}{why}): each position's class may "
             "depend on the whole sequence, so a bidirectional encoder is correct by design; "
