@@ -214,3 +214,64 @@ def test_the_map_is_taken_at_the_token_table_when_a_position_table_is_called_fir
     r = run_check("causality", PositionsFirst, text_data)
     assert r.status == Status.PASS, r.message
     assert "nn.Embedding 'gpt.tok'" in r.message
+
+
+def test_a_tagger_is_skipped_as_bidirectional_by_design():
+    from test_token_task import Tagger, tagger_data
+
+    r = run_check("causality", Tagger, tagger_data("lm"))  # read as token classification
+    assert r.status == Status.SKIP
+    assert "bidirectional encoder is correct by design" in r.message
+    assert "read as token classification" in r.message
+
+
+def test_a_tagger_can_still_be_charted_when_forced():
+    from test_token_task import Tagger, tagger_data
+
+    r = run_check("causality", Tagger, tagger_data(), {"enabled": True})
+    assert r.status == Status.FAIL  # it reads the whole sentence: every future position
+    assert "causal mask is missing" in r.message
+
+
+S_VOCAB, S_LEN = 12, 8
+
+
+class Seq2Seq(nn.Module):
+    """A GRU encoder reads the source whole; a GRU decoder starts from its state and is fed
+    the targets by teacher forcing: a start token (0), then target t-1 at step t
+    (``shift=False`` plants the bug: target t at step t, so output t reads its own target)."""
+
+    def __init__(self, shift: bool = True) -> None:
+        super().__init__()
+        self.shift = shift
+        self.src_emb, self.tgt_emb = nn.Embedding(S_VOCAB, 16), nn.Embedding(S_VOCAB, 16)
+        self.enc, self.dec = nn.GRU(16, 16, batch_first=True), nn.GRU(16, 16, batch_first=True)
+        self.out = nn.Linear(16, S_VOCAB)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        _, h = self.enc(self.src_emb(src))
+        if self.shift:
+            tgt = F.pad(tgt[:, :-1], (1, 0), value=0)
+        return self.out(self.dec(self.tgt_emb(tgt), h)[0])  # [B, T, V]
+
+
+def translation() -> DataSpec:
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(1, S_VOCAB, (64, S_LEN), generator=g)
+    tgt = (src.flip(1) * 5) % (S_VOCAB - 1) + 1  # a made-up translation: reversed, mapped
+    ds = TensorDataset(src, tgt, tgt)
+    return DataSpec(ds, ds, make_task("lm", S_VOCAB), kind="tokens")
+
+
+def test_an_encoder_decoder_is_charted_on_the_decoders_inputs_and_passes():
+    r = run_check("causality", Seq2Seq, translation())
+    assert r.status == Status.PASS, r.message  # the source is read whole: not charted
+    assert "decoder's inputs" in r.message
+    assert r.metrics["self_dependent"] == 0.0  # output t reads targets before t only
+
+
+def test_a_decoder_fed_its_own_target_fails():
+    r = run_check("causality", lambda: Seq2Seq(shift=False), translation())
+    assert r.status == Status.FAIL
+    assert r.metrics["leaking_pairs"] == S_LEN  # the diagonal: (t, t) for every t
+    assert "reads its own target" in r.message

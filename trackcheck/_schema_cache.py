@@ -80,6 +80,7 @@ CHECKS: dict[str, Any] = {
         "n_examples": 1024,
         "warn_share": 0.05,
         "fail_share": 0.5,
+        "inits": 5,
     },
     "input_snapshot": {
         "n_show": 16,

@@ -59,6 +59,9 @@ class PipelineConfig:
     # what the loss reads the model's output as: logits, probs (sigmoid + nn.BCELoss, softmax
     # + MSE) or log_probs (log_softmax + F.nll_loss); null: detected from the loss and outputs
     output_domain: str | None = None
+    # false: a sequence-first model, reading [T, B, ...] and returning [T, B, ...] or
+    # [T*B, ...] (nn.Transformer's default, PyTorch's word-language-model example)
+    batch_first: bool = True
 
 
 def checks_schema(specs: Iterable[CheckSpec] | None = None) -> type:

@@ -9,6 +9,7 @@ check through one place (:mod:`trackcheck.pipeline`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -28,6 +29,7 @@ from trackcheck.core import CheckResult
 from trackcheck.data.spec import DataSpec
 from trackcheck.pipeline import Batch, Pipeline, PipelineError
 from trackcheck.tasks import Prior, Task
+from trackcheck.tasks import detect as detect_task
 
 ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -131,6 +133,8 @@ class Context:
     # the results of the checks that ran before this one, in order (set by the runner), so a
     # diagnostic check can run only when an earlier one failed
     finished: list[CheckResult] = field(default_factory=list, repr=False)
+    # why the configured task was read as another (tasks.detect), "" when it was not
+    task_note: str = field(default="", init=False)
     _targets: dict[tuple[str, int], Tensor] = field(default_factory=dict, repr=False)
     # what several checks compute alike, computed once per stage (checks/_shared/_common.py: the
     # outputs at init that loss_at_init and init_bias both judge)
@@ -141,6 +145,10 @@ class Context:
     _losses_finite: Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        # task lm on a tagger's data (tags, not next tokens) is token classification
+        task, self.task_note = detect_task(self.data.task, self.data, self.pipeline)
+        if task is not self.data.task:
+            self.data = dataclasses.replace(self.data, task=task)
         self.pipeline.task_name = self.data.task.name
 
     @property
@@ -215,7 +223,7 @@ class Context:
                     f"loss: model, but the model's output ({type(raw).__name__}) has no .loss "
                     "when given labels=: use the task's loss (leave loss unset) or your own"
                 )
-            return self._watch(loss), self.pipeline.output(raw)
+            return self._watch(loss), self.pipeline.prediction(raw, b.x)
         out = self.forward(model, b.x)
         return self.loss(out, b.y), out
 
@@ -224,7 +232,7 @@ class Context:
         step = self.pipeline.step
         if step is not None:
             with self.meter.measure(backward=1):  # the user's step: forward, backward, step
-                v = step(model, b.raw, opt)
+                v = step(model, self.pipeline.model_layout(b.raw), opt)
             return self._note_step(float(v.detach() if isinstance(v, Tensor) else v), b)
         opt.zero_grad(set_to_none=True)
         loss, _ = self.batch_loss(model, b)

@@ -29,6 +29,12 @@ pipeline=Pipeline(...))``):
   (``log_softmax`` + ``F.nll_loss``); unset, it is detected from the loss and the outputs,
   and the checks build the outputs they compare against (uniform, the prior, the best
   reachable) in that domain.
+* Axes: ``batch_first`` (default true): the model reads and returns tensors with the batch
+  first. ``batch_first: false`` is a sequence-first model (PyTorch's word-language-model
+  example, ``nn.Transformer`` with its default ``batch_first=False``): the loader's
+  [B, T, ...] inputs are handed to it as [T, B, ...], and its [T, B, ...] output (or the
+  flattened [T*B, ...]) read back as [B, T, ...], so the checks, the loss and the metrics see
+  batch-first tensors; a training step gets its batch sequence-first (what the model reads).
 * Step: ``None`` runs ``zero_grad, loss, backward, step``; a callable ``step(model, batch,
   optimizer) -> loss`` is the user's own training step, given the batch as the loader yields
   it, so a bug in the step shows in the checks that train.
@@ -95,6 +101,8 @@ class Pipeline:
     # under MSE or nn.BCELoss), "log_probs" (log_softmax + F.nll_loss); None: detected from
     # the loss and the outputs (trackcheck.checks._shared._domain)
     output_domain: str | None = None
+    # false: the model reads [T, B, ...] and returns [T, B, ...] or [T*B, ...] (sequence-first)
+    batch_first: bool = True
     task_name: str = ""  # set by the Context: shifting applies to language modeling only
 
     def __post_init__(self) -> None:
@@ -183,6 +191,7 @@ class Pipeline:
     def call(self, model: nn.Module, x: Any, **extra: Any) -> Any:
         """``model`` applied to inputs ``x`` as the batch convention says; the raw output."""
         kwargs = {**_default_kwargs(model), **self.forward_kwargs, **extra}
+        x = self.model_layout(x)
         if isinstance(x, Mapping):
             return model(**x, **kwargs)
         if isinstance(x, tuple):
@@ -213,14 +222,43 @@ class Pipeline:
         )
 
     def forward(self, model: nn.Module, x: Any) -> Tensor:
-        return self.output(self.call(model, x))
+        return self.prediction(self.call(model, x), x)
+
+    def prediction(self, raw: Any, x: Any) -> Tensor:
+        """The prediction tensor of a model's raw output on inputs ``x``, batch first."""
+        out = self.output(raw)
+        if self.batch_first:
+            return out
+        t, b = primary(self.model_layout(x)).shape[:2]
+        if out.dim() >= 2 and out.shape[:2] == (t, b):
+            return out.transpose(0, 1)
+        if out.dim() >= 1 and out.shape[0] == t * b:  # flattened [T*B, ...], t-major
+            return out.reshape(t, b, *out.shape[1:]).transpose(0, 1)
+        raise PipelineError(
+            f"pipeline.batch_first=false, but the model returned {list(out.shape)} for "
+            f"[{t}, {b}] (time, batch) inputs: expected [{t}, {b}, ...] or [{t * b}, ...] "
+            "(a sequence-first output), or set pipeline.batch_first=true"
+        )
+
+    def model_layout(self, batch: Any) -> Any:
+        """Inputs (or a whole batch) in the model's layout: every tensor of two or more
+        dimensions [B, T, ...] -> [T, B, ...] for a sequence-first model; as is otherwise."""
+        if self.batch_first:
+            return batch
+        if isinstance(batch, Tensor):
+            return batch.transpose(0, 1) if batch.dim() >= 2 else batch
+        if isinstance(batch, Mapping):
+            return {k: self.model_layout(v) for k, v in batch.items()}
+        if isinstance(batch, tuple | list):
+            return type(batch)(self.model_layout(v) for v in batch)
+        return batch
 
     def labels_for_model(self, y: Tensor) -> Tensor:
         """The ``labels=`` a model that computes its own loss expects: the shift undone
         (Hugging Face causal LMs shift inside), ignored positions kept at ignore_index."""
         if self.task_name == "lm" and self.shift_labels is not False:
-            return F.pad(y, (1, 0), value=self.ignore_index)[..., :-1]
-        return y
+            y = F.pad(y, (1, 0), value=self.ignore_index)[..., :-1]
+        return self.model_layout(y)
 
 
 def model_loss() -> str:

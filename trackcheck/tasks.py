@@ -8,6 +8,7 @@ Shapes (B = batch, C = classes, T = sequence length, V = vocabulary):
     binary      out [B] or [B, 1] logit, y [B] (or [B, 1]) float in {0, 1}
     regression  out [B] or [B, 1],       y [B] float
     lm          out [B, T, V] logits,    y [B, T] int64 (next tokens)
+    token       out [B, T, C] logits,    y [B, T] int64 (a class per position: tagging, NER)
 
 Integer targets equal to IGNORE_INDEX (-100, PyTorch's and Hugging Face's convention: padding,
 the last position of a shifted sequence) carry no target: losses, metrics and priors skip them.
@@ -15,8 +16,11 @@ the last position of a shifted sequence) carry no target: losses, metrics and pr
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +43,10 @@ class Task:
     metric_name: str = ""  # the human-readable metric: accuracy, mae
     higher_is_better: bool = True
     classification: bool = True
+    # the output keeps the time axis, [B, T, C] against [B, T] targets (lm, token)
+    per_position: bool = False
+    # position t predicts the input at t + 1, so it may read inputs up to t only (lm)
+    autoregressive: bool = False
 
     # --- loss ---------------------------------------------------------------------------
     def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
@@ -148,6 +156,8 @@ class LanguageModeling(Multiclass):
 
     name = "lm"
     metric_name = "token_accuracy"
+    per_position = True
+    autoregressive = True
 
     def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
         if out.dim() != 3 or out.shape[-1] != self.num_classes:
@@ -166,6 +176,16 @@ class LanguageModeling(Multiclass):
     def target_score(self, out: Tensor, y: Tensor) -> Tensor:
         # mean probability of the true next token over the sequence's valid positions: [B]
         return _mean_valid(super().target_score(out, y), y)
+
+
+class TokenClassification(LanguageModeling):
+    """A class per position (BertForTokenClassification, NER and part-of-speech taggers):
+    the same loss, prior and metric as language modeling, per position, but the targets are
+    tags, not the next inputs, so the model may read the whole sequence (a bidirectional
+    encoder is correct by design) and the labels are never shifted."""
+
+    name = "token"
+    autoregressive = False
 
 
 def _mean_valid(v: Tensor, y: Tensor) -> Tensor:
@@ -264,14 +284,93 @@ class Regression(Task):
         return self._pred(out, y).reshape(out.shape[0], -1).mean(-1)
 
 
+TASKS = ("multiclass", "binary", "regression", "lm", "token")
+
+
 def make_task(name: str, num_outputs: int = 1) -> Task:
-    """``name`` is one of multiclass, binary, regression, lm."""
+    """``name`` is one of TASKS (``token``: a class per position, e.g. NER tagging)."""
     if name == "multiclass":
         return Multiclass(num_outputs)
     if name == "lm":
         return LanguageModeling(num_outputs)
+    if name == "token":
+        return TokenClassification(num_outputs)
     if name == "binary":
         return Binary()
     if name == "regression":
         return Regression()
-    raise ValueError(f"unknown task {name!r}: use one of multiclass, binary, regression, lm")
+    raise ValueError(f"unknown task {name!r}: use one of {', '.join(TASKS)}")
+
+
+# --- telling a tagger from a language model --------------------------------------------------
+# a language model's targets are its inputs (at the same position, shifted inside the model,
+# or one position on): on a real text nearly every valid position matches. A tagger's tags
+# match its token ids only by chance (about 1 in C). Half is far from both.
+ALIGNED_SHARE = 0.5
+
+
+def alignment(ids: Tensor, y: Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[float, float]:
+    """(share of target positions equal to the input at the same position, share equal to
+    the input one position on), over the positions that carry a target; ``ids`` and ``y``
+    are [B, T] integers."""
+    valid = y != ignore_index
+    same = float((ids == y)[valid].float().mean()) if bool(valid.any()) else 0.0
+    nxt_valid = valid[:, :-1]
+    nxt = (ids[:, 1:] == y[:, :-1])[nxt_valid]
+    return same, float(nxt.float().mean()) if nxt.numel() else 0.0
+
+
+def integer_sequences(x: Any, like: Tensor) -> list[tuple[Any, Tensor]]:
+    """The token-id input tensors of ``x`` shaped like the targets ``like`` [B, T]: (the
+    position of each in ``x``: None for a bare tensor, an index or a key; the tensor).
+    Integer tensors of at most two values are masks or segment ids (``attention_mask``,
+    ``token_type_ids``), not tokens: all-zero segment ids would match a tagger's majority
+    tag 0 at most positions."""
+    if isinstance(x, Tensor):
+        items: list[tuple[Any, Any]] = [(None, x)]
+    elif isinstance(x, Mapping):
+        items = list(x.items())
+    elif isinstance(x, tuple | list):
+        items = list(enumerate(x))
+    else:
+        return []
+    return [
+        (k, v)
+        for k, v in items
+        if isinstance(v, Tensor)
+        and not v.is_floating_point()
+        and v.dtype != torch.bool
+        and v.shape == like.shape
+        and v.unique().numel() > 2
+    ]
+
+
+def detect(task: Task, data: Any, pipeline: Any, n: int = 16) -> tuple[Task, str]:
+    """``task`` as configured, or a :class:`TokenClassification` when it says ``lm`` but the
+    targets are not the inputs' next tokens (a tagger given task lm: [B, T, C] logits
+    against tags); with the reason, "" when kept. The first ``n`` training examples are
+    read, without the language-model shift; a batch that cannot be read keeps the task (the
+    contract check says what is wrong with it)."""
+    if type(task) is not LanguageModeling:
+        return task, ""
+    try:
+        b = dataclasses.replace(pipeline, task_name=TokenClassification.name).split(
+            data.head("train", n)
+        )
+    except Exception:  # noqa: BLE001 - an unreadable batch is the contract's to report
+        return task, ""
+    y = b.y
+    if not isinstance(y, Tensor) or y.dim() != 2 or y.is_floating_point() or y.shape[1] < 2:
+        return task, ""
+    seqs = integer_sequences(b.x, y)
+    if not seqs:
+        return task, ""  # no token ids to compare with (embeddings given): keep it
+    ign = getattr(pipeline, "ignore_index", IGNORE_INDEX)
+    best = max(max(alignment(v, y, ign)) for _, v in seqs)
+    if best >= ALIGNED_SHARE:
+        return task, ""
+    return TokenClassification(task.num_classes), (
+        f"configured as task lm, but only {best:.0%} of the targets are an input token at the "
+        "same or the next position, so read as token classification, a class per position; "
+        "data.task=token says so directly"
+    )

@@ -12,16 +12,13 @@ from typing import Any
 
 import torch
 
-from trackcheck import Pipeline, from_datasets
+from trackcheck import from_datasets
 
 from ._data import DictItems
 from ._hf import CLS, PAD, SEP, VOCAB, bert_config
 
 SOURCE = "https://github.com/huggingface/transformers/blob/main/examples/pytorch/token-classification/run_ner.py"
-GLUE = (
-    "per-token classification has no task: task 'lm' with Pipeline(shift_labels=False) reads "
-    "[B, T, C] logits against [B, T] labels"
-)
+GLUE = ""
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
@@ -66,8 +63,7 @@ def program() -> dict[str, Any]:
     train, test = sentences()
     return {
         "model": model,
-        "data": from_datasets(train, test, "lm", len(LABELS), kind="tokens", batch_size=8),
+        "data": from_datasets(train, test, "token", len(LABELS), kind="tokens", batch_size=8),
         "optimizer": lambda p: torch.optim.AdamW(p, lr=5e-5, weight_decay=0.0),
         "loss": "model",
-        "pipeline": Pipeline(shift_labels=False),
     }

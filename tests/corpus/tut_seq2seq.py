@@ -19,11 +19,7 @@ from torch import nn
 from ._data import tensor_spec
 
 SOURCE = "https://github.com/pytorch/tutorials/blob/main/intermediate_source/seq2seq_translation_tutorial.py"
-GLUE = (
-    "encoder and decoder wrapped in one module (the tutorial keeps two, each with its own "
-    "Adam); the per-token [B, T, V] output needs task lm, which treats it as next-token "
-    "prediction of the source"
-)
+GLUE = "encoder and decoder wrapped in one module (the tutorial keeps two, each with its own Adam)"
 SOS_token, EOS_token = 0, 1
 MAX_LENGTH = 10
 V_IN, V_OUT = 24, 24

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from trackcheck.checks._shared._common import (
     fmt_values,
     init_outputs,
     output_layer,
+    outputs_at_init,
     tied_to_embedding,
 )
 from trackcheck.checks._shared._domain import logit_view, output_domain
@@ -42,6 +45,12 @@ class InitBiasParams:
     fail_share: float = 0.5
     # an output layer without a bias (GPT-2's tied lm_head) turns the status into a pass
     # with the finding in its message: the advice to set the bias cannot be followed there
+    # a warn or fail is re-measured on this many inits in all (seeds seed..seed+inits-1, the
+    # same examples) and the least severe verdict stands: the random weights move the mean
+    # prediction, so a share near a line crosses it with the seed (measured on a BERT tagger
+    # with a 66% majority tag and a zero bias: 43%-55% over 4 seeds around the 48% of its
+    # uniform prediction, a fail on one seed in four at fail_share 0.5)
+    inits: int = 5
 
 
 @register("init_bias", InitBiasParams, fast=True)
@@ -49,11 +58,7 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     """The final-layer bias carries the prior (mean prediction at init vs class prior / mean)."""
     task = ctx.task
     out, y = init_outputs(ctx, p.n_examples)  # shared with loss_at_init: one forward
-    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits
-    mean_pred = task.mean_prediction(logit_view(ctx, out, output_domain(ctx, out, y)))
-    best = task.prior_loss(ctx.prior)
-    excess = task.constant_loss(ctx.prior, mean_pred) - best
-    share = excess / best if best > 0 else 0.0
+    mean_pred, excess, best, share = _cost(ctx, out, y)
     fix = fmt_values(task.prior_bias(ctx.prior))
     if task.classification:
         assert ctx.prior.probs is not None
@@ -68,12 +73,7 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     else:
         metrics.update({"mean_pred": float(mean_pred[0]), "target_mean": ctx.prior.mean})
     threshold = f"< {p.warn_share:g} (fail >= {p.fail_share:g})"
-    if share >= p.fail_share or share != share:
-        status = Status.FAIL
-    elif share >= p.warn_share:
-        status = Status.WARN
-    else:
-        status = Status.PASS
+    status = _status(share, p)
     msg = (
         f"{observed}: the bias costs {share:.1%} of the initial loss ({excess:.4g} over {best:.4g})"
     )
@@ -95,12 +95,51 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
             status = Status.PASS  # nothing to set: information, not a warning to act on
             msg += _no_bias_advice(found[0], tied_to_embedding(model, found[1]), fix)
         else:
+            status, spread = _over_inits(ctx, p, share)
+            metrics["inits"] = float(p.inits)
+            msg += spread
             where = f" ({found[0]}.bias)" if found is not None else ""
             msg += (
                 f", a hockey-stick start; set the final layer's bias to {fix}{where} "
                 "(shipped models: model.out_bias=auto)"
             )
     return CheckResult("init_bias", status, msg, metrics=metrics, value=share, threshold=threshold)
+
+
+def _cost(ctx: Context, out: Tensor, y: Tensor) -> tuple[Tensor, float, float, float]:
+    """(mean prediction, excess loss, best constant loss, share) of outputs at init."""
+    task = ctx.task
+    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits
+    mean_pred = task.mean_prediction(logit_view(ctx, out, output_domain(ctx, out, y)))
+    best = task.prior_loss(ctx.prior)
+    excess = task.constant_loss(ctx.prior, mean_pred) - best
+    return mean_pred, excess, best, excess / best if best > 0 else 0.0
+
+
+def _status(share: float, p: InitBiasParams) -> Status:
+    if share >= p.fail_share or share != share:
+        return Status.FAIL
+    return Status.WARN if share >= p.warn_share else Status.PASS
+
+
+RANK = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
+
+
+def _over_inits(ctx: Context, p: InitBiasParams, share: float) -> tuple[Status, str]:
+    """The least severe verdict over ``p.inits`` inits (this one and the next seeds', on the
+    same examples), and a note of the shares' range: a finding that holds on every init."""
+    shares = [share]
+    for k in range(1, p.inits):
+        model = ctx.new_model(seed=ctx.seed + k)
+        shares.append(_cost(ctx, *outputs_at_init(ctx, model, p.n_examples))[3])
+    status = min((_status(s, p) for s in shares), key=RANK.__getitem__)
+    if len(shares) == 1:
+        return status, ""
+    lo, hi = min(shares), max(shares)
+    note = f" ({lo:.0%} to {hi:.0%} over {len(shares)} inits"
+    if status != _status(share, p):
+        note += f"; {status.value}, the least severe: a change of seed moves it across the line"
+    return status, note + ")"
 
 
 def _output_layer_name(ctx: Context) -> str | None:

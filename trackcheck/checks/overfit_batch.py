@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ from trackcheck.checks._shared._trajectory import Trajectory, UpdateMeter, of_ru
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
-from trackcheck.pipeline import IGNORE_INDEX, primary, primary_key, valid_targets
+from trackcheck.pipeline import IGNORE_INDEX, primary, replace_primary, valid_targets
 from trackcheck.registry import register
 from trackcheck.training import repeat, train_steps
 
@@ -213,7 +212,7 @@ def _mispredicted(
             keep = valid_targets(y).cpu()
             pred = out.reshape(n, -1).argmax(-1).cpu()
             bad = keep & (pred != y.cpu().long())
-        elif name == "lm":
+        elif ctx.task.per_position:
             # not judged label by label: which positions a model can tell apart depends on
             # what it sees (a bigram table sees one token, _groups), and a mean loss at its
             # target can hide a position or two on a correct GPT-2 with padding; a language
@@ -510,7 +509,7 @@ def _groups(ctx: Context, model: torch.nn.Module, x: Any, y: Tensor, out0: Tenso
     if not isinstance(ids, Tensor) or len(ids) != len(y):
         return None
     if (
-        ctx.task.name == "lm"
+        ctx.task.per_position
         and y.dim() == 2
         and ids.shape == y.shape
         and not ids.is_floating_point()
@@ -565,7 +564,7 @@ def _reach(ctx: Context, model: torch.nn.Module, x: Any, ids: Tensor) -> int | N
         vocab = getattr(ctx.task, "num_classes", 0) or int(ids.max()) + 1
         other = (ids[:, :1] + 1) % max(vocab, 2)  # another first token
         ids2 = torch.cat([other, ids[:, 1:]], 1)
-        x2 = {**x, primary_key(x): ids2} if isinstance(x, Mapping) else ids2
+        x2 = replace_primary(x, ids2)  # the other inputs kept (an encoder-decoder's target)
         a, b = ctx.forward(model, x).float(), ctx.forward(model, x2).float()
     finally:
         model.train(was)
@@ -717,8 +716,8 @@ def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int, domain: str) -> fl
 
 def _overlay(ctx: Context, out: Tensor, y: Tensor, best: float) -> plots.Deferred:
     task, title = ctx.task, f"overfit one batch: labels vs predictions (loss {best:.3g})"
-    if task.name == "lm":
-        itos = ctx.data.itos or []
+    if task.per_position:  # tokens, or tags by their class names
+        itos = (ctx.data.itos if task.autoregressive else ctx.data.class_names) or []
         valid = valid_targets(y)  # [B, T]: -100 positions (padding, the last) shown as "·"
         pred = out.argmax(-1)
         return plots.deferred(

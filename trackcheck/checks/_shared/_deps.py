@@ -59,10 +59,12 @@ def differentiable_input(model: nn.Module, forward: Callable[[Any], Tensor], x: 
         raise SkipCheck(f"dependency maps need an input tensor: {e}") from e
     if t.is_floating_point():
         return DiffPoint(lambda h: forward(replace_primary(x, h)), t.detach(), "the input")
-    name, emb, h0 = _find_embedding(model, forward, x, t)
+    name, emb, h0, swapped = _find_embedding(model, forward, x, t)
+    if swapped:  # a sequence-first model embeds ids [T, B]: the point is kept [B, T, C]
+        h0 = h0.transpose(0, 1)
 
     def fn(h: Tensor) -> Tensor:
-        with _replace_output(emb, h):
+        with _replace_output(emb, h.transpose(0, 1) if swapped else h):
             return forward(x)
 
     return DiffPoint(fn, h0, f"the output of nn.Embedding {name!r}")
@@ -70,20 +72,30 @@ def differentiable_input(model: nn.Module, forward: Callable[[Any], Tensor], x: 
 
 def _find_embedding(
     model: nn.Module, forward: Callable[[Any], Tensor], inputs: Any, x: Tensor
-) -> tuple[str, nn.Module, Tensor]:
+) -> tuple[str, nn.Module, Tensor, bool]:
     """One probe forward: the embedding that reads the ids ``x`` (the token table), and its
     output there (detached). Preferred: the first one fed ``x`` itself (or equal values);
     else the first fed a tensor of x's shape. With one sequence a position table fed
     ``arange(T)`` [1, T], or a token-type table fed zeros, has x's shape too, and a model may
     call those first (Hugging Face BERT calls the token-type table after the word table)."""
-    found: list[tuple[bool, str, nn.Module, Tensor]] = []  # (reads x, name, module, output)
+    # (reads x, name, module, output, fed x's [T, B] transpose: a sequence-first model)
+    found: list[tuple[bool, str, nn.Module, Tensor, bool]] = []
+    xt = x.transpose(0, 1) if x.dim() == 2 else None
 
     def record(name: str) -> Callable[..., None]:
         def hook(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             a = args[0] if args else None
-            if isinstance(a, Tensor) and a.shape == x.shape and isinstance(out, Tensor):
-                reads_x = a is x or (a.dtype == x.dtype and bool(torch.equal(a, x)))
-                found.append((reads_x, name, m, out.detach()))
+            if not isinstance(a, Tensor) or not isinstance(out, Tensor):
+                return
+            for ref, swapped in ((x, False), (xt, True)):  # fed x itself (or equal values)
+                if ref is not None and a.shape == ref.shape:
+                    if a is ref or (a.dtype == ref.dtype and bool(torch.equal(a, ref))):
+                        found.append((True, name, m, out.detach(), swapped))
+                        return
+            for ref, swapped in ((x, False), (xt, True)):  # else fed a tensor of its shape
+                if ref is not None and a.shape == ref.shape:
+                    found.append((False, name, m, out.detach(), swapped))
+                    return
 
         return hook
 
@@ -102,7 +114,7 @@ def _find_embedding(
             "nn.Embedding module for the token table so gradients can be taken at its output"
         )
     best = next((f for f in found if f[0]), found[0])
-    return best[1], best[2], best[3]
+    return best[1], best[2], best[3], best[4]
 
 
 @contextmanager

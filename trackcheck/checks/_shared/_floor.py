@@ -134,7 +134,7 @@ def output_std(ctx: Context, out: Tensor) -> float:
     (binary, regression) the std over examples. The noise in :func:`noisy_loss` has this
     std by construction, so the two are on one scale."""
     o = out.detach().double()
-    if ctx.task.name in ("multiclass", "lm") and o.shape[-1] > 1:
+    if ctx.task.name in ("multiclass", "lm", "token") and o.shape[-1] > 1:
         return float(o.reshape(-1, o.shape[-1]).std(-1).mean())
     flat = o.reshape(len(o), -1)  # [B, k]
     return float(flat.std(0).mean()) if len(o) > 1 else 0.0

@@ -22,7 +22,7 @@ def check_targets(ctx: Context, y: Tensor, f: Findings) -> bool:
         bad = int((~torch.isfinite(y)).sum())
         f.fail(f"{bad} training targets are NaN or Inf: clean them in the dataset")
         return False
-    if ctx.task.name in ("multiclass", "lm"):
+    if ctx.task.name in ("multiclass", "lm", "token"):
         return _class_targets(ctx, y, f)
     if ctx.task.name == "binary":
         return _binary_targets(y, f)
@@ -127,7 +127,7 @@ def check_shapes(ctx: Context, out: Tensor, y: Tensor, f: Findings) -> bool:
         )
         return False
     user = callable(ctx.pipeline.loss)
-    if ctx.task.name in ("multiclass", "lm"):
+    if ctx.task.name in ("multiclass", "lm", "token"):
         problem = _class_shape(ctx.task, os_, ys, y)
     elif ctx.task.name == "binary":
         problem = _binary_shape(os_, ys, user)
@@ -174,12 +174,14 @@ def _loss_pairs_rows(ctx: Context, out: Tensor, y: Tensor) -> bool:
 
 def _class_shape(task: Task, os_: list[int], ys: list[int], y: Tensor) -> str | None:
     C = task.num_classes  # type: ignore[attr-defined]
-    if task.name == "lm":
+    if task.per_position:
         if len(os_) != 3 or os_[:2] != ys or os_[2] != C:
+            what = "language model" if task.autoregressive else "per-token classifier"
+            size = "the vocabulary size" if task.autoregressive else "the number of tags"
             return (
-                f"the language model outputs {os_} for targets {ys}: it should give "
+                f"the {what} outputs {os_} for targets {ys}: it should give "
                 f"[batch, time, {C}] logits aligned with [batch, time] targets "
-                f"(data.num_outputs={C}, the vocabulary size)"
+                f"(data.num_outputs={C}, {size})"
             )
         return None
     if len(os_) != 2 or os_[1] != C:

@@ -126,7 +126,7 @@ def leakage(ctx: Context, p: LeakageParams) -> CheckResult:
 def _determining(
     ctx: Context, tr: SplitData, p: LeakageParams, g: np.random.Generator
 ) -> tuple[list[Determining], dict[str, float]]:
-    if not p.target_in_inputs or ctx.task.name == "lm":
+    if not p.target_in_inputs or ctx.task.per_position:
         return [], {}
     # the training split only: a model learns a leaked target there (a shortcut), and the
     # held-out loss is too good when the test split has it too; a test-only leak is never

@@ -119,8 +119,9 @@ def split_consistency(ctx: Context, p: SplitConsistencyParams) -> CheckResult:
 
 def _labels(ctx: Context, tr: SplitData, te: SplitData, p: SplitConsistencyParams) -> LabelShift:
     task = ctx.task.name
-    if task == "lm":
-        return token_shift(tr.y, te.y, ctx.data.itos)
+    if ctx.task.per_position:  # next tokens, or tags (named by the class names)
+        names = ctx.data.itos if ctx.task.autoregressive else ctx.data.class_names
+        return token_shift(tr.y, te.y, names)
     if task == "regression":
         return value_shift(tr.y, te.y)
     return class_shift(tr.y, te.y, ctx.data.class_names, p.alpha)
