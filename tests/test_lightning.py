@@ -229,6 +229,7 @@ def test_cli_data_override_works_with_or_without_plus(tmp_path: Path, spelling: 
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "_target_: helpers.lightning_models.DigitsDataModule" in out.stdout
+        assert "trainer:" not in out.stdout  # the config.yaml of their app is not ours
 
 
 def test_cli_without_data_says_so_in_one_line(tmp_path: Path) -> None:
