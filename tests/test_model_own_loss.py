@@ -83,9 +83,7 @@ class NanoGPT(nn.Module):
             dict(
                 wte=nn.Embedding(vocab_size, n_embd),
                 wpe=nn.Embedding(block_size, n_embd),
-                h=nn.ModuleList(
-                    Block(n_embd, n_head, block_size, causal) for _ in range(n_layer)
-                ),
+                h=nn.ModuleList(Block(n_embd, n_head, block_size, causal) for _ in range(n_layer)),
                 ln_f=nn.LayerNorm(n_embd),
             )
         )

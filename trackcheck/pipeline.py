@@ -297,9 +297,7 @@ def _last_position_only(out: Tensor, x: Any) -> bool:
     """``out`` [B, 1, V] for inputs [B, T > 1]: a language model's logits cut to the last
     position."""
     t = primary(x)
-    return (
-        t.ndim == 2 and t.shape[1] > 1 and out.ndim == 3 and out.shape[:2] == (t.shape[0], 1)
-    )
+    return t.ndim == 2 and t.shape[1] > 1 and out.ndim == 3 and out.shape[:2] == (t.shape[0], 1)
 
 
 def _dummy_targets(x: Any) -> Tensor:
