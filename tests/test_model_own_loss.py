@@ -134,11 +134,15 @@ def test_its_loss_and_every_positions_logits_are_read_without_a_wrapper(
     assert torch.allclose(pipe.forward(model, x), raw[0])
 
 
-def test_clean_model_passes_the_checklist(text_data: DataSpec) -> None:
+def test_clean_model_passes_the_checklist(
+    text_data: DataSpec, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = run(text_data)
     bad = [c for c in report.checks if c.status in BAD]
     assert not bad, "\n".join(f"{c.name} {c.status}: {c.message}" for c in bad)
     assert report["overfit_batch"].status == Status.PASS
+    # its print at init shows once, not once per fresh model
+    assert capsys.readouterr().out.count("number of parameters") == 1
 
 
 @pytest.mark.slow

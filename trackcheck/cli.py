@@ -36,6 +36,7 @@ from trackcheck.interrupts import raise_terminated
 from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.redact import redact, redact_args, redact_text, secret_values
 from trackcheck.registry import all_checks
+from trackcheck.stage_log import quiet_after_first
 from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
 # re-exported: the verdict's exit codes and one-line messages (trackcheck.verdict)
@@ -136,13 +137,13 @@ def build_model_factories(
     bigger = node.pop("bigger", None)
     if node.get("out_bias") == "auto":
         node["out_bias"] = data.prior_bias(build_pipeline(cfg))
-    _instantiate(node, "model")
-    factory = partial(instantiate, OmegaConf.create(node))
+    _instantiate(node, "model")  # its prints and warnings show here, once (stage_log)
+    factory = quiet_after_first(partial(instantiate, OmegaConf.create(node)), shown=True)
     big = None
     if bigger:
         big_node = OmegaConf.merge(OmegaConf.create(node), bigger)
         _instantiate(big_node, "model.bigger")
-        big = partial(instantiate, big_node)
+        big = quiet_after_first(partial(instantiate, big_node), shown=True)
     return factory, big
 
 
