@@ -169,6 +169,46 @@ def test_failed_gate_is_logged_to_mlflow_under_the_trainers_run(
     assert run.data.params["sanity/gated_on"] == "contract"
 
 
+# --- fast_dev_run and several processes ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("module", "steps"), [("DigitsLitModule", 1), ("SoftmaxBeforeCrossEntropy", 0)]
+)
+def test_fast_dev_run_runs_the_stage_and_its_gate(tmp_path: Path, module: str, steps: int) -> None:
+    cb = TrackcheckCallback(checks=["contract"], progress=False)
+    t = pl.Trainer(fast_dev_run=True, callbacks=[cb], default_root_dir=tmp_path)
+    try:
+        t.fit(getattr(M, module)(), datamodule=M.DigitsDataModule())
+    except SanityCheckFailed as e:
+        assert e.code == 2 and "contract" in str(e)
+    assert cb.report is not None and cb.report.passed == bool(steps)
+    assert t.global_step == steps  # fast_dev_run's one step, only after a passing gate
+
+
+def test_synchronized_batchnorm_over_processes_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DDP with sync_batchnorm=True: Lightning turns each BatchNorm into a SyncBatchNorm,
+    # whose forward in a check's copy would wait on the other ranks, which wait on rank 0
+    from trackcheck.integrations.lightning import cannot_run
+
+    t = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        sync_batchnorm=True,
+        logger=False,
+        default_root_dir=tmp_path,
+    )
+    assert t.world_size == 2
+    module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(M.DigitsLitModule())
+    assert cannot_run(t, M.DigitsLitModule()) is None  # plain DDP runs (rank 0, broadcast)
+    with pytest.raises(SanityCheckFailed) as e:
+        TrackcheckCallback(progress=False).on_fit_start(t, module)
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sync_batchnorm=True" in line and "devices=1" in line
+
+
 # --- python -m trackcheck on lightning-hydra-template configs ----------------------------------
 def user_configs(tmp_path: Path, module: str = "DigitsLitModule") -> Path:
     """A lightning-hydra-template config dir: ``model/mnist.yaml`` a LightningModule,
