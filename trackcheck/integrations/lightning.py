@@ -28,7 +28,9 @@ The verdict and each check's metrics go to the Trainer's loggers under ``sanity/
 W&B, CSV, TensorBoard alike), the report to ``<default_root_dir>/trackcheck/report.json``. A
 failed gate raises :class:`SanityCheckFailed` (a SystemExit with the CLI's exit code: 1 for a
 failed check, 2 when the pipeline's contract fails) before the first training step, after
-printing the same one-line reason as the command line.
+printing the same one-line reason as the command line. ``fast_dev_run`` runs the stage; under
+DDP rank 0 runs it and every rank stops on its verdict; sharded strategies (FSDP, DeepSpeed)
+and SyncBatchNorm across processes are refused in one line (:func:`cannot_run`).
 
 Or without a callback, returning the Report::
 
