@@ -280,6 +280,17 @@ def test_cli_without_data_says_so_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()  # a refused run leaves no output dir
 
 
+def test_cli_refuses_a_shipped_name_that_a_searchpath_dir_also_has(tmp_path: Path) -> None:
+    # hydra.searchpath dirs come after trackcheck's configs, so data=digits would silently be
+    # the shipped 8x8 digits: refused, naming both (--config-dir puts the user's first)
+    searchpath = f"hydra.searchpath=[file://{user_configs(tmp_path)}]"
+    out = trackcheck_cli(tmp_path, "+model=mnist", "data=digits", searchpath)
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert "shipped data/digits" in line and str(tmp_path / "configs") in line
+    assert "--config-dir" in line
+
+
 def test_import_trackcheck_does_not_import_lightning() -> None:
     code = "import sys, trackcheck, trackcheck.integrations; print('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -403,6 +403,32 @@ def multirun_job(cfg: DictConfig, hc: Any) -> Any:
     return sweep.job_value(record, failed_value, train_result)
 
 
+def refuse_shadowed_choices(hc: Any) -> None:
+    """A chosen config (``data=digits``) that a ``hydra.searchpath`` dir of the user's has
+    too, but trackcheck's shipped one was used (Hydra searches the app's own configs first):
+    refused, naming both, rather than silently running on the other data. ``--config-dir``
+    puts the user's groups first (startup.user_groups_first), so it never gets here."""
+    from hydra._internal.sources_registry import SourcesRegistry
+
+    sources = [s for s in hc.runtime.config_sources if "hydra.searchpath" in s.provider]
+    for group, option in hc.runtime.choices.items():
+        if not isinstance(option, str) or group.startswith("hydra/"):
+            continue
+        name = f"{group}/{option}"
+        if not (Path(__file__).parent / "conf" / f"{name}.yaml").is_file():
+            continue  # not shipped: the user's own is the only one
+        for s in sources:
+            source = SourcesRegistry.instance().resolve(s.schema)(
+                s.provider, f"{s.schema}://{s.path}"
+            )
+            if source.is_config(name):
+                raise UsageError(
+                    f"{group}={option} is both trackcheck's shipped {name} (used) and yours in "
+                    f"{s.path} (hydra.searchpath comes after trackcheck's configs): give "
+                    f"--config-dir {s.path} instead (its groups come first), or rename yours"
+                )
+
+
 def no_model_message() -> str:
     models = ", ".join(_available_models()) or "(none found)"
     return (
@@ -437,6 +463,7 @@ def hydra_main(cfg: DictConfig) -> Any:
     run_name = job_run_name(hc)
     _scrub(cfg, hc)
     try:
+        refuse_shadowed_choices(hc)
         outcome = check_then_train(cfg, hc.runtime.output_dir, run_name)
     except UsageError as e:  # bad input, not a failed gate: exit 2
         print(f"trackcheck: error: {redact_text(str(e))}", file=sys.stderr)  # may be help text
