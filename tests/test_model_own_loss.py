@@ -66,7 +66,8 @@ class Block(nn.Module):
 
 
 class NanoGPT(nn.Module):
-    """nanoGPT's GPT, tiny; ``causal=False`` plants a missing causal mask."""
+    """nanoGPT's GPT, tiny; ``causal=False`` plants a missing causal mask,
+    ``reduction="sum"`` a loss summed over the batch's tokens."""
 
     def __init__(
         self,
@@ -76,9 +77,10 @@ class NanoGPT(nn.Module):
         n_head: int = 4,
         n_embd: int = 32,
         causal: bool = True,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.block_size = block_size
+        self.block_size, self.reduction = block_size, reduction
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(vocab_size, n_embd),
@@ -108,7 +110,10 @@ class NanoGPT(nn.Module):
         if targets is not None:
             logits = self.lm_head(x)  # [B, T, V]
             loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+                logits.view(-1, logits.size(-1)),
+                targets.view(-1),
+                ignore_index=-1,
+                reduction=self.reduction,
             )
         else:  # inference-time mini-optimization: only the last position
             logits = self.lm_head(x[:, [-1], :])  # [B, 1, V]
@@ -156,6 +161,12 @@ def test_clean_model_passes_the_checklist_on_other_seeds(text_data: DataSpec, se
 def test_missing_causal_mask_fails_causality(text_data: DataSpec) -> None:
     report = run(text_data, factory=lambda: NanoGPT(causal=False), checks=["causality"])
     assert report["causality"].status == Status.FAIL
+
+
+def test_loss_summed_inside_the_forward_is_named_by_the_contract(text_data: DataSpec) -> None:
+    report = run(text_data, factory=lambda: NanoGPT(reduction="sum"), checks=["contract"])
+    assert report["contract"].status == Status.WARN
+    assert "the loss grows with the batch" in report["contract"].message
 
 
 def test_forward_without_a_targets_argument_is_one_clear_error(text_data: DataSpec) -> None:
