@@ -169,35 +169,126 @@ def test_failed_gate_is_logged_to_mlflow_under_the_trainers_run(
     assert run.data.params["sanity/gated_on"] == "contract"
 
 
+# --- fast_dev_run and several processes ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("module", "steps"), [("DigitsLitModule", 1), ("SoftmaxBeforeCrossEntropy", 0)]
+)
+def test_fast_dev_run_runs_the_stage_and_its_gate(tmp_path: Path, module: str, steps: int) -> None:
+    cb = TrackcheckCallback(checks=["contract"], progress=False)
+    t = pl.Trainer(fast_dev_run=True, callbacks=[cb], default_root_dir=tmp_path)
+    try:
+        t.fit(getattr(M, module)(), datamodule=M.DigitsDataModule())
+    except SanityCheckFailed as e:
+        assert e.code == 2 and "contract" in str(e)
+    assert cb.report is not None and cb.report.passed == bool(steps)
+    assert t.global_step == steps  # fast_dev_run's one step, only after a passing gate
+
+
+def test_synchronized_batchnorm_over_processes_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DDP with sync_batchnorm=True: Lightning turns each BatchNorm into a SyncBatchNorm,
+    # whose forward in a check's copy would wait on the other ranks, which wait on rank 0
+    from trackcheck.integrations.lightning import cannot_run
+
+    t = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        sync_batchnorm=True,
+        logger=False,
+        default_root_dir=tmp_path,
+    )
+    assert t.world_size == 2
+    module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(M.DigitsLitModule())
+    assert cannot_run(t, M.DigitsLitModule()) is None  # plain DDP runs (rank 0, broadcast)
+    with pytest.raises(SanityCheckFailed) as e:
+        TrackcheckCallback(progress=False).on_fit_start(t, module)
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sync_batchnorm=True" in line and "devices=1" in line
+
+
 # --- python -m trackcheck on lightning-hydra-template configs ----------------------------------
+def user_configs(tmp_path: Path, module: str = "DigitsLitModule") -> Path:
+    """A lightning-hydra-template config dir: ``model/mnist.yaml`` a LightningModule,
+    ``data/digits.yaml`` a DataModule (named like trackcheck's shipped 8x8 digits), and a
+    ``train.yaml`` / ``config.yaml`` of the user's own app beside them."""
+    configs = tmp_path / "configs"
+    (configs / "model").mkdir(parents=True)
+    (configs / "data").mkdir()
+    (configs / "model" / "mnist.yaml").write_text(
+        f"_target_: helpers.lightning_models.{module}\nlr: 0.003\n"
+    )
+    (configs / "data" / "digits.yaml").write_text(
+        "_target_: helpers.lightning_models.DigitsDataModule\nbatch_size: 64\n"
+    )
+    (configs / "config.yaml").write_text("defaults:\n  - model: mnist\ntrainer: {max_epochs: 3}\n")
+    return configs
+
+
+def trackcheck_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
+    return subprocess.run(
+        [sys.executable, "-m", "trackcheck", *args, f"hydra.run.dir={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
 @pytest.mark.parametrize(
     ("module", "code"), [("DigitsLitModule", 0), ("SoftmaxBeforeCrossEntropy", 2)]
 )
 def test_cli_takes_a_lightning_module_and_datamodule_from_the_users_configs(
     tmp_path: Path, module: str, code: int
 ) -> None:
-    configs = tmp_path / "configs"
-    (configs / "model").mkdir(parents=True)
-    (configs / "data").mkdir()
-    (configs / "model" / "lit_digits.yaml").write_text(
-        f"_target_: helpers.lightning_models.{module}\nlr: 0.003\n"
-    )
-    (configs / "data" / "lit_digits.yaml").write_text(
-        "_target_: helpers.lightning_models.DigitsDataModule\nbatch_size: 64\n"
-    )
-    root = Path(__file__).resolve().parents[1]
-    args = [
-        *("--config-dir", str(configs), "+model=lit_digits", "+data=lit_digits"),
+    configs = user_configs(tmp_path, module)
+    out = trackcheck_cli(
+        tmp_path,
+        *("--config-dir", str(configs), "+model=mnist", "data=digits"),  # no + needed
         *("checks.run=[contract,overfit_batch]", "tracker=none", "progress=false"),
-        f"hydra.run.dir={tmp_path / 'out'}",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
-    out = subprocess.run(
-        [sys.executable, "-m", "trackcheck", *args], capture_output=True, text=True, env=env
     )
     assert out.returncode == code, out.stderr[-2000:]
+    # the user's data/digits.yaml, not trackcheck's shipped data/digits of the same name
+    job = (tmp_path / "out" / ".hydra" / "config.yaml").read_text()
+    assert "_target_: helpers.lightning_models.DigitsDataModule" in job
     if code:
         assert "levels off" in out.stderr and "softmax" in out.stderr
+
+
+@pytest.mark.parametrize("spelling", ["data=digits", "+data=digits"])
+def test_cli_data_override_works_with_or_without_plus(tmp_path: Path, spelling: str) -> None:
+    # the user's model brings no data (add it: +data), the shipped ones do (replace it: data=)
+    configs = user_configs(tmp_path)
+    for model in ("+model=mnist", "+model=resnet"):
+        out = trackcheck_cli(
+            tmp_path, "--cfg", "job", "--config-dir", str(configs), model, spelling
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "_target_: helpers.lightning_models.DigitsDataModule" in out.stdout
+        assert "trainer:" not in out.stdout  # the config.yaml of their app is not ours
+
+
+def test_cli_without_data_says_so_in_one_line(tmp_path: Path) -> None:
+    out = trackcheck_cli(tmp_path, "--config-dir", str(user_configs(tmp_path)), "+model=mnist")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("trackcheck: error: no data selected: pick a data config with data=")
+    assert not (tmp_path / "out").exists()  # a refused run leaves no output dir
+
+
+def test_cli_refuses_a_shipped_name_that_a_searchpath_dir_also_has(tmp_path: Path) -> None:
+    # hydra.searchpath dirs come after trackcheck's configs, so data=digits would silently be
+    # the shipped 8x8 digits: refused, naming both (--config-dir puts the user's first)
+    searchpath = f"hydra.searchpath=[file://{user_configs(tmp_path)}]"
+    out = trackcheck_cli(tmp_path, "+model=mnist", "data=digits", searchpath)
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert "shipped data/digits" in line and str(tmp_path / "configs") in line
+    assert "--config-dir" in line
 
 
 def test_import_trackcheck_does_not_import_lightning() -> None:

@@ -11,6 +11,7 @@ traceback and no secret in it; a traceback is left only for a crash of trackchec
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import traceback
@@ -35,6 +36,7 @@ from trackcheck.interrupts import raise_terminated
 from trackcheck.names import RUN_FAILED, RUN_FINISHED, RUN_KILLED, RunStatus
 from trackcheck.redact import redact, redact_args, redact_text, secret_values
 from trackcheck.registry import all_checks
+from trackcheck.stage_log import quiet_after_first
 from trackcheck.trackers.base import NoTracker, Tracker, TrackerError
 
 # re-exported: the verdict's exit codes and one-line messages (trackcheck.verdict)
@@ -66,12 +68,17 @@ class UsageError(Exception):
 
 
 def _available_models() -> list[str]:
+    return _options("model")
+
+
+def _options(group: str) -> list[str]:
+    """The configs of ``group`` on the search path (a ``--config-dir``'s too), else ours."""
     from hydra.core.global_hydra import GlobalHydra
 
     gh = GlobalHydra.instance()
     if gh.is_initialized():
-        return sorted(gh.config_loader().get_group_options("model"))
-    return sorted(p.stem for p in (Path(__file__).parent / "conf" / "model").glob("*.yaml"))
+        return sorted(gh.config_loader().get_group_options(group))
+    return sorted(p.stem for p in (Path(__file__).parent / "conf" / group).glob("*.yaml"))
 
 
 def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
@@ -88,11 +95,11 @@ def build_data(cfg: DictConfig, data: Any = None) -> DataSpec:
     """``cfg.data`` built (or ``data``, already built from it) and checked to be a DataSpec."""
     from trackcheck.data.spec import DataSpec
 
-    data = _instantiate(cfg.data, "data") if data is None else data
+    data = _build_data_node(cfg) if data is None else data
     if data is None:
         raise UsageError(
-            "no data selected: pick a data config with data=NAME (+data=NAME when the model "
-            "config brings none), or give the data node a _target_"
+            "no data selected: pick a data config with data=NAME (a data/NAME.yaml of "
+            f"yours under --config-dir, or one of: {', '.join(_options('data'))})"
         )
     if not isinstance(data, DataSpec):
         raise UsageError(
@@ -100,6 +107,19 @@ def build_data(cfg: DictConfig, data: Any = None) -> DataSpec:
             "datasets with _target_: trackcheck.data.from_datasets (see docs/model-and-data.md)"
         )
     return data
+
+
+def _build_data_node(cfg: DictConfig) -> Any:
+    """What ``cfg.data`` builds: None when there is no data node."""
+    node = cfg.get("data")
+    if node is None:
+        return None
+    if not OmegaConf.is_dict(node) or not node.get("_target_"):
+        raise UsageError(
+            "the data config has no _target_: give it one (a function returning a trackcheck "
+            "DataSpec, such as trackcheck.data.from_datasets, or a LightningDataModule class)"
+        )
+    return _instantiate(node, "data")
 
 
 def build_model_factories(
@@ -117,13 +137,13 @@ def build_model_factories(
     bigger = node.pop("bigger", None)
     if node.get("out_bias") == "auto":
         node["out_bias"] = data.prior_bias(build_pipeline(cfg))
-    _instantiate(node, "model")
-    factory = partial(instantiate, OmegaConf.create(node))
+    _instantiate(node, "model")  # its prints and warnings show here, once (stage_log)
+    factory = quiet_after_first(partial(instantiate, OmegaConf.create(node)), shown=True)
     big = None
     if bigger:
         big_node = OmegaConf.merge(OmegaConf.create(node), bigger)
         _instantiate(big_node, "model.bigger")
-        big = partial(instantiate, big_node)
+        big = quiet_after_first(partial(instantiate, big_node), shown=True)
     return factory, big
 
 
@@ -159,7 +179,7 @@ def build_and_run(
     from trackcheck.runner import run
     from trackcheck.validate import GatePolicy
 
-    built = _instantiate(cfg.data, "data") if cfg.get("data") is not None else None
+    built = _build_data_node(cfg)
     if _is_lightning_datamodule(built):  # lightning-hydra-template: model= a LightningModule
         stage = _lightning_stage(cfg, built)
         factory, data, bigger = stage.pop("model"), stage.pop("data"), None
@@ -383,6 +403,32 @@ def multirun_job(cfg: DictConfig, hc: Any) -> Any:
     return sweep.job_value(record, failed_value, train_result)
 
 
+def refuse_shadowed_choices(hc: Any) -> None:
+    """A chosen config (``data=digits``) that a ``hydra.searchpath`` dir of the user's has
+    too, but trackcheck's shipped one was used (Hydra searches the app's own configs first):
+    refused, naming both, rather than silently running on the other data. ``--config-dir``
+    puts the user's groups first (startup.user_groups_first), so it never gets here."""
+    from hydra._internal.sources_registry import SourcesRegistry
+
+    sources = [s for s in hc.runtime.config_sources if "hydra.searchpath" in s.provider]
+    for group, option in hc.runtime.choices.items():
+        if not isinstance(option, str) or group.startswith("hydra/"):
+            continue
+        name = f"{group}/{option}"
+        if not (Path(__file__).parent / "conf" / f"{name}.yaml").is_file():
+            continue  # not shipped: the user's own is the only one
+        for s in sources:
+            source = SourcesRegistry.instance().resolve(s.schema)(
+                s.provider, f"{s.schema}://{s.path}"
+            )
+            if source.is_config(name):
+                raise UsageError(
+                    f"{group}={option} is both trackcheck's shipped {name} (used) and yours in "
+                    f"{s.path} (hydra.searchpath comes after trackcheck's configs): give "
+                    f"--config-dir {s.path} instead (its groups come first), or rename yours"
+                )
+
+
 def no_model_message() -> str:
     models = ", ".join(_available_models()) or "(none found)"
     return (
@@ -417,6 +463,7 @@ def hydra_main(cfg: DictConfig) -> Any:
     run_name = job_run_name(hc)
     _scrub(cfg, hc)
     try:
+        refuse_shadowed_choices(hc)
         outcome = check_then_train(cfg, hc.runtime.output_dir, run_name)
     except UsageError as e:  # bad input, not a failed gate: exit 2
         print(f"trackcheck: error: {redact_text(str(e))}", file=sys.stderr)  # may be help text
@@ -477,6 +524,50 @@ def hydra_error(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
+def _hydra_main_either_spelling() -> None:
+    """``hydra_main``; where Hydra refuses ``data=NAME`` because no config in the defaults
+    list selects data (a model config of the user's brings none), once more with
+    ``+data=NAME``, and the other way round where the model config brings its data. The
+    shipped models bring theirs, a LightningModule's config does not: the user should not
+    have to know which."""
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        hydra_main()
+    except ConfigCompositionException as e:
+        argv = _respelled(sys.argv, str(e))
+        if _task_started or argv is None:
+            raise
+        saved, sys.argv = sys.argv, argv
+        try:
+            hydra_main()
+        finally:
+            sys.argv = saved
+
+
+# Hydra's refusals of a group override spelled for the other case: (pattern, old, new prefix)
+_RESPELL = (
+    (r"Could not override '([^']+)'\. No match in the defaults list", "", "+"),
+    (r"Multiple values for ([^ .]+)\. To override a value use", "+", ""),
+    (r"(\S+) appears more than once in the final defaults list", "+", ""),
+)
+
+
+def _respelled(argv: list[str], why: str) -> list[str] | None:
+    """``argv`` with the group override Hydra refused respelled (``data=x`` <-> ``+data=x``),
+    or None when ``why`` is no such refusal."""
+    for pattern, old, new in _RESPELL:
+        found = re.match(pattern, why)
+        if found is None:
+            continue
+        key = f"{old}{found.group(1)}="
+        hits = [i for i, a in enumerate(argv) if i > 0 and a.startswith(key)]
+        if len(hits) == 1:
+            arg = new + argv[hits[0]][len(old) :]
+            return [*argv[: hits[0]], arg, *argv[hits[0] + 1 :]]
+    return None
+
+
 def _run_hydra(keep_traces: bool) -> int:
     """``hydra_main`` and the exit code: Hydra's own rejection (a typo'd key, a value of the
     wrong type, an unknown config group, an output dir it cannot create) is bad input, 2."""
@@ -486,7 +577,7 @@ def _run_hydra(keep_traces: bool) -> int:
         if startup.quick_help(sys.argv[1:]):  # Hydra's --help output, without its slow part
             startup.print_help(sys.argv[1:], "trackcheck.conf", "config")
         else:
-            hydra_main()
+            _hydra_main_either_spelling()
     except Exception as e:
         if _task_started or keep_traces:
             raise  # a crash of trackcheck itself (or of the user's train): the trace helps
@@ -513,7 +604,7 @@ def main() -> None:
             render.prestart()  # the figure worker starts up beside this process, not after
     register_configs(for_help=help_only)  # help prints the cached checks node: no torch
     # the console script imports the user's package from the cwd, like python -m
-    with startup.cwd_on_path(), _cli_process() as keep_traces:
+    with startup.cwd_on_path(), startup.user_groups_first(argv), _cli_process() as keep_traces:
         try:
             code = _run_hydra(keep_traces)
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, not a traceback

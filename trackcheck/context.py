@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from trackcheck import losses
 from trackcheck.core import CheckResult
 from trackcheck.data.spec import DataSpec
-from trackcheck.pipeline import Batch, Pipeline, PipelineError
+from trackcheck.pipeline import Batch, Pipeline, PipelineError, model_loss_of
 from trackcheck.tasks import Prior, Task
 from trackcheck.tasks import detect as detect_task
 
@@ -212,16 +212,14 @@ class Context:
 
     def batch_loss(self, model: nn.Module, b: Batch) -> tuple[Tensor, Tensor]:
         """(scalar loss, prediction) for one batch, as the training loop computes them: a
-        model that computes its own loss (``loss: model``) is given ``labels=``."""
+        model that computes its own loss (``loss: model``) is given the targets."""
         if self.pipeline.model_loss:
-            raw = self.pipeline.call(model, b.x, labels=self.pipeline.labels_for_model(b.y))
-            loss = getattr(raw, "loss", None)
-            if loss is None and isinstance(raw, Mapping):
-                loss = raw.get("loss")
-            if not isinstance(loss, Tensor):
+            raw = self.pipeline.call_with_targets(model, b.x, b.y)
+            loss = model_loss_of(raw)
+            if loss is None:
                 raise PipelineError(
                     f"loss: model, but the model's output ({type(raw).__name__}) has no .loss "
-                    "when given labels=: use the task's loss (leave loss unset) or your own"
+                    "when given its targets: use the task's loss (leave loss unset) or your own"
                 )
             return self._watch(loss), self.pipeline.prediction(raw, b.x)
         out = self.forward(model, b.x)

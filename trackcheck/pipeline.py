@@ -23,7 +23,10 @@ pipeline=Pipeline(...))``):
 * Loss: ``None`` uses the task's loss (cross-entropy, BCE with logits, MSE); a callable
   ``loss(output, target) -> scalar`` is the user's own (``nn.CrossEntropyLoss(
   label_smoothing=0.1)``, a focal loss); ``"model"`` uses the loss the model computes itself
-  when given ``labels=`` (Hugging Face), read from ``output.loss``.
+  when given its targets (``labels=`` for Hugging Face, else the argument its forward names:
+  nanoGPT's ``targets=``), read from ``output.loss`` or the scalar in a returned tuple. A
+  language model that returns the last position alone without targets (nanoGPT) is given
+  dummy targets for every position's logits.
 * Output domain: what the loss reads the output as, ``logits`` (the task's losses),
   ``probs`` (a sigmoid or softmax head under ``nn.BCELoss`` or MSE) or ``log_probs``
   (``log_softmax`` + ``F.nll_loss``); unset, it is detected from the loss and the outputs,
@@ -222,7 +225,20 @@ class Pipeline:
         )
 
     def forward(self, model: nn.Module, x: Any) -> Tensor:
-        return self.prediction(self.call(model, x), x)
+        cls = type(model)
+        # a target argument is only looked for on a batch-first language model (nanoGPT)
+        lm = self.task_name == "lm" and self.batch_first
+        arg = target_arg(model) if lm else None
+        if arg is not None and cls in _CUT_WITHOUT_TARGETS:
+            return self.prediction(self.call(model, x, **{arg: _dummy_targets(x)}), x)
+        raw = self.call(model, x)
+        out = self.prediction(raw, x)
+        if arg is not None and _last_position_only(out, x):
+            # nanoGPT: forward(idx, targets=None) returns the last position's logits alone
+            # when no targets come (its generation path); given any, every position's
+            _CUT_WITHOUT_TARGETS.add(cls)
+            return self.prediction(self.call(model, x, **{arg: _dummy_targets(x)}), x)
+        return out
 
     def prediction(self, raw: Any, x: Any) -> Tensor:
         """The prediction tensor of a model's raw output on inputs ``x``, batch first."""
@@ -253,6 +269,20 @@ class Pipeline:
             return type(batch)(self.model_layout(v) for v in batch)
         return batch
 
+    def call_with_targets(self, model: nn.Module, x: Any, y: Tensor) -> Any:
+        """``model`` given the batch's targets, for a model that computes its own loss
+        (``loss: model``): as ``labels=`` (Hugging Face, whose language models shift the
+        labels themselves: the shift is undone) or under the name its forward takes them by
+        (nanoGPT's ``targets=``, ``y=``: compared with its logits as given)."""
+        arg = target_arg(model)
+        if arg is None:
+            raise PipelineError(
+                f"loss: model, but {type(model).__name__}.forward takes no targets (no "
+                f"argument named {', '.join(TARGET_KEYS)}): use the task's loss (leave loss "
+                "unset) or your own loss(output, target)"
+            )
+        return self.call(model, x, **{arg: self.labels_for_model(y) if arg == "labels" else y})
+
     def labels_for_model(self, y: Tensor) -> Tensor:
         """The ``labels=`` a model that computes its own loss expects: the shift undone
         (Hugging Face causal LMs shift inside), ignored positions kept at ignore_index."""
@@ -269,6 +299,52 @@ def model_loss() -> str:
 def shift_left(y: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """[B, T] labels -> next-token targets: ``out[:, t] = y[:, t + 1]``, the last ignored."""
     return F.pad(y[..., 1:], (0, 1), value=ignore_index)
+
+
+def model_loss_of(raw: Any) -> Tensor | None:
+    """The loss in the output of a model given its targets: ``.loss`` (a ModelOutput or a
+    dict's ``"loss"``), or the one scalar tensor of a tuple (nanoGPT's ``(logits, loss)``)."""
+    loss = getattr(raw, "loss", None)
+    if loss is None and isinstance(raw, Mapping):
+        loss = raw.get("loss")
+    if loss is None and isinstance(raw, list | tuple):
+        scalars = [v for v in raw if isinstance(v, Tensor) and v.ndim == 0]
+        loss = scalars[0] if len(scalars) == 1 else None
+    return loss if isinstance(loss, Tensor) else None
+
+
+_TARGET_ARG_CACHE: dict[type, str | None] = {}
+# model classes whose forward returns the last position only unless given targets
+_CUT_WITHOUT_TARGETS: set[type] = set()
+
+
+def target_arg(model: nn.Module) -> str | None:
+    """The argument the model's forward takes the targets by: ``labels`` (Hugging Face, or a
+    forward taking ``**kwargs``), else the first of TARGET_KEYS it names (nanoGPT's
+    ``targets``); None when it takes none."""
+    cls = type(model)
+    if cls not in _TARGET_ARG_CACHE:
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        named = [k for k in TARGET_KEYS if k in params]
+        takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+        _TARGET_ARG_CACHE[cls] = named[0] if named else "labels" if takes_any else None
+    return _TARGET_ARG_CACHE[cls]
+
+
+def _last_position_only(out: Tensor, x: Any) -> bool:
+    """``out`` [B, 1, V] for inputs [B, T > 1]: a language model's logits cut to the last
+    position."""
+    t = primary(x)
+    return t.ndim == 2 and t.shape[1] > 1 and out.ndim == 3 and out.shape[:2] == (t.shape[0], 1)
+
+
+def _dummy_targets(x: Any) -> Tensor:
+    """[B, T] targets of token 0: they make the model return every position's logits, and a
+    model's logits do not depend on its targets (its loss, not read here, does)."""
+    return torch.zeros_like(primary(x), dtype=torch.long)
 
 
 _KWARG_CACHE: dict[type, dict[str, Any]] = {}

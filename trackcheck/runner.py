@@ -374,12 +374,12 @@ def run(
     dev = resolve_device(device)
     check_data(data)
     ctx = Context(
-        model_factory=as_factory(model),
+        model_factory=stage_log.quiet_after_first(as_factory(model)),
         data=data,
         optimizer_factory=optimizer or default_optimizer,
         device=dev,
         seed=check_seed(seed),
-        bigger_model_factory=bigger_model,
+        bigger_model_factory=stage_log.quiet_after_first(bigger_model) if bigger_model else None,
         reference_fn=reference_fn,
         meter=Meter(),
         pipeline=make_pipeline(pipeline, loss, step),
@@ -393,7 +393,7 @@ def run(
     safe_config = redact(config or {})
     report = Report([], passed=False, config=safe_config, environment=environment(ctx.device))
     report.output_dir = str(out)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), stage_log.beside_console(progress):
         _start_tracker(tracker, safe_config, run_name)
         stage_log.tracker_opened(redact(tracker.info()))
         _stage(plan, ctx, report, tracker, progress, secrets)

@@ -1,5 +1,9 @@
 """What the CLI decides before Hydra composes anything, and cleans up after it: torch-free.
 
+A user's ``--config-dir`` comes before trackcheck's shipped config groups
+(:func:`user_groups_first`), so their own ``data/digits.yaml`` is the ``data=digits``
+they meant.
+
 Importing torch and every check (to build the config schema) takes seconds, so the two
 commands that run nothing are answered without it: ``--help`` prints the config with the
 checks' params from a cache (:func:`trackcheck.config.help_schema`), and a command line
@@ -9,6 +13,7 @@ that selects no model gets the no-model message before Hydra creates an output d
 from __future__ import annotations
 
 import atexit
+import builtins
 import gc
 import logging
 import os
@@ -18,6 +23,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.core.object_type import ObjectType
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 HELP_FLAGS = frozenset({"--help", "-h", "--hydra-help"})
 MULTIRUN_FLAGS = frozenset({"-m", "--multirun"})
@@ -214,3 +225,70 @@ def _close_file_handlers(folder: Path) -> None:
             if path is not None and Path(path).resolve().is_relative_to(folder):
                 logger.removeHandler(h)
                 h.close()
+
+
+# --- the user's config groups before the shipped ones -----------------------------------------
+class UserGroups(FileConfigSource):
+    """A ``--config-dir`` seen through its config groups only (``data/``, ``model/``, ...):
+    its top-level files are left out, so a ``config.yaml`` of the user's own app there does
+    not replace trackcheck's primary config (Hydra's own source for the dir, later on the
+    search path, still serves ``--config-name``)."""
+
+    @staticmethod
+    def scheme() -> str:
+        return "trackcheck-groups"
+
+    def is_config(self, config_path: str) -> bool:
+        return "/" in config_path.strip("/") and super().is_config(config_path)
+
+    def list(self, config_path: str, results_filter: ObjectType | None) -> builtins.list[str]:
+        found = super().list(config_path, results_filter)
+        if config_path.strip("/"):
+            return found
+        return [f for f in found if super().is_group(f)]  # top level: the groups only
+
+
+class UserGroupsFirst(SearchPathPlugin):
+    """Puts each dir in ``_user_dirs`` (set by :func:`user_groups_first`) before trackcheck's
+    configs. Hydra itself puts ``--config-dir`` after the app's own configs, so a
+    ``data/digits.yaml`` there would lose to the shipped ``data/digits`` unnoticed."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for d in _user_dirs:
+            search_path.prepend(
+                provider="command-line (groups first)",
+                path=f"{UserGroups.scheme()}://{d}",
+                anchor=SearchPathQuery(provider="main"),
+            )
+
+
+_user_dirs: list[str] = []
+
+
+def config_dir_of(argv: Sequence[str]) -> str | None:
+    """The ``--config-dir`` / ``-cd`` of a command line (any spelling Hydra accepts)."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(list(argv))
+    except SystemExit:  # not a command line Hydra takes: Hydra says so itself
+        return None
+    return args.config_dir  # type: ignore[no-any-return]
+
+
+@contextmanager
+def user_groups_first(argv: Sequence[str]) -> Iterator[None]:
+    """While Hydra runs this command line, the config groups of its ``--config-dir`` come
+    before trackcheck's shipped ones: ``data=digits`` is the user's ``data/digits.yaml``
+    where both exist. A missing dir is left to Hydra's own message."""
+    found = config_dir_of(argv)
+    if found is None or not os.path.isdir(found):
+        yield
+        return
+    Plugins.instance().register(UserGroups)
+    Plugins.instance().register(UserGroupsFirst)  # a no-op while _user_dirs is empty
+    _user_dirs.append(os.path.abspath(found))
+    try:
+        yield
+    finally:
+        _user_dirs.clear()

@@ -28,7 +28,9 @@ The verdict and each check's metrics go to the Trainer's loggers under ``sanity/
 W&B, CSV, TensorBoard alike), the report to ``<default_root_dir>/trackcheck/report.json``. A
 failed gate raises :class:`SanityCheckFailed` (a SystemExit with the CLI's exit code: 1 for a
 failed check, 2 when the pipeline's contract fails) before the first training step, after
-printing the same one-line reason as the command line.
+printing the same one-line reason as the command line. ``fast_dev_run`` runs the stage; under
+DDP rank 0 runs it and every rank stops on its verdict; sharded strategies (FSDP, DeepSpeed)
+and SyncBatchNorm across processes are refused in one line (:func:`cannot_run`).
 
 Or without a callback, returning the Report::
 
@@ -429,6 +431,13 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
         self.report: Report | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        refused = cannot_run(trainer, pl_module)
+        if refused:  # every process decides alike: no collective call needed
+            if trainer.is_global_zero:
+                from trackcheck.verdict import error
+
+                error(refused)
+            raise SanityCheckFailed(2, refused)
         code, message = 0, ""
         if trainer.is_global_zero:
             code, message = self._stage(trainer, pl_module)
@@ -477,6 +486,38 @@ class TrackcheckCallback(_Callback):  # type: ignore[misc,valid-type]
         )
         print(message, file=sys.stderr)
         return exit_code(self.report), message
+
+
+# strategies whose module holds a shard of each parameter (or whose optimizer the engine
+# owns): a deep copy of the module is not a model trackcheck can train on one device
+SHARDED = frozenset(
+    {"FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy"}
+)
+RUN_ON_ONE_DEVICE = (
+    "run the checks on one device first: the same callback with Trainer(devices=1, "
+    "strategy='auto'), or check_module(model, datamodule) before fit"
+)
+
+
+def cannot_run(trainer: Any, module: nn.Module) -> str | None:
+    """Why the stage cannot run inside this ``fit`` (one line, with what to do), or None.
+    ``fast_dev_run`` and DDP run it (rank 0 runs the stage, every rank stops on its
+    verdict); sharded strategies and synchronized BatchNorm across processes cannot."""
+    strategy = type(getattr(trainer, "strategy", None))
+    sharded = SHARDED & {c.__name__ for c in strategy.__mro__}
+    if sharded:
+        return (
+            f"TrackcheckCallback cannot run under {min(sharded)}: each process holds a shard "
+            f"of the module, which trackcheck cannot copy and train alone; {RUN_ON_ONE_DEVICE}"
+        )
+    world = int(getattr(trainer, "world_size", 1) or 1)
+    if world > 1 and any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()):
+        return (
+            f"TrackcheckCallback cannot run with sync_batchnorm=True on {world} processes: "
+            "the checks' copies would wait on the other processes at every BatchNorm; "
+            f"{RUN_ON_ONE_DEVICE}"
+        )
+    return None
 
 
 def _common_plain(value: Any) -> Any:
