@@ -65,8 +65,35 @@ def test_a_nonfinite_loss_and_exploded_outputs_are_named():
 
 
 def test_a_step_larger_than_the_weights_is_judged_overstepped():
-    assert judge([0.7, 0.5, 0.1], max_update=5.3).verdict == "overstepped"
-    assert judge([0.7, 0.5, 0.1], max_update=0.05).verdict == "decreased"
+    assert judge([0.7, 0.5, 0.6], max_update=5.3).verdict == "overstepped"
+    assert judge([0.7, 0.5, 0.6], max_update=0.05).verdict != "overstepped"
+
+
+def test_a_spike_the_loss_recovers_from_is_not_a_divergence():
+    # the PyTorch tutorial's logistic regression at SGD 0.5 (tests/corpus/tut_nn_logistic):
+    # 2.3 -> 16 in its first steps, each step larger than the default-init weights, then
+    # down to 0.15 by step 60
+    losses = [2.34, 5.6, 12.6, 16.2, 13.0, 11.5, 7.7, 5.8, 3.9, 2.3] + [
+        1.0 - 0.017 * i for i in range(50)
+    ]
+    for t in (judge(losses), judge(losses, max_update=2.4)):
+        assert t.verdict == "recovered" and not t.diverging and t.unstable, t.why
+        assert "recovered" in t.why
+    # LBFGS without a line search: one step lands on 119, the next back at 0.002
+    assert judge([0.269, 0.2305, 119.07, 0.0024]).verdict == "recovered"
+
+
+def test_a_spike_that_does_not_come_back_far_below_the_start_stays_a_divergence():
+    # an MLP at Adam 1: 1.45 -> 51 -> 1.23 on output_range's fit (0.85 of its start)
+    assert judge([1.45, 51.4] + [1.3] * 10 + [1.23] * 12).verdict == "spiked"
+    t = judge([0.7, 0.5] + [0.45] * 10, max_update=4.7)
+    assert t.verdict == "overstepped" and t.diverging
+
+
+def test_a_rise_within_the_plateaus_noise_is_not_a_divergence():
+    # a model on blanked inputs at the prior: its bias chasing each batch lifts the loss 0.3%
+    losses = [2.302, 2.303, 2.302, 2.304, 2.303, 2.305, 2.304] + [2.309] * 23
+    assert judge(losses).verdict == "plateaued"
 
 
 # --- planted bugs: an lr far off, each with its correct-lr twin -------------------------------
