@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ from trackcheck.checks._shared._trajectory import Trajectory, UpdateMeter, of_ru
 from trackcheck.checks.gradient_flow import with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
-from trackcheck.pipeline import IGNORE_INDEX, primary, primary_key, valid_targets
+from trackcheck.pipeline import IGNORE_INDEX, primary, replace_primary, valid_targets
 from trackcheck.registry import register
 from trackcheck.training import repeat, train_steps
 
@@ -565,7 +564,7 @@ def _reach(ctx: Context, model: torch.nn.Module, x: Any, ids: Tensor) -> int | N
         vocab = getattr(ctx.task, "num_classes", 0) or int(ids.max()) + 1
         other = (ids[:, :1] + 1) % max(vocab, 2)  # another first token
         ids2 = torch.cat([other, ids[:, 1:]], 1)
-        x2 = {**x, primary_key(x): ids2} if isinstance(x, Mapping) else ids2
+        x2 = replace_primary(x, ids2)  # a tuple's other inputs (a decoder's targets) kept
         a, b = ctx.forward(model, x).float(), ctx.forward(model, x2).float()
     finally:
         model.train(was)
