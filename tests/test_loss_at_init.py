@@ -7,6 +7,7 @@ from helpers.models import scaled_head
 from torch import nn
 
 from trackcheck.core import Status
+from trackcheck.losses import per_example
 from trackcheck.models import MLP, ResNet
 
 OLD_BAND_TOP = 1.1 * math.log(10)  # the fixed +-10% band this check used to apply: 2.533
@@ -124,3 +125,56 @@ def test_band_is_two_sided_in_message(digits_data):
     r = run_check("loss_at_init", lambda: ResNet([1, 8, 8], 10), digits_data)
     assert r.metrics["band_lo"] < r.metrics["expected"] < r.metrics["band_hi"]
     assert r.threshold.startswith("[")
+
+
+# --- a loss that cannot take a batch of one: pytorch/examples' siamese network -------------
+
+
+class SigmoidColumn(nn.Module):
+    """A binary head returning [B, 1] probabilities, as the siamese network's fc + sigmoid."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        with torch.no_grad():
+            self.net[2].weight.mul_(scale)
+
+    def forward(self, x):
+        return torch.sigmoid(self.net(x))
+
+
+def squeezed_bce(outputs, targets):
+    # siamese_network/main.py: criterion(outputs.squeeze(), targets); a batch of one
+    # squeezes to a 0-d output against a [1] target, which BCELoss refuses
+    return nn.BCELoss()(outputs.squeeze(), targets)
+
+
+def squeezed_summed_bce(outputs, targets):
+    return nn.BCELoss(reduction="sum")(outputs.squeeze(), targets)
+
+
+@pytest.mark.parametrize("loss", [squeezed_bce, squeezed_summed_bce])
+def test_the_per_example_loss_of_a_squeezing_loss_is_each_examples_own(loss):
+    out = torch.tensor([[0.2], [0.7], [0.9]])
+    y = torch.tensor([0.0, 1.0, 0.0])
+    expected = nn.BCELoss(reduction="none")(out.squeeze(-1), y)
+    assert torch.allclose(per_example(loss, out, y), expected, atol=1e-6)
+
+
+def test_a_loss_that_squeezes_its_output_passes_loss_at_init():
+    # before: ERROR "Using a target size ([1]) that is different to the input size ([])"
+    r = run_check("loss_at_init", SigmoidColumn, blobs("binary"), loss=squeezed_bce)
+    assert r.status == Status.PASS, r.message
+
+
+def test_a_too_large_head_still_fails_under_a_squeezing_loss():
+    r = run_check("loss_at_init", lambda: SigmoidColumn(30.0), blobs("binary"), loss=squeezed_bce)
+    assert r.status == Status.FAIL and "above the band" in r.message, r.message
+
+
+def test_a_loss_that_fails_on_any_batch_still_says_why():
+    def broken(outputs, targets):
+        return nn.BCELoss()(outputs, targets)  # [B, 1] outputs vs [B] targets: never valid
+
+    with pytest.raises(ValueError, match="target size"):
+        per_example(broken, torch.full((3, 1), 0.5), torch.zeros(3))

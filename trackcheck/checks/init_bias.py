@@ -22,7 +22,7 @@ from trackcheck.checks._shared._common import (
     output_layer,
     tied_to_embedding,
 )
-from trackcheck.checks._shared._domain import logit_view, output_domain
+from trackcheck.checks._shared._domain import logit_view, output_domain, prior_logits
 from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
@@ -49,12 +49,16 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     """The final-layer bias carries the prior (mean prediction at init vs class prior / mean)."""
     task = ctx.task
     out, y = init_outputs(ctx, p.n_examples)  # shared with loss_at_init: one forward
-    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits
-    mean_pred = task.mean_prediction(logit_view(ctx, out, output_domain(ctx, out, y)))
+    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits;
+    # regression predictions are the values they are, whatever the loss reads
+    domain = output_domain(ctx, out, y)
+    if task.classification:
+        out = logit_view(ctx, out, domain)
+    mean_pred = task.mean_prediction(out)
     best = task.prior_loss(ctx.prior)
     excess = task.constant_loss(ctx.prior, mean_pred) - best
     share = excess / best if best > 0 else 0.0
-    fix = fmt_values(task.prior_bias(ctx.prior))
+    fix = fmt_values(prior_logits(ctx, ctx.prior, domain))  # a sigmoid head: logit(mean)
     if task.classification:
         assert ctx.prior.probs is not None
         prior = fmt_values(ctx.prior.probs)

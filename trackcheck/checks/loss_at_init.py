@@ -27,7 +27,12 @@ from torch import Tensor
 
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import init_outputs
-from trackcheck.checks._shared._domain import domain_note, logit_view, output_domain
+from trackcheck.checks._shared._domain import (
+    domain_note,
+    logit_view,
+    output_domain,
+    prior_logits,
+)
 from trackcheck.checks._shared._floor import (
     aligned_spread,
     constant_output,
@@ -173,9 +178,11 @@ def _band(
     the model's outputs read as logits; the references are mapped into ``domain``)."""
     # zero output, the train prior in the bias, and the sample's own prior: the best
     # constant for the task's losses, so the lower edge never sits above it
-    zero, prior = constant_output(ctx, out), constant_output(ctx, out, ctx.prior)
+    zero = constant_output(ctx, out)
+    prior = zero + prior_logits(ctx, ctx.prior, domain).to(zero)  # [C] / [1] over the rows
     uniform, prior_loss = (domain_loss(ctx, c, y, domain)[0] for c in (zero, prior))
-    sample_best = domain_loss(ctx, constant_output(ctx, out, ctx.task.prior(y)), y, domain)[0]
+    own = zero + prior_logits(ctx, ctx.task.prior(y), domain).to(zero)
+    sample_best = domain_loss(ctx, own, y, domain)[0]
     noisy = [noisy_loss(ctx, r, y, p.max_logit_std, p.mc_draws, g, domain) for r in (zero, prior)]
     top, top_se = max(noisy)
     n = min(len(y), p.align_examples)
