@@ -21,7 +21,7 @@ from helpers.models import ConvBN, GRUClassifier
 
 import trackcheck
 from trackcheck import DataSpec, Report, Status
-from trackcheck.checks._shared._trajectory import judge
+from trackcheck.checks._shared._trajectory import judge, output_bound
 from trackcheck.data import digits, text_corpus
 from trackcheck.models import GPT, MLP
 
@@ -56,6 +56,17 @@ def test_a_spike_is_measured_against_the_priors_loss_when_the_start_is_near_zero
     # a checkpoint starting at 0.05: noise to 0.3 is not a spike against a prior loss of 2.3
     assert judge([0.05, 0.3, 0.04] + [0.05] * 20, prior_loss=2.3).verdict != "spiked"
     assert judge([0.05, 0.3, 0.04] + [0.05] * 20).verdict == "spiked"
+
+
+def test_regression_outputs_as_large_as_the_untrained_models_are_no_explosion():
+    # the tutorial's Linear(3, 1) on (x, x^2, x^3) outputs |10-20| at init for sin targets
+    # within 1: the bound grows with them; outputs 10x beyond both still explode
+    y = torch.linspace(-1, 1, 50)
+    at_init = torch.linspace(-18, 18, 50)
+    assert output_bound(False, y) == pytest.approx(10.0, rel=1e-3)
+    assert output_bound(False, y, at_init=at_init) == pytest.approx(180.0, rel=1e-3)
+    assert judge([7e4, 3e4], max_output=20.0, bound=180.0).verdict == "decreased"
+    assert judge([7e4, 3e4], max_output=2e3, bound=180.0).verdict == "exploded"
 
 
 def test_a_nonfinite_loss_and_exploded_outputs_are_named():

@@ -178,3 +178,45 @@ def test_a_loss_that_fails_on_any_batch_still_says_why():
 
     with pytest.raises(ValueError, match="target size"):
         per_example(broken, torch.full((3, 1), 0.5), torch.zeros(3))
+
+
+# --- unnormalised inputs: the PyTorch tutorial's polynomial fit ------------------------------
+
+
+def _poly(standardise: bool = False):
+    """sin(x) on [-pi, pi] from the features (x, x^2, x^3), as "Learning PyTorch with
+    Examples" fits it with Linear(3, 1): features up to 31, rms about 7."""
+    from torch.utils.data import TensorDataset
+
+    from trackcheck.data.spec import from_datasets
+
+    x = torch.linspace(-math.pi, math.pi, 1200)
+    xx = x.unsqueeze(-1).pow(torch.tensor([1, 2, 3]))  # [N, 3]
+    if standardise:
+        xx = (xx - xx.mean(0)) / xx.std(0)
+    perm = torch.randperm(1200, generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:1000], perm[1000:]
+    y = torch.sin(x)
+    return from_datasets(
+        TensorDataset(xx[tr], y[tr]), TensorDataset(xx[te], y[te]), "regression", 1
+    )
+
+
+def _linear():
+    return nn.Sequential(nn.Linear(3, 1), nn.Flatten(0, 1))
+
+
+def test_outputs_lifted_by_unnormalised_inputs_warn_naming_the_input_scale():
+    # before: FAIL "scale the final layer's weights down": the head is a default Linear,
+    # the inputs' scale (x^3 up to 31) lifts its outputs; the program trains
+    results = [run_check("loss_at_init", _linear, _poly(), seed=s) for s in range(3)]
+    lifted = [r for r in results if r.metrics["loss_shuffled"] > r.metrics["band_hi"]]
+    assert lifted, [r.message for r in results]  # the band is exceeded on some seed
+    for r in lifted:
+        assert r.status == Status.WARN, r.message
+        assert "the inputs are not standardised" in r.message and "rms" in r.message
+
+
+def test_the_same_model_on_standardised_inputs_passes():
+    r = run_check("loss_at_init", _linear, _poly(standardise=True))
+    assert r.status == Status.PASS, r.message

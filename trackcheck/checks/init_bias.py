@@ -21,6 +21,7 @@ from trackcheck.checks._shared._common import (
     init_outputs,
     output_layer,
     tied_to_embedding,
+    unnormalised,
 )
 from trackcheck.checks._shared._domain import logit_view, output_domain, prior_logits
 from trackcheck.checks._shared._pretrained import weights
@@ -98,6 +99,11 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
         if no_bias and found is not None:
             status = Status.PASS  # nothing to set: information, not a warning to act on
             msg += _no_bias_advice(found[0], tied_to_embedding(model, found[1]), fix)
+        elif inputs := unnormalised(ctx):
+            # the mean prediction is W . mean(x) + b: on inputs far from standardised the
+            # weights set it, and a bias cannot (a warning naming the inputs' scale)
+            status = Status.WARN
+            msg += f", a hockey-stick start that the bias alone cannot remove: {inputs}"
         else:
             where = f" ({found[0]}.bias)" if found is not None else ""
             msg += (

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from trackcheck.checks._shared import _streams
-from trackcheck.checks._shared._common import init_outputs
+from trackcheck.checks._shared._common import init_outputs, unnormalised
 from trackcheck.checks._shared._domain import (
     domain_note,
     logit_view,
@@ -124,6 +124,11 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
         status, msg = _judge_loaded(loaded, measured, se, hi, ref, std, what)
     elif not math.isfinite(measured) or not math.isfinite(shuffled):
         status, msg = Status.FAIL, f"loss at init is {measured}: the forward pass produces NaN/Inf"
+    elif shuffled > hi and (inputs := unnormalised(ctx)):
+        # the inputs' scale, not the head, lifts the outputs: a program that trains, whose
+        # start a user improves by standardising the inputs (a warning naming their scale)
+        status = Status.WARN
+        msg = f"{head} is above the band, {ref}: {inputs}"
     elif shuffled > hi:
         status = Status.FAIL
         msg = (
