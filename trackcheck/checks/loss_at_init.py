@@ -129,6 +129,14 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
         # start a user improves by standardising the inputs (a warning naming their scale)
         status = Status.WARN
         msg = f"{head} is above the band, {ref}: {inputs}"
+    elif shuffled > hi and std <= p.max_logit_std:
+        # the spread is a default head's: the excess is the outputs' common offset
+        status = Status.FAIL
+        msg = (
+            f"{head} is above the band, {ref}: their spread is within a default-init head's, "
+            "so the excess comes from an offset all outputs share (a mean far from the "
+            "prior's): check the final layer's bias and what feeds it (init_bias measures it)"
+        )
     elif shuffled > hi:
         status = Status.FAIL
         msg = (
