@@ -21,7 +21,7 @@ from helpers.models import ConvBN, GRUClassifier
 
 import trackcheck
 from trackcheck import DataSpec, Report, Status
-from trackcheck.checks._shared._trajectory import judge
+from trackcheck.checks._shared._trajectory import judge, output_bound
 from trackcheck.data import digits, text_corpus
 from trackcheck.models import GPT, MLP
 
@@ -58,6 +58,17 @@ def test_a_spike_is_measured_against_the_priors_loss_when_the_start_is_near_zero
     assert judge([0.05, 0.3, 0.04] + [0.05] * 20).verdict == "spiked"
 
 
+def test_regression_outputs_as_large_as_the_untrained_models_are_no_explosion():
+    # the tutorial's Linear(3, 1) on (x, x^2, x^3) outputs |10-20| at init for sin targets
+    # within 1: the bound grows with them; outputs 10x beyond both still explode
+    y = torch.linspace(-1, 1, 50)
+    at_init = torch.linspace(-18, 18, 50)
+    assert output_bound(False, y) == pytest.approx(10.0, rel=1e-3)
+    assert output_bound(False, y, at_init=at_init) == pytest.approx(180.0, rel=1e-3)
+    assert judge([7e4, 3e4], max_output=20.0, bound=180.0).verdict == "decreased"
+    assert judge([7e4, 3e4], max_output=2e3, bound=180.0).verdict == "exploded"
+
+
 def test_a_nonfinite_loss_and_exploded_outputs_are_named():
     assert judge([2.3, math.nan]).verdict == "nonfinite"
     t = judge([0.7, 0.0, 0.0], max_output=7.4e14, bound=1e3)
@@ -65,8 +76,39 @@ def test_a_nonfinite_loss_and_exploded_outputs_are_named():
 
 
 def test_a_step_larger_than_the_weights_is_judged_overstepped():
-    assert judge([0.7, 0.5, 0.1], max_update=5.3).verdict == "overstepped"
-    assert judge([0.7, 0.5, 0.1], max_update=0.05).verdict == "decreased"
+    assert judge([0.7, 0.5, 0.6], max_update=5.3).verdict == "overstepped"
+    assert judge([0.7, 0.5, 0.6], max_update=0.05).verdict != "overstepped"
+
+
+def test_a_spike_the_loss_recovers_from_is_not_a_divergence():
+    # the PyTorch tutorial's logistic regression at SGD 0.5 (tests/corpus/tut_nn_logistic):
+    # 2.3 -> 16 in its first steps, each step larger than the default-init weights, then
+    # down to 0.15 by step 60
+    losses = [2.34, 5.6, 12.6, 16.2, 13.0, 11.5, 7.7, 5.8, 3.9, 2.3] + [
+        1.0 - 0.017 * i for i in range(50)
+    ]
+    for t in (judge(losses), judge(losses, max_update=2.4)):
+        assert t.verdict == "recovered" and not t.diverging and t.unstable, t.why
+        assert "recovered" in t.why
+    # LBFGS without a line search: one step lands on 119, the next back at 0.002
+    assert judge([0.269, 0.2305, 119.07, 0.0024]).verdict == "recovered"
+
+
+def test_a_spike_that_does_not_come_back_far_below_the_start_stays_a_divergence():
+    # an MLP at Adam 1: 1.45 -> 51 -> 1.23 on output_range's fit (0.85 of its start)
+    assert judge([1.45, 51.4] + [1.3] * 10 + [1.23] * 12).verdict == "spiked"
+    t = judge([0.7, 0.5] + [0.45] * 10, max_update=2.4)
+    assert t.verdict == "overstepped" and t.diverging
+    # a step 5x the weights (a CNN with BatchNorm at Adam 1) fits 4 examples all the same:
+    # the loss's recovery does not excuse a step that large
+    t = judge([2.26, 5.6] + [0.2] * 18, max_update=5.5)
+    assert t.verdict == "overstepped" and t.diverging
+
+
+def test_a_rise_within_the_plateaus_noise_is_not_a_divergence():
+    # a model on blanked inputs at the prior: its bias chasing each batch lifts the loss 0.3%
+    losses = [2.302, 2.303, 2.302, 2.304, 2.303, 2.305, 2.304] + [2.309] * 23
+    assert judge(losses).verdict == "plateaued"
 
 
 # --- planted bugs: an lr far off, each with its correct-lr twin -------------------------------

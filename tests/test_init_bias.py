@@ -105,3 +105,14 @@ def test_lm_head_with_a_bias_left_at_zero_still_fails():
     r = run_check("init_bias", biased_head, zipf_tokens())
     assert r.status == Status.FAIL, r.message
     assert "(lm_head.bias)" in r.message
+
+
+def test_a_mean_offset_set_by_unnormalised_inputs_warns_naming_their_scale():
+    # the PyTorch tutorial's Linear(3, 1) on (x, x^2, x^3): the mean prediction at init is
+    # W . mean(x) + b with mean(x^2) = 3.3, so setting the bias is not the fix (before: FAIL
+    # "set the final layer's bias to [0.00998]")
+    from test_loss_at_init import _linear, _poly
+
+    r = run_check("init_bias", _linear, _poly())
+    assert r.status == Status.WARN, r.message
+    assert "the inputs are not standardised" in r.message and "set the final" not in r.message

@@ -7,6 +7,7 @@ from helpers.models import scaled_head
 from torch import nn
 
 from trackcheck.core import Status
+from trackcheck.losses import per_example
 from trackcheck.models import MLP, ResNet
 
 OLD_BAND_TOP = 1.1 * math.log(10)  # the fixed +-10% band this check used to apply: 2.533
@@ -124,3 +125,98 @@ def test_band_is_two_sided_in_message(digits_data):
     r = run_check("loss_at_init", lambda: ResNet([1, 8, 8], 10), digits_data)
     assert r.metrics["band_lo"] < r.metrics["expected"] < r.metrics["band_hi"]
     assert r.threshold.startswith("[")
+
+
+# --- a loss that cannot take a batch of one: pytorch/examples' siamese network -------------
+
+
+class SigmoidColumn(nn.Module):
+    """A binary head returning [B, 1] probabilities, as the siamese network's fc + sigmoid."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        with torch.no_grad():
+            self.net[2].weight.mul_(scale)
+
+    def forward(self, x):
+        return torch.sigmoid(self.net(x))
+
+
+def squeezed_bce(outputs, targets):
+    # siamese_network/main.py: criterion(outputs.squeeze(), targets); a batch of one
+    # squeezes to a 0-d output against a [1] target, which BCELoss refuses
+    return nn.BCELoss()(outputs.squeeze(), targets)
+
+
+def squeezed_summed_bce(outputs, targets):
+    return nn.BCELoss(reduction="sum")(outputs.squeeze(), targets)
+
+
+@pytest.mark.parametrize("loss", [squeezed_bce, squeezed_summed_bce])
+def test_the_per_example_loss_of_a_squeezing_loss_is_each_examples_own(loss):
+    out = torch.tensor([[0.2], [0.7], [0.9]])
+    y = torch.tensor([0.0, 1.0, 0.0])
+    expected = nn.BCELoss(reduction="none")(out.squeeze(-1), y)
+    assert torch.allclose(per_example(loss, out, y), expected, atol=1e-6)
+
+
+def test_a_loss_that_squeezes_its_output_passes_loss_at_init():
+    # before: ERROR "Using a target size ([1]) that is different to the input size ([])"
+    r = run_check("loss_at_init", SigmoidColumn, blobs("binary"), loss=squeezed_bce)
+    assert r.status == Status.PASS, r.message
+
+
+def test_a_too_large_head_still_fails_under_a_squeezing_loss():
+    r = run_check("loss_at_init", lambda: SigmoidColumn(30.0), blobs("binary"), loss=squeezed_bce)
+    assert r.status == Status.FAIL and "above the band" in r.message, r.message
+
+
+def test_a_loss_that_fails_on_any_batch_still_says_why():
+    def broken(outputs, targets):
+        return nn.BCELoss()(outputs, targets)  # [B, 1] outputs vs [B] targets: never valid
+
+    with pytest.raises(ValueError, match="target size"):
+        per_example(broken, torch.full((3, 1), 0.5), torch.zeros(3))
+
+
+# --- unnormalised inputs: the PyTorch tutorial's polynomial fit ------------------------------
+
+
+def _poly(standardise: bool = False):
+    """sin(x) on [-pi, pi] from the features (x, x^2, x^3), as "Learning PyTorch with
+    Examples" fits it with Linear(3, 1): features up to 31, rms about 7."""
+    from torch.utils.data import TensorDataset
+
+    from trackcheck.data.spec import from_datasets
+
+    x = torch.linspace(-math.pi, math.pi, 1200)
+    xx = x.unsqueeze(-1).pow(torch.tensor([1, 2, 3]))  # [N, 3]
+    if standardise:
+        xx = (xx - xx.mean(0)) / xx.std(0)
+    perm = torch.randperm(1200, generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:1000], perm[1000:]
+    y = torch.sin(x)
+    return from_datasets(
+        TensorDataset(xx[tr], y[tr]), TensorDataset(xx[te], y[te]), "regression", 1
+    )
+
+
+def _linear():
+    return nn.Sequential(nn.Linear(3, 1), nn.Flatten(0, 1))
+
+
+def test_outputs_lifted_by_unnormalised_inputs_warn_naming_the_input_scale():
+    # before: FAIL "scale the final layer's weights down": the head is a default Linear,
+    # the inputs' scale (x^3 up to 31) lifts its outputs; the program trains
+    results = [run_check("loss_at_init", _linear, _poly(), seed=s) for s in range(3)]
+    lifted = [r for r in results if r.metrics["loss_shuffled"] > r.metrics["band_hi"]]
+    assert lifted, [r.message for r in results]  # the band is exceeded on some seed
+    for r in lifted:
+        assert r.status == Status.WARN, r.message
+        assert "the inputs are not standardised" in r.message and "rms" in r.message
+
+
+def test_the_same_model_on_standardised_inputs_passes():
+    r = run_check("loss_at_init", _linear, _poly(standardise=True))
+    assert r.status == Status.PASS, r.message

@@ -64,3 +64,19 @@ def test_runs_when_overfit_batch_could_not_decide() -> None:
     r = report["lr_range"]
     assert r.status != Status.SKIP, r.message
     assert r.message.startswith("after overfit_batch warned: configured lr")
+
+
+def test_an_lr_whose_run_recovered_from_its_spike_warns_instead_of_failing() -> None:
+    # the PyTorch tutorial's logistic regression at SGD 0.5: the sweep diverges at 0.25,
+    # yet at a constant 0.5 the loss spikes 2.3 -> 16 and falls to 0.15 ("recovered")
+    from trackcheck.checks.lr_range import LrRangeParams, _verdict
+
+    p = LrRangeParams()
+    status, msg = _verdict(0.5, 0.036, 0.25, p, blown=[], top=10.0, recovered=["loss_decreases"])
+    assert status == Status.WARN and "recovered" in msg and "configured lr 0.5" in msg
+    # a run that diverged at the same lr still fails, recovered runs beside it or not
+    status, msg = _verdict(
+        0.5, 0.036, 0.25, p, blown=["output_range (spiked)"], top=10.0, recovered=["overfit_batch"]
+    )
+    assert status == Status.FAIL
+    assert _verdict(0.5, 0.036, 0.25, p, blown=[], top=10.0)[0] == Status.FAIL

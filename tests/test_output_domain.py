@@ -10,6 +10,7 @@ classifier trained with MSE against one-hot targets (Nielsen's "quadratic cost")
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ from conftest import run_check
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from trackcheck import run
+from trackcheck import DataSpec, run
 from trackcheck.checks._shared._domain import output_domain
 from trackcheck.context import Context
 from trackcheck.core import Status
+from trackcheck.data.spec import from_datasets
 from trackcheck.models import MLP
 from trackcheck.pipeline import Pipeline, PipelineError
 
@@ -174,3 +176,58 @@ def test_sigmoid_bce_with_column_targets_draws_its_overlay(cancer_data) -> None:
     )
     assert r.status == Status.PASS, r.message
     assert Path(r.figures["overlay"]).is_file()
+
+
+# --- regression whose loss reads probabilities: pytorch/examples' VAE -------------------------
+
+
+def _pixels() -> DataSpec:
+    """8x8 digits as pixels in [0, 1], each image its own target [N, 64] (an autoencoder)."""
+    from sklearn.datasets import load_digits
+
+    x = torch.tensor(load_digits().data, dtype=torch.float32) / 16.0
+    tr, te = TensorDataset(x[:1400], x[:1400]), TensorDataset(x[1400:], x[1400:])
+    return from_datasets(tr, te, "regression", 64, batch_size=64)
+
+
+class SigmoidDecoder(nn.Module):
+    """An autoencoder with a sigmoid output, pytorch/examples vae/main.py's decoder head."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.enc, self.dec = nn.Linear(64, 16), nn.Linear(16, 64)
+        with torch.no_grad():
+            self.dec.weight.mul_(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.dec(F.relu(self.enc(x))))  # [B, 64] in (0, 1)
+
+
+def summed_bce(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy(recon, x, reduction="sum")  # as the VAE's loss_function
+
+
+def test_a_sigmoid_decoder_under_binary_cross_entropy_passes_loss_at_init() -> None:
+    # before: ERROR "all elements of input should be between 0 and 1" (the noisy references
+    # of a regression task were fed to BCE as values)
+    data = _pixels()
+    r = run_check("loss_at_init", SigmoidDecoder, data, loss=summed_bce)
+    assert r.status == Status.PASS, r.message
+    assert r.metrics["expected_uniform"] == pytest.approx(64 * math.log(2), rel=1e-3)
+    assert "read as probabilities" in r.message
+    assert _domain(SigmoidDecoder(), data, summed_bce) == "probs"
+    assert _domain(SigmoidDecoder(), data, nn.MSELoss()) == "logits"  # values, as before
+
+
+def test_a_saturated_sigmoid_decoder_still_fails_loss_at_init() -> None:
+    # the planted bug: the decoder's weights x30 saturate the sigmoid at init
+    r = run_check("loss_at_init", lambda: SigmoidDecoder(30.0), _pixels(), loss=summed_bce)
+    assert r.status == Status.FAIL and "above the band" in r.message, r.message
+
+
+def test_init_bias_advises_the_logit_of_the_mean_for_a_sigmoid_decoder() -> None:
+    # the bias that makes sigmoid(bias) the mean pixel, not the mean pixel itself
+    data = _pixels()
+    r = run_check("init_bias", SigmoidDecoder, data, loss=summed_bce)
+    mean = r.metrics["target_mean"]
+    assert f"{math.log(mean / (1 - mean)):.3g}" in r.message, r.message

@@ -4,6 +4,12 @@ prediction dynamics, loss at init) need ``[B]`` losses, and a user's loss return
 ``torch.func.vmap`` calls the loss on each example as a batch of one (``out[i:i+1]``,
 ``y[i:i+1]``), all at once; a loss vmap cannot batch (a ``.item()`` inside, data-dependent
 control flow) is called example by example instead.
+
+A loss that cannot take a batch of one (``BCELoss()(out.squeeze(), y)``, as
+pytorch/examples' siamese network writes it: a [1, 1] output squeezes to a 0-d tensor
+against a [1] target) is given the example as batches of two and of three copies instead.
+A mean-reduced loss gives the example's loss on both, a summed one 2x and 3x it; for any
+loss affine in the number of copies, L(1) = 2 L(2) - L(3) is the example's loss exactly.
 """
 
 from __future__ import annotations
@@ -36,9 +42,35 @@ def per_example(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
     def one(o: Tensor, t: Tensor) -> Tensor:
         return scalar_loss(loss_fn, o.unsqueeze(0), t.unsqueeze(0))
 
+    def copies(o: Tensor, t: Tensor) -> Tensor:
+        def of(k: int) -> Tensor:  # the example k times: [k, ...]
+            return scalar_loss(
+                loss_fn,
+                o.unsqueeze(0).repeat_interleave(k, 0),
+                t.unsqueeze(0).repeat_interleave(k, 0),
+            )
+
+        return 2 * of(2) - of(3)  # the module docstring: exact for mean and sum reductions
+
     try:
-        return torch.func.vmap(one)(out, y)
+        return _each(one, out, y)
     except PipelineError:
         raise
-    except (RuntimeError, ValueError, TypeError, NotImplementedError):
-        return torch.stack([one(o, t) for o, t in zip(out, y, strict=True)])
+    except _REFUSED as e:
+        try:
+            return _each(copies, out, y)
+        except _REFUSED:
+            raise e from None  # the loss's own complaint about a batch of one
+
+
+_REFUSED = (RuntimeError, ValueError, TypeError, NotImplementedError, IndexError)
+
+
+def _each(fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> Tensor:
+    """[B] ``fn(out[i], y[i])`` for every example: vmapped, else one call per example."""
+    try:
+        return torch.func.vmap(fn)(out, y)
+    except PipelineError:
+        raise
+    except _REFUSED:
+        return torch.stack([fn(o, t) for o, t in zip(out, y, strict=True)])

@@ -24,8 +24,9 @@ from trackcheck.checks._shared._common import (
     output_layer,
     outputs_at_init,
     tied_to_embedding,
+    unnormalised,
 )
-from trackcheck.checks._shared._domain import logit_view, output_domain
+from trackcheck.checks._shared._domain import logit_view, output_domain, prior_logits
 from trackcheck.checks._shared._pretrained import weights
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, SkipCheck, Status
@@ -59,7 +60,7 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
     task = ctx.task
     out, y = init_outputs(ctx, p.n_examples)  # shared with loss_at_init: one forward
     mean_pred, excess, best, share = _cost(ctx, out, y)
-    fix = fmt_values(task.prior_bias(ctx.prior))
+    fix = fmt_values(prior_logits(ctx, ctx.prior, output_domain(ctx, out, y)))  # sigmoid: logit
     if task.classification:
         assert ctx.prior.probs is not None
         prior = fmt_values(ctx.prior.probs)
@@ -94,6 +95,11 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
         if no_bias and found is not None:
             status = Status.PASS  # nothing to set: information, not a warning to act on
             msg += _no_bias_advice(found[0], tied_to_embedding(model, found[1]), fix)
+        elif inputs := unnormalised(ctx):
+            # the mean prediction is W . mean(x) + b: on inputs far from standardised the
+            # weights set it, and a bias cannot (a warning naming the inputs' scale)
+            status = Status.WARN
+            msg += f", a hockey-stick start that the bias alone cannot remove: {inputs}"
         else:
             status, spread = _over_inits(ctx, p, share)
             metrics["inits"] = float(p.inits)
@@ -109,8 +115,11 @@ def init_bias(ctx: Context, p: InitBiasParams) -> CheckResult:
 def _cost(ctx: Context, out: Tensor, y: Tensor) -> tuple[Tensor, float, float, float]:
     """(mean prediction, excess loss, best constant loss, share) of outputs at init."""
     task = ctx.task
-    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits
-    mean_pred = task.mean_prediction(logit_view(ctx, out, output_domain(ctx, out, y)))
+    # probabilities / log-probabilities (nn.BCELoss, F.nll_loss) read back as logits;
+    # regression predictions are the values they are, whatever the loss reads
+    if task.classification:
+        out = logit_view(ctx, out, output_domain(ctx, out, y))
+    mean_pred = task.mean_prediction(out)
     best = task.prior_loss(ctx.prior)
     excess = task.constant_loss(ctx.prior, mean_pred) - best
     return mean_pred, excess, best, excess / best if best > 0 else 0.0

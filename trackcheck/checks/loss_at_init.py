@@ -26,8 +26,13 @@ import torch
 from torch import Tensor
 
 from trackcheck.checks._shared import _streams
-from trackcheck.checks._shared._common import init_outputs
-from trackcheck.checks._shared._domain import domain_note, logit_view, output_domain
+from trackcheck.checks._shared._common import init_outputs, unnormalised
+from trackcheck.checks._shared._domain import (
+    domain_note,
+    logit_view,
+    output_domain,
+    prior_logits,
+)
 from trackcheck.checks._shared._floor import (
     aligned_spread,
     constant_output,
@@ -119,6 +124,19 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
         status, msg = _judge_loaded(loaded, measured, se, hi, ref, std, what)
     elif not math.isfinite(measured) or not math.isfinite(shuffled):
         status, msg = Status.FAIL, f"loss at init is {measured}: the forward pass produces NaN/Inf"
+    elif shuffled > hi and (inputs := unnormalised(ctx)):
+        # the inputs' scale, not the head, lifts the outputs: a program that trains, whose
+        # start a user improves by standardising the inputs (a warning naming their scale)
+        status = Status.WARN
+        msg = f"{head} is above the band, {ref}: {inputs}"
+    elif shuffled > hi and std <= p.max_logit_std:
+        # the spread is a default head's: the excess is the outputs' common offset
+        status = Status.FAIL
+        msg = (
+            f"{head} is above the band, {ref}: their spread is within a default-init head's, "
+            "so the excess comes from an offset all outputs share (a mean far from the "
+            "prior's): check the final layer's bias and what feeds it (init_bias measures it)"
+        )
     elif shuffled > hi:
         status = Status.FAIL
         msg = (
@@ -173,9 +191,11 @@ def _band(
     the model's outputs read as logits; the references are mapped into ``domain``)."""
     # zero output, the train prior in the bias, and the sample's own prior: the best
     # constant for the task's losses, so the lower edge never sits above it
-    zero, prior = constant_output(ctx, out), constant_output(ctx, out, ctx.prior)
+    zero = constant_output(ctx, out)
+    prior = zero + prior_logits(ctx, ctx.prior, domain).to(zero)  # [C] / [1] over the rows
     uniform, prior_loss = (domain_loss(ctx, c, y, domain)[0] for c in (zero, prior))
-    sample_best = domain_loss(ctx, constant_output(ctx, out, ctx.task.prior(y)), y, domain)[0]
+    own = zero + prior_logits(ctx, ctx.task.prior(y), domain).to(zero)
+    sample_best = domain_loss(ctx, own, y, domain)[0]
     noisy = [noisy_loss(ctx, r, y, p.max_logit_std, p.mc_draws, g, domain) for r in (zero, prior)]
     top, top_se = max(noisy)
     n = min(len(y), p.align_examples)

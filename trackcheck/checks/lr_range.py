@@ -17,12 +17,17 @@ centred moving average; then
   fail at or above the divergence lr, warn when it is ``slow_factor`` or more below the
   steepest-descent lr, pass otherwise; fail too when a training check's run at the
   configured lr diverged by the shared judgement (the run's own numbers), whatever the
-  sweep's few steps an lr show. The message names the usable range measured: from the
-  steepest descent / ``slow_factor`` to the divergence lr.
+  sweep's few steps an lr show. The run's own numbers count the other way too: when a run
+  at the configured lr spiked and recovered (the shared judgement's "recovered": its loss
+  ended far below its start) and none diverged, a configured lr at or above the sweep's
+  divergence lr warns instead of failing: the sweep's lr keeps rising, so it never sees
+  the recovery a run at a constant lr makes. The message names the usable range measured:
+  from the steepest descent / ``slow_factor`` to the divergence lr.
 
 It runs when overfit_batch or loss_decreases failed in this stage, or when any training
 check's run diverged by the shared trajectory judgement (checks/_shared/_trajectory.py: the loss
-ended above its start, spiked, went non-finite, or the outputs exploded), under
+ended above its start, spiked, went non-finite, or the outputs exploded) or recovered from
+a spike, under
 ``when: on_failure``; on every run with ``when: always``. It is part of ``checks=fast``.
 """
 
@@ -100,9 +105,10 @@ def _triggered(ctx: Context, p: LrRangeParams) -> list[str]:
     only at another lr: both lr questions), and every check whose run the shared trajectory
     judgement calls diverging (the loss ended above its start, spiked, went non-finite, or
     the outputs exploded)."""
+    flagged = (*_trajectory.DIVERGING, *_trajectory.UNSTABLE)
     return [
         f"{r.name}'s run {_trajectory.recorded(r)}"
-        if _trajectory.recorded(r) in _trajectory.DIVERGING
+        if _trajectory.recorded(r) in flagged
         else f"{r.name} {r.status.value}ed"
         for r in ctx.finished
         if (
@@ -110,8 +116,14 @@ def _triggered(ctx: Context, p: LrRangeParams) -> list[str]:
             and r.status in (Status.FAIL, Status.WARN)
             and not r.metrics.get("loss_wiring")
         )
-        or _trajectory.recorded(r) in _trajectory.DIVERGING
+        or _trajectory.recorded(r) in flagged
     ]
+
+
+def _recovered(ctx: Context) -> list[str]:
+    """The checks whose run at the configured lr spiked or overstepped and then recovered
+    (the shared judgement's "recovered"): the lr trains, past an unstable start."""
+    return [r.name for r in ctx.finished if _trajectory.recorded(r) in _trajectory.UNSTABLE]
 
 
 def _blown_up(ctx: Context) -> list[str]:
@@ -250,12 +262,20 @@ def _verdict(
     p: LrRangeParams,
     blown: list[str],
     top: float,
+    recovered: list[str] | None = None,
 ) -> tuple[Status, str]:
     found = f"configured lr {configured:.3g}, steepest descent at {steepest:.3g}, " + (
         f"divergence at {diverge:.3g}" if math.isfinite(diverge) else f"no divergence up to {top:g}"
     )
     found += f"; {usable(steepest, diverge, top, p)}"
     fix = f" (about {steepest:.2g}, the steepest descent)" if math.isfinite(steepest) else ""
+    if math.isfinite(diverge) and configured >= diverge and recovered and not blown:
+        return Status.WARN, (
+            f"{found}: the configured lr is at or above the lr where the sweep's loss diverged "
+            f"(smoothed loss > {p.diverge_factor:g}x its best), and at it the run of "
+            f"{', '.join(recovered)} spiked before it recovered: training starts beyond the "
+            f"edge of stability; a lower lr{fix} starts without the spike"
+        )
     if math.isfinite(diverge) and configured >= diverge:
         return Status.FAIL, (
             f"{found}: the configured lr is at or above the lr where the loss diverged "
@@ -301,7 +321,7 @@ def lr_range(ctx: Context, p: LrRangeParams) -> CheckResult:
     finite = [(v, lr) for v, lr in zip(sweep.smoothed, sweep.lrs, strict=True) if math.isfinite(v)]
     best, best_lr = min(finite) if finite else (math.nan, math.nan)
     top = max(p.max_lr, 2 * configured)
-    status, msg = _verdict(configured, steepest, diverge, p, _blown_up(ctx), top)
+    status, msg = _verdict(configured, steepest, diverge, p, _blown_up(ctx), top, _recovered(ctx))
     if failed:
         msg = f"after {', '.join(failed)}: {msg}"
     metrics = {

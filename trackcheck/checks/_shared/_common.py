@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from trackcheck.checks._shared import _streams
 from trackcheck.context import Context
 from trackcheck.core import SkipCheck
-from trackcheck.pipeline import Batch
+from trackcheck.pipeline import Batch, primary
 
 
 def shuffled_batches(ctx: Context, n: int, offset: int) -> Iterator[Batch]:
@@ -112,4 +112,42 @@ def tied_to_embedding(model: nn.Module, layer: nn.Module) -> bool:
     w = getattr(layer, "weight", None)
     return w is not None and any(
         e.weight is w for e in model.modules() if isinstance(e, nn.Embedding)
+    )
+
+
+# Inputs whose root mean square exceeds this are not standardised. A default-init Linear
+# (PyTorch's U(+-1/sqrt(fan_in))) maps features of rms r to outputs of std r / sqrt(3), so
+# features beyond sqrt(3) x the unit logit std loss_at_init admits put a one-layer model's
+# outputs out of its band by their scale alone; standardised data has rms 1, pixels in
+# [0, 1] less, MNIST-normalised pixels 1.
+MAX_INPUT_RMS = 3**0.5
+
+
+def input_scale(ctx: Context, n: int = 1024) -> tuple[float, int, float]:
+    """(rms of the content input over ``n`` training examples, the feature with the largest
+    rms, that rms): the inputs' scale, for messages that blame it. (nan, -1, nan) when the
+    content input is not floating point (token ids have no scale) or cannot be read."""
+    try:
+        x = primary(ctx.head("train", n).x)
+    except Exception:  # noqa: BLE001 - inputs the probe cannot read: no scale
+        return float("nan"), -1, float("nan")
+    if not x.is_floating_point() or x.numel() == 0:
+        return float("nan"), -1, float("nan")
+    per = x.detach().double().reshape(len(x), -1).pow(2).mean(0).sqrt()  # [features]
+    rms = float(x.detach().double().pow(2).mean().sqrt())
+    i = int(per.argmax())
+    return rms, i, float(per[i])
+
+
+def unnormalised(ctx: Context) -> str:
+    """A clause naming the inputs' scale when they are not standardised (rms above
+    ``MAX_INPUT_RMS``), else ''."""
+    rms, i, top = input_scale(ctx)
+    if not rms > MAX_INPUT_RMS:
+        return ""
+    return (
+        f"the inputs are not standardised (rms {rms:.3g}, feature {i} rms {top:.3g}; "
+        f"standardised data has rms 1): a default-init layer maps features of rms r to "
+        "outputs of std about r / sqrt(3), so the outputs at init follow the inputs' "
+        "scale; standardise the inputs (subtract the training mean, divide by the std)"
     )

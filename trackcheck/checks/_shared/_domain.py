@@ -13,7 +13,12 @@ The domain comes from ``pipeline.output_domain`` when the user says it; else it 
 detected once per stage (:func:`output_domain`):
 
 * the task's own loss (cross-entropy, BCE with logits) and ``loss: model`` read logits;
-  regression outputs are values (no map);
+  regression outputs are values (no map), except that a user's regression loss that
+  refuses values outside [0, 1] on outputs inside it (``F.binary_cross_entropy`` on a
+  sigmoid decoder's pixels, as pytorch/examples' VAE trains) reads probabilities: the
+  outputs it is given are synthesised as logits mapped through a sigmoid, while the
+  model's own outputs are still read as the values they are (``logit_view`` leaves
+  regression alone: edges, overlays and tolerances are in target units);
 * a user's loss reads logits when it behaves as a loss of logits: for multiclass / lm it
   is unchanged when a constant is added to every logit of a row (softmax is
   shift-invariant; ``nll_loss``, MSE and BCE on probabilities are not); for binary a
@@ -42,6 +47,7 @@ from torch import Tensor
 
 from trackcheck.context import Context
 from trackcheck.losses import scalar_loss
+from trackcheck.tasks import Prior
 
 DOMAINS = ("logits", "probs", "log_probs")
 # rows of probabilities (or of exp(log-probabilities)) sum to 1 within this (float32 softmax
@@ -72,8 +78,10 @@ def output_domain(ctx: Context, out: Tensor, y: Tensor) -> str:
 
 def _detect(ctx: Context, out: Tensor, y: Tensor) -> str:
     fn = ctx.pipeline.loss
-    if not ctx.task.classification or not callable(fn):
+    if not callable(fn):
         return "logits"  # the task's losses and a model's own loss take logits
+    if not ctx.task.classification:
+        return "probs" if _reads_unit_values(ctx, out, y) else "logits"
     try:
         if _reads_logits(ctx, out, y):
             return "logits"
@@ -103,6 +111,20 @@ def _reads_logits(ctx: Context, out: Tensor, y: Tensor) -> bool:
     return math.isfinite(a) and abs(a - b) <= SHIFT_TOL * (1 + abs(a))
 
 
+def _reads_unit_values(ctx: Context, out: Tensor, y: Tensor) -> bool:
+    """A regression loss of probabilities: the outputs lie in [0, 1] and the loss refuses
+    (raises, or turns non-finite on) the same outputs moved outside it."""
+    if out.numel() == 0 or not (bool((out >= 0).all()) and bool((out <= 1).all())):
+        return False
+    fn = ctx.pipeline.loss
+    assert callable(fn)
+    try:
+        with torch.no_grad():
+            return not math.isfinite(float(scalar_loss(fn, out + 1.5, y)))
+    except Exception:  # noqa: BLE001 - BCELoss: "all elements of input should be between 0 and 1"
+        return True
+
+
 def _shape_of(ctx: Context, out: Tensor) -> str:
     """What the outputs look like: log-probabilities, probabilities, or neither (logits)."""
     if out.numel() == 0:
@@ -127,8 +149,11 @@ def _sum_to_one(rows: Tensor) -> bool:
 
 def to_domain(ctx: Context, z: Tensor, domain: str) -> Tensor:
     """Logits ``z`` as the loss reads outputs: softmax / sigmoid probabilities, their logs,
-    or ``z`` itself (logits, and regression values always)."""
-    if domain == "logits" or not ctx.task.classification:
+    or ``z`` itself (logits, and regression values unless the loss reads probabilities:
+    then each value is a sigmoid of its logit)."""
+    if not ctx.task.classification:
+        return torch.sigmoid(z) if domain == "probs" else z
+    if domain == "logits":
         return z
     binary = ctx.task.name == "binary"
     if domain == "probs":
@@ -136,6 +161,16 @@ def to_domain(ctx: Context, z: Tensor, domain: str) -> Tensor:
     if domain == "log_probs":
         return F.logsigmoid(z) if binary else z.log_softmax(-1)
     raise ValueError(f"unknown output domain {domain!r}: use one of {', '.join(DOMAINS)}")
+
+
+def prior_logits(ctx: Context, prior: Prior, domain: str) -> Tensor:
+    """The constant, in logits, that :func:`to_domain` maps onto ``prior``'s prediction:
+    the task's prior bias ([C] / [1]); for regression in probabilities the logit of the
+    target mean."""
+    if not ctx.task.classification and domain == "probs":
+        m = min(max(prior.mean, EPS), 1 - EPS)
+        return torch.tensor([math.log(m / (1 - m))])
+    return ctx.task.prior_bias(prior)
 
 
 def logit_view(ctx: Context, out: Tensor, domain: str) -> Tensor:
