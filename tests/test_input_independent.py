@@ -123,7 +123,7 @@ def test_a_correct_model_at_a_far_too_low_lr_is_undecided_not_failed(digits_data
     )
     assert r.status == Status.WARN, r.message
     assert r.metrics["steps"] == 180 and r.metrics["unlearnt"] == 1.0
-    assert r.metrics["real_moved"] < 0.01 * r.metrics["prior_loss"]
+    assert abs(r.metrics["real_moved"]) < 0.01 * r.metrics["prior_loss"]
     assert "undecided after 180 steps" in r.message and "at lr 0.0001" in r.message
     assert "has not trained yet" in r.message
 
@@ -138,15 +138,17 @@ def test_a_model_that_ignores_its_input_fails_at_any_lr(digits_data):
 
 
 def test_shuffled_labels_are_decided_within_the_budget(digits_data):
-    # the real model moves (it memorises its shuffled labels) and the blanked one sits at
-    # the prior: the run can decide, so it is not extended and still fails
+    # the real model's training loss falls (it memorises its shuffled labels) and the
+    # blanked one sits at the prior: the run can decide, so it is not extended and fails
     r = run_check(
         "input_independent",
         lambda: MLP([1, 8, 8], 10, width=32, out_bias=prior_bias(digits_data)),
         shuffled_labels(digits_data),
     )
     assert r.status == Status.FAIL and "unlearnt" not in r.metrics
-    assert r.metrics["real_moved"] > 0.01 * r.metrics["prior_loss"]
+    assert r.metrics["steps"] == 90
+    curve = [v for _, v in r.series["train_loss_real"]]
+    assert np.median(curve[-22:]) < 0.99 * np.median(curve[:22])  # it memorises: it moved
     assert abs(r.metrics["blanked_loss"] - r.metrics["prior_loss"]) < 0.01 * r.metrics["prior_loss"]
 
 
