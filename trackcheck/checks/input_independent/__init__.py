@@ -238,7 +238,7 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     level = p.alpha / len(marks)
     with on_device(ctx.device, real):  # where the real model starts, and the prior's losses
         start = _heldout(ctx, real, pl, p.max_eval)
-        prior = {k: prior_losses(ctx, real, f(), p.max_eval) for k, f in pl.judged.items()}
+        prior = {k: prior_losses(ctx, real, f(), p.max_eval).numpy() for k, f in pl.judged.items()}
     curves: dict[str, list[float]] = {"real inputs": [], "blanked inputs": []}
     sets: dict[str, Judged] = {}
     steps = 0
