@@ -141,10 +141,13 @@ def _train_until_decided(
     losses: list[float] = []
     for look, mark in enumerate(marks, 1):
         losses += train_steps(ctx, model, batches, mark - len(losses), opt, on_step=meter)
-        if not all(math.isfinite(v) for v in losses) or _trend(losses)[1] < level:
+        p_down = _trend(losses)[1] if all(math.isfinite(v) for v in losses) else 0.0
+        if p_down < level:
             return losses, look, level
         if len(losses) >= p.max_steps and (
-            judge(losses).diverging or _unchanged(model, before, p.allow_unchanged)
+            1 - p_down < level  # significantly up: decided too
+            or judge(losses).diverging
+            or _unchanged(model, before, p.allow_unchanged)
         ):
             return losses, look, level  # more steps of a broken run decide nothing new
     return losses, len(marks), level
