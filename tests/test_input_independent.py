@@ -104,6 +104,54 @@ def test_fails_when_the_model_ignores_its_input(digits_data):
     assert r.metrics["test_split/fraction_better"] == 0.0
 
 
+def low_lr(params):  # type: ignore[no-untyped-def]
+    """SGD 1e-4: far too low for these models to move in a few hundred steps."""
+    return torch.optim.SGD(params, lr=1e-4)
+
+
+def test_a_correct_model_at_a_far_too_low_lr_is_undecided_not_failed(digits_data):
+    # in 90 steps neither model moves: the real one stays where its random init put it,
+    # above the blanked one at the prior (a negative gain the data "rule out" anything
+    # against), yet no gain could have shown. It failed before; now it trains on to the
+    # cap and warns with the lr and what moved
+    r = run_check(
+        "input_independent",
+        lambda: MLP([1, 8, 8], 10, width=32),
+        digits_data,
+        {"extend_to": 180},
+        optimizer=low_lr,
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["steps"] == 180 and r.metrics["unlearnt"] == 1.0
+    assert abs(r.metrics["real_moved"]) < 0.01 * r.metrics["prior_loss"]
+    assert "undecided after 180 steps" in r.message and "at lr 0.0001" in r.message
+    assert "has not trained yet" in r.message
+
+
+def test_a_model_that_ignores_its_input_fails_at_any_lr(digits_data):
+    # both models compute the same function exactly: decided whatever the lr
+    r = run_check(
+        "input_independent", lambda: IgnoresInput([1, 8, 8], 10), digits_data, optimizer=low_lr
+    )
+    assert r.status == Status.FAIL, r.message
+    assert r.metrics["steps"] == 90  # nothing to wait for
+
+
+def test_shuffled_labels_are_decided_within_the_budget(digits_data):
+    # the real model's training loss falls (it memorises its shuffled labels) and the
+    # blanked one sits at the prior: the run can decide, so it is not extended and fails
+    r = run_check(
+        "input_independent",
+        lambda: MLP([1, 8, 8], 10, width=32, out_bias=prior_bias(digits_data)),
+        shuffled_labels(digits_data),
+    )
+    assert r.status == Status.FAIL and "unlearnt" not in r.metrics
+    assert r.metrics["steps"] == 90
+    curve = [v for _, v in r.series["train_loss_real"]]
+    assert np.median(curve[-22:]) < 0.99 * np.median(curve[:22])  # it memorises: it moved
+    assert abs(r.metrics["blanked_loss"] - r.metrics["prior_loss"]) < 0.01 * r.metrics["prior_loss"]
+
+
 def test_passes_on_a_language_model(text_data):
     r = run_check(
         "input_independent", lambda: GPT(96, 32, d_model=32, n_head=2, n_layer=1), text_data

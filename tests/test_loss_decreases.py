@@ -3,6 +3,7 @@ from conftest import blobs, run_check
 from helpers.models import DetachedBody
 
 from trackcheck import CheckResult, DataSpec
+from trackcheck.checks._shared._trajectory import VERDICTS
 from trackcheck.core import Status
 from trackcheck.models import MLP
 
@@ -62,7 +63,39 @@ def test_slow_learner_gets_more_steps_instead_of_failing():
     )
     assert r.status == Status.PASS, r.message
     assert r.metrics["steps"] > 60 and r.metrics["looks"] >= 2
-    assert r.metrics["p_value"] < r.metrics["level"] == 0.01 / 4  # Bonferroni over 4 looks
+    # Bonferroni over the 6 looks: 60, 120, 180, 240 and, past the budget, 480, 960
+    assert r.metrics["p_value"] < r.metrics["level"] == 0.01 / 6
+
+
+def test_a_loss_that_hardly_moves_at_a_far_too_low_lr_warns_naming_it(digits_data):
+    # SGD 1e-7: every parameter moves, the loss does not (median change 0.0% over 960
+    # steps): a run that cannot show a trend is no evidence of a bug (it failed before,
+    # "no significant downward trend in 240 steps"); it trains on to the cap, then warns
+    # with the lr, and records a plateau for lr_range
+    r = run_check(
+        "loss_decreases",
+        lambda: MLP([1, 8, 8], 10),
+        digits_data,
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-7),
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["steps"] == 960 and r.metrics["looks"] == 6
+    assert r.metrics["unchanged_params"] == 0 and r.metrics["undecided"] == 1.0
+    assert r.message.startswith("undecided at lr 1e-07: no significant downward trend")
+    assert VERDICTS[int(r.metrics["trajectory"])] == "plateaued"
+
+
+def test_a_loss_that_goes_up_still_fails_without_extension(digits_data):
+    # planted bug: gradient ascent (the loss's sign flipped in the optimizer's hands);
+    # parameters move, the loss rises: decided, and no extension past the budget
+    r = run_check(
+        "loss_decreases",
+        lambda: MLP([1, 8, 8], 10),
+        digits_data,
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-3, maximize=True),
+    )
+    assert r.status == Status.FAIL, r.message
+    assert r.metrics["steps"] <= 240
 
 
 def test_a_decided_trend_stops_at_the_first_look(digits_data):

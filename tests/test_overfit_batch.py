@@ -36,6 +36,7 @@ def test_fails_when_softmax_is_applied_before_cross_entropy(digits_data):
     )
     assert r.status == Status.FAIL
     assert "softmax" in r.message
+    assert "the range, not the time, stops the fit" in r.message  # it spans [0, 1]
 
 
 def test_regression_fits_a_tiny_batch(diabetes_data):
@@ -202,6 +203,32 @@ def test_a_run_the_cap_cannot_decide_warns_with_what_it_measured() -> None:
     assert r.status == Status.WARN, r.message
     assert r.metrics["steps"] == 100
     assert "not fit within 100 steps" in r.message and "not evidence of a wiring bug" in r.message
+
+
+def small_head() -> torch.nn.Module:
+    """A net whose logits start near 0 (head weights x0.02, as BERT's init std), 2 classes."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
+    with torch.no_grad():
+        net[2].weight.mul_(0.02)
+        net[2].bias.zero_()
+    return net
+
+
+def test_outputs_that_barely_moved_at_a_tiny_lr_are_not_a_bounded_head() -> None:
+    # Adam 1e-6: after 300 steps the logits span [-0.001, 0.008] and the loss sits where
+    # that span allows; this read as "the range, not the time, stops the fit" (a FAIL)
+    # although nothing bounds them: it is the lr. Now: extended to the cap, then a warning
+    # naming the lr (the bounded head itself still fails: the softmax tests above)
+    r = run_check(
+        "overfit_batch",
+        small_head,
+        blobs(c=2),
+        optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-6),
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["steps"] == 1200 and "range_floor_loss" not in r.metrics
+    assert "at the configured lr 1e-06" in r.message and "the range, not the time" not in r.message
 
 
 def test_a_diverging_run_is_not_extended_and_fails_when_no_lr_fits() -> None:

@@ -4,7 +4,7 @@ plateau), every trainable parameter moves, and a slightly bigger model does not 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +16,7 @@ from trackcheck._lazy import lazy_module
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable
 from trackcheck.checks._shared._pretrained import weights
-from trackcheck.checks._shared._trajectory import UpdateMeter, of_run
+from trackcheck.checks._shared._trajectory import UpdateMeter, judge, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
@@ -32,14 +32,23 @@ else:  # scipy is imported when a test is computed, not with the checks
 @dataclass
 class LossDecreasesParams:
     # The first look: the trend test runs after this many steps, and, while it is undecided
-    # (p >= its level), again after each further `steps`, up to max_steps. A transformer at
-    # a fine-tuning lr sits on its initial plateau: a tiny BERT classifier (hidden 32, 2
-    # layers, tests/hf_models.py) on marker sequences at Adam 3e-5 gives p = 0.025-0.61 at
-    # 60 steps over 8 seeds (the old single look at 0.01 failed all 8), and p < 0.0025
-    # after 100-160 steps; an MLP at Adam 3e-5 on blobs 0.001-0.22 at 60, decided by 110.
+    # (p >= its level), again after each further `steps`, up to max_steps (then extend_to).
+    # A transformer at a fine-tuning lr sits on its initial plateau: a tiny BERT classifier
+    # (hidden 32, 2 layers, tests/hf_models.py) on marker sequences at Adam 3e-5 gives
+    # p = 0.025-0.61 at 60 steps over 8 seeds (the old single look at 0.01 failed all 8),
+    # and p < 0.0025 after 100-160 steps; an MLP at Adam 3e-5 on blobs 0.001-0.22 at 60,
+    # decided by 110.
     steps: int = 60
     # the most steps in all: 4 looks (60, 120, 180, 240), 1.5x the longest plateau above
     max_steps: int = 240
+    # A run still undecided at max_steps whose parameters all moved and whose loss neither
+    # rose nor diverged trains on, the looks at twice the steps each time (480, 960), up to
+    # this many steps in all, and then warns with what it measured: a loss that hardly moves
+    # at a low lr (the char-RNN tutorial's SGD 5e-4 at batch 1, BERT from random init at
+    # 2e-5) is no evidence of a bug. 4x the budget: at a steady slope Kendall's z grows as
+    # steps^1.5, so a drift that shows z >= 0.4 (p <= 0.34) at 240 steps is significant by
+    # 960. The looks past max_steps count in the Bonferroni split of alpha like the others.
+    extend_to: int = 960
     # Mann-Kendall trend test on the per-step losses (Kendall's tau against the step), on
     # every step so far at each look: fail unless the downward trend is significant at this
     # one-sided level. The looks share it (Bonferroni: alpha / number of looks each), so a
@@ -105,21 +114,43 @@ def _unchanged(model: nn.Module, before: dict[str, torch.Tensor], allow: list[st
     return names
 
 
+def _marks(p: LossDecreasesParams) -> list[int]:
+    """The steps at which the trend test looks: every ``steps`` up to ``max_steps``, then
+    twice the steps each time up to ``extend_to``."""
+    top = max(p.max_steps, p.steps)
+    marks = list(range(p.steps, top, p.steps)) + [top]
+    while marks[-1] < p.extend_to:
+        marks.append(min(2 * marks[-1], p.extend_to))
+    return marks
+
+
 def _train_until_decided(
-    ctx: Context, model: nn.Module, p: LossDecreasesParams, meter: UpdateMeter
+    ctx: Context,
+    model: nn.Module,
+    p: LossDecreasesParams,
+    meter: UpdateMeter,
+    before: dict[str, torch.Tensor],
 ) -> tuple[list[float], int, float]:
-    """Train in chunks of ``p.steps`` until the trend test at level alpha / n_looks decides
-    or ``p.max_steps`` is reached. Returns (losses, looks taken, per-look level)."""
-    n_looks = max(1, math.ceil(max(p.max_steps, p.steps) / p.steps))
-    level = p.alpha / n_looks
+    """Train until the trend test at level alpha / n_looks decides, up to ``p.max_steps``;
+    past it only while every parameter moved and the run neither rose nor diverged (an lr
+    too low to show a trend in the budget), up to ``p.extend_to``. Returns (losses, looks
+    taken, per-look level)."""
+    marks = _marks(p)
+    level = p.alpha / len(marks)
     batches, opt = ctx.train_batches(seed_offset=_streams.LOSS_DECREASES), ctx.optimizer(model)
     losses: list[float] = []
-    for look in range(1, n_looks + 1):
-        chunk = min(p.steps, max(p.max_steps, p.steps) - len(losses))
-        losses += train_steps(ctx, model, batches, chunk, opt, on_step=meter)
-        if not all(math.isfinite(v) for v in losses) or _trend(losses)[1] < level:
+    for look, mark in enumerate(marks, 1):
+        losses += train_steps(ctx, model, batches, mark - len(losses), opt, on_step=meter)
+        p_down = _trend(losses)[1] if all(math.isfinite(v) for v in losses) else 0.0
+        if p_down < level:
             return losses, look, level
-    return losses, n_looks, level
+        if len(losses) >= p.max_steps and (
+            1 - p_down < level  # significantly up: decided too
+            or judge(losses).diverging
+            or _unchanged(model, before, p.allow_unchanged)
+        ):
+            return losses, look, level  # more steps of a broken run decide nothing new
+    return losses, len(marks), level
 
 
 def _undone(ctx: Context, p: LossDecreasesParams, run: _Run) -> list[str]:
@@ -205,6 +236,7 @@ class _Run:
     series: dict[str, list[tuple[int, float]]]
     curves: dict[str, list[float]]
     notes: list[str] = field(default_factory=list)  # said in a passing message
+    undecided: str = ""  # why the run cannot decide (a warning), '' when it did
 
 
 @register("loss_decreases", LossDecreasesParams, fast=False)
@@ -215,7 +247,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     require_trainable(model, "loss_decreases")
     before = {n: q.detach().clone() for n, q in model.named_parameters()}
     meter = UpdateMeter(model)  # the first steps' sizes, for the trajectory judgement
-    losses, looks, level = _train_until_decided(ctx, model, p, meter)
+    losses, looks, level = _train_until_decided(ctx, model, p, meter, before)
     stale = _unchanged(model, before, p.allow_unchanged)
     inert = _without_effect(ctx, model, stale, p.no_effect_rtol)
     stale = [n for n in stale if n not in inert]
@@ -239,6 +271,9 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
             series=run.series,
             figures=figs,
         )
+    lr = ctx.optimizer(model).param_groups[0].get("lr")
+    if isinstance(lr, int | float):
+        run.metrics["lr"] = float(lr)
     loaded = weights(ctx)
     problems = _measure(model, before, stale, looks, run, loaded.resumed)
     # on loaded weights a rise is _undone's to judge, against what the checkpoint had learnt
@@ -246,6 +281,8 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     if loaded.pretrained:
         problems += _undone(ctx, p, run)
     run.metrics["params_without_effect"] = float(len(inert))
+    if run.undecided and not problems:  # a bigger model's curve says nothing on a flat one
+        p = replace(p, compare_bigger=False)
     del model, before  # free them before the bigger model trains: one model in memory at a time
     notes, bigger_worse = list(run.notes), False
     if p.compare_bigger and ctx.bigger_model_factory is not None and not problems:
@@ -304,23 +341,34 @@ def _measure(
     metrics.update(kendall_tau=tau, p_value=p_down, level=run.level, steps=float(len(losses)))
     metrics.update(looks=float(looks), theil_sen_slope=slope, relative_drop=drop)
     metrics.update(unchanged_params=float(len(stale)), unchanged_fraction=n_stale / max(n_total, 1))
-    problems = _problems(model, stale, n_stale, n_total, losses, p_down, run.level, tau, drop)
-    if resumed and p_down >= run.level:  # a checkpoint need not go down, only not up
-        problems = [q for q in problems if not q.startswith("no significant downward trend")]
-        p_up = 1 - p_down
-        metrics["p_value_up"] = p_up
-        if p_up < run.level:
-            problems.append(
-                f"the loss of the loaded weights goes UP over {len(losses)} steps (Kendall tau "
-                f"{tau:+.2f}, p={p_up:.2g} < {run.level:.2g}; median change {-drop:+.1%}): "
-                "the learning rate moves the checkpoint away from its minimum; lower it "
-                "(fine-tuning lrs are 1e-5 to 1e-4 for Adam)"
-            )
-        else:
-            run.notes.append(
-                f"the weights are loaded with every layer (a checkpoint as saved): no downward "
-                f"trend expected at its minimum, and none upward either (p={p_up:.2g})"
-            )
+    lr = metrics.get("lr")
+    problems = _problems(model, stale, n_stale, n_total, losses, p_down, run.level, tau, drop, lr)
+    if p_down < run.level or stale:  # decided, or parameters that never moved: FAIL above
+        return problems
+    p_up = 1 - p_down
+    metrics["p_value_up"] = p_up
+    trend = f"Kendall tau {tau:+.2f}, p={p_down:.2g} >= {run.level:.2g}; median change {-drop:+.1%}"
+    if p_up < run.level:  # a checkpoint need not go down, no run may go significantly up
+        problems.append(
+            f"the loss {'of the loaded weights ' if resumed else ''}goes UP over {len(losses)} "
+            f"steps (Kendall tau {tau:+.2f}, p={p_up:.2g} < {run.level:.2g}; median change "
+            f"{-drop:+.1%}): the learning rate moves the weights away from a minimum; lower it"
+            + (" (fine-tuning lrs are 1e-5 to 1e-4 for Adam)" if resumed else "")
+        )
+    elif resumed:
+        run.notes.append(
+            f"the weights are loaded with every layer (a checkpoint as saved): no downward "
+            f"trend expected at its minimum, and none upward either (p={p_up:.2g})"
+        )
+    else:  # every parameter moved, the loss neither rose nor fell: the budget cannot decide
+        run.undecided = (
+            f"undecided: no significant downward trend in {len(losses)} steps (budget "
+            f"{{max_steps}}, extended to the cap {{extend_to}}; {trend}), and none upward, "
+            "while every trainable parameter moved: the loss hardly moves at this lr, which "
+            "is no evidence of a bug. A learning rate too low for this model (a fine-tuning "
+            "lr on random init) or a long plateau: raise the lr or train longer to confirm "
+            "(lr_range measures the usable range)"
+        )
     return problems
 
 
@@ -335,6 +383,14 @@ def _judge(
     threshold = f"p < {level:.2g} at a look (alpha {p.alpha:g} / {n_looks} looks), all params move"
     if problems:
         status, msg = Status.FAIL, "; ".join(problems)
+    elif run.undecided:
+        status = Status.WARN
+        msg = run.undecided.format(max_steps=p.max_steps, extend_to=p.extend_to)
+        lr = m.get("lr")
+        if lr is not None and math.isfinite(lr):
+            msg = msg.replace("undecided:", f"undecided at lr {lr:.3g}:", 1)
+        m["undecided"] = 1.0
+        msg += "".join(f"; {n}" for n in notes)
     else:
         status = Status.WARN if bigger_worse else Status.PASS
         msg = (
@@ -365,16 +421,22 @@ def _problems(
     level: float,
     tau: float,
     drop: float,
+    lr: float | None = None,
 ) -> list[str]:
     """What fails the check: parameters that never moved, a loss with no downward trend."""
     problems = []
     if stale:
-        grads = {n: q.grad for n, q in model.named_parameters()}
+        params = dict(model.named_parameters())
+        grads = {n: q.grad for n, q in params.items()}
         no_grad = [n for n in stale if (g := grads[n]) is None or not bool(g.abs().sum())]
         why = (
             "they receive no gradient: a .detach(), torch.no_grad() or .data in forward cuts "
             "them off"
             if no_grad
+            else f"the lr {lr:.3g} is too small to change them: a step (at most lr x "
+            "max(1, |gradient|), Adam's or SGD's) falls below float32's resolution of every "
+            "one of their weights; raise it (lr_range measures the usable range)"
+            if lr is not None and all(_below_resolution(params[n], lr) for n in stale)
             else "they receive gradients but the optimizer never updates them: is it built over "
             "the wrong parameters (another model instance, only the head)?"
         )
@@ -383,7 +445,7 @@ def _problems(
             f"weights) never changed in {len(losses)} steps ({', '.join(stale[:4])}"
             f"{', ...' if len(stale) > 4 else ''}): {why}"
         )
-    if p_down >= level:
+    if p_down >= level and stale:  # the loss did not go down because they did not move
         problems.append(
             f"no significant downward trend in {len(losses)} steps (Kendall tau "
             f"{tau:.2f}, p={p_down:.2g} >= {level:.2g}; median loss change "
@@ -391,6 +453,17 @@ def _problems(
             "backpropagated into the model"
         )
     return problems
+
+
+def _below_resolution(q: torch.Tensor, lr: float) -> bool:
+    """Whether no optimizer step at ``lr`` can change any entry of ``q``: the largest step
+    (Adam's is about lr, SGD's lr x gradient) is below half an ulp of each weight."""
+    g = q.grad
+    if g is None:
+        return False
+    step = lr * max(1.0, float(g.abs().max()))
+    eps = torch.finfo(q.dtype).eps if q.is_floating_point() else 0.0
+    return bool((step < 0.5 * eps * q.detach().abs()).all())
 
 
 def _compare_bigger(ctx: Context, p: LossDecreasesParams, run: _Run) -> tuple[bool, str]:

@@ -57,7 +57,7 @@ power, the Welch and noncentral-t tests of an undecided set) in _stats.py (both 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,6 +67,7 @@ from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._shared._park import HOST, move, on_device
+from trackcheck.checks._shared._trajectory import DEFAULT as TRAJECTORY
 from trackcheck.checks._shared._trajectory import judge as judge_run
 from trackcheck.checks.input_independent._heldout import (
     Noise,
@@ -75,6 +76,7 @@ from trackcheck.checks.input_independent._heldout import (
     heldout_losses,
     normalises_over_inputs,
     plan,
+    prior_losses,
 )
 from trackcheck.checks.input_independent._stats import (
     below_effect_test,
@@ -144,6 +146,22 @@ class InputIndependentParams:
     # pooled data ruled out every gain above 0.31 at worst (diabetes; 0.30 on 30 runs on
     # 200-300-example subsets). 0.38 ~ sqrt(0.31 x 0.46), 1.2x from each side.
     min_effect: float = 0.38
+    # A run too short to teach either model anything cannot rule a gain out (a fine-tuning
+    # lr on random init: BERT at 2e-5 leaves both held-out losses at ln 2 +- 3e-4). Such a
+    # run is undecided, never failed: the real-input model's loss moved by less than this
+    # share both on its training batches (first vs last quarter, the shared trajectory's
+    # plateau) and on held-out data since init (against the prior's loss), or the blanked
+    # model's held-out loss is still this share above the prior's (it has not learnt the
+    # label frequencies / target mean, the most a blank can learn). The share is the shared
+    # trajectory's plateau (checks/_shared/_trajectory.py: a loss that moved < 1% did not
+    # move). With the train labels shuffled (digits, width 32, Adam 3e-3) the real model's
+    # training loss falls 1.5-2% in 90 steps as it memorises, its held-out loss rises.
+    min_move: float = TRAJECTORY.plateau_drop
+    # ...and it trains on, the looks at twice the steps each time (180, 360), up to this
+    # many steps in all, then warns with what it measured. 4x the budget: tut_nn_cnn's Mnist_CNN
+    # (SGD 0.1, ReLU'd logits that start slowly) moves 0.3% in 90 steps; its 360-step run
+    # decides. The looks past max_steps count in the Bonferroni split of alpha like the others.
+    extend_to: int = 360
 
 
 @dataclass
@@ -216,31 +234,43 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     real, base = [move(HOST, ctx.new_model()) for _ in range(2)]
     opt_real, opt_base = ctx.optimizer(real), ctx.optimizer(base)
     pl = plan(ctx, p.train_holdout, p.max_eval)
-    n_looks = max(1, math.ceil(p.max_steps / p.look_every))
-    level = p.alpha / n_looks
+    marks = _marks(p)
+    level = p.alpha / len(marks)
+    with on_device(ctx.device, real):  # where the real model starts, and the prior's losses
+        start = _heldout(ctx, real, pl, p.max_eval)
+        prior = {k: prior_losses(ctx, real, f(), p.max_eval).numpy() for k, f in pl.judged.items()}
     curves: dict[str, list[float]] = {"real inputs": [], "blanked inputs": []}
     sets: dict[str, Judged] = {}
     steps = 0
     noise: Noise | None = None
-    for look in range(n_looks):
-        n = min(p.look_every, p.max_steps - steps)
-        chunk = [next(pl.batches) for _ in range(n)]  # the same batches for both models
-        if look == 0 and p.noise_for_normalised and normalises_over_inputs(real):
-            g = ctx.generator(_streams.BLANK_NOISE)
-            noise = Noise.fit([primary(b.x) for b in chunk], g)
-        blanked = [ctx.pipeline.with_inputs(b, blank(b.x, p.token_id, noise)) for b in chunk]
-        with on_device(ctx.device, real, opt_real):
-            curves["real inputs"] += train_steps(ctx, real, chunk, n, opt_real)
-            real_losses = _look_at(ctx, real, chunk, pl, p)
-        with on_device(ctx.device, base, opt_base):
-            curves["blanked inputs"] += train_steps(ctx, base, blanked, n, opt_base)
-            base_losses = _look_at(ctx, base, blanked, pl, p, p.token_id, noise)
-        steps += n
+    unlearnt = ""
+    for mark in marks:
+        while steps < mark:  # a look past max_steps trains in pieces of look_every batches
+            n = min(p.look_every, mark - steps)
+            last = steps + n == mark  # the piece after which the models are looked at
+            chunk = [next(pl.batches) for _ in range(n)]  # the same batches for both models
+            if steps == 0 and p.noise_for_normalised and normalises_over_inputs(real):
+                g = ctx.generator(_streams.BLANK_NOISE)
+                noise = Noise.fit([primary(b.x) for b in chunk], g)
+            blanked = [ctx.pipeline.with_inputs(b, blank(b.x, p.token_id, noise)) for b in chunk]
+            with on_device(ctx.device, real, opt_real):
+                curves["real inputs"] += train_steps(ctx, real, chunk, n, opt_real)
+                if last:
+                    real_losses = _look_at(ctx, real, chunk, pl, p)
+            with on_device(ctx.device, base, opt_base):
+                curves["blanked inputs"] += train_steps(ctx, base, blanked, n, opt_base)
+                if last:
+                    base_losses = _look_at(ctx, base, blanked, pl, p, p.token_id, noise)
+            steps += n
         if not all(math.isfinite(v) for c in curves.values() for v in c):
             break
         sets = {k: Judged(real_losses[k], base_losses[k]) for k in pl.judged}
         if all(j.p_value < level for j in sets.values()):
             break
+        if steps >= p.max_steps:  # past the budget only while a FAIL would be for want of training
+            unlearnt = _unlearnt(sets, start, prior, curves["real inputs"], p)
+            if not unlearnt or not any(u.p_below < p.alpha for u in weigh(sets, level, p)):
+                break
     note = pl.note
     if noise is not None:  # said in the message: the baseline is not the zeros it usually is
         said = (
@@ -248,7 +278,73 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
             "element: the model normalises over the batch, where a constant input cannot train"
         )
         note = f"{said}; {note}" if note else said
-    return _judge(p, curves, sets, level, steps, note)
+    lr = opt_real.param_groups[0].get("lr")
+    if unlearnt and isinstance(lr, int | float):
+        unlearnt = f"at lr {lr:.3g} {unlearnt}"
+    result = _judge(p, curves, sets, level, steps, note, unlearnt)
+    if sets:  # how far training moved the models: what an undecided verdict rests on
+        result.metrics.update(_movement(sets, start, prior))
+    return result
+
+
+def _marks(p: InputIndependentParams) -> list[int]:
+    """The steps at which the held-out sets are looked at: every ``look_every`` up to
+    ``max_steps``, then twice the steps each time up to ``extend_to``."""
+    marks = list(range(p.look_every, p.max_steps, p.look_every)) + [p.max_steps]
+    while marks[-1] < p.extend_to:
+        marks.append(min(2 * marks[-1], p.extend_to))
+    return marks
+
+
+def _heldout(ctx: Context, model: nn.Module, pl: Plan, max_eval: int) -> dict[str, np.ndarray]:
+    return {k: heldout_losses(ctx, model, f(), max_eval).numpy() for k, f in pl.judged.items()}
+
+
+def _movement(
+    sets: dict[str, Judged], start: dict[str, np.ndarray], prior: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Over the held-out sets pooled: the change of the real-input model's mean loss since
+    init (``real_moved``), the prior's loss (``prior_loss``), the blanked model's loss."""
+    real = np.concatenate([j.real for j in sets.values()])
+    return {
+        "real_moved": float(real.mean() - np.concatenate([start[k] for k in sets]).mean()),
+        "prior_loss": float(np.concatenate([prior[k] for k in sets]).mean()),
+        "blanked_loss": float(np.concatenate([j.blanked for j in sets.values()]).mean()),
+    }
+
+
+def _unlearnt(
+    sets: dict[str, Judged],
+    start: dict[str, np.ndarray],
+    prior: dict[str, np.ndarray],
+    curve: list[float],
+    p: InputIndependentParams,
+) -> str:
+    """Why the run is too short to rule a gain out ('' when it is not): the real-input
+    model's loss moved less than ``min_move`` both on its training batches (the shared
+    trajectory calls it a plateau) and on held-out data since init, or the blanked model
+    has not yet learnt the prior. Models whose losses agree exactly are decided: the real
+    model's outputs do not depend on its input at all, whatever the lr."""
+    if all(not np.any(j.gain != 0) for j in sets.values()):
+        return ""
+    m = _movement(sets, start, prior)
+    moved, at_prior, blanked = m["real_moved"], m["prior_loss"], m["blanked_loss"]
+    scale = abs(at_prior) or 1.0
+    trained = judge_run(curve, p=replace(TRAJECTORY, plateau_drop=p.min_move))
+    if trained.verdict == "plateaued" and abs(moved) < p.min_move * scale:
+        return (
+            f"the real-input model's loss moved less than {p.min_move:.0%}: on its training "
+            f"batches (a plateau at {trained.last:.4g}) and on held-out data ({moved:+.3g} "
+            f"since init, against the prior's loss {at_prior:.4g}): it has not trained yet"
+        )
+    if blanked - at_prior > p.min_move * scale:
+        return (
+            f"the blanked model's held-out loss {blanked:.4g} is still "
+            f"{(blanked - at_prior) / scale:.1%} above the prior's {at_prior:.4g}, the most a "
+            "blank can learn: neither model has learnt even the label frequencies or the "
+            "target mean yet"
+        )
+    return ""
 
 
 def _look_at(
@@ -345,6 +441,7 @@ def _judge(
     level: float,
     steps: int,
     note: str,
+    unlearnt: str = "",
 ) -> CheckResult:
     series = {
         "train_loss_real": list(enumerate(curves["real inputs"])),
@@ -400,6 +497,16 @@ def _judge(
     if note:
         observed += f" [{note}]"
     status, msg = _verdict(p, observed, weighed)
+    if status == Status.FAIL and unlearnt:  # the data rule the gain out, the run cannot
+        metrics["unlearnt"] = 1.0
+        status = Status.WARN
+        msg = (
+            f"undecided after {steps} steps (budget {p.max_steps}, extended to the cap "
+            f"{p.extend_to}): {unlearnt}, so no gain could show yet and none is ruled out; "
+            f"{observed}. A learning rate too low for this model (a fine-tuning lr on random "
+            "init) or a slow start: train longer or raise the lr to confirm (lr_range "
+            "measures the usable range)"
+        )
     return CheckResult(
         "input_independent",
         status,

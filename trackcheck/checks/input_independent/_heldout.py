@@ -15,6 +15,8 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from trackcheck.checks._shared import _streams
+from trackcheck.checks._shared._domain import output_domain, to_domain
+from trackcheck.checks._shared._floor import constant_output
 from trackcheck.context import Context
 from trackcheck.pipeline import primary, replace_primary
 
@@ -145,6 +147,26 @@ def plan(ctx: Context, train_holdout: float, max_eval: int) -> Plan:
             yield from ctx.batches(loader)
 
     return Plan(batches(), judged)
+
+
+@torch.no_grad()
+def prior_losses(ctx: Context, model: nn.Module, loader: Iterable[Any], max_eval: int) -> Tensor:
+    """[N] per-example losses of the best input-independent prediction (the training
+    targets' prior in the bias: the label frequencies, the target mean), shaped like
+    ``model``'s outputs over the first ``max_eval`` examples of ``loader``: the lowest loss
+    a blanked model can expect there."""
+    model.eval()
+    losses: list[Tensor] = []
+    seen = 0
+    for x, y in ctx.batches(loader):
+        out = ctx.forward(model, x).float()
+        const = to_domain(ctx, constant_output(ctx, out, ctx.prior), output_domain(ctx, out, y))
+        losses.append(ctx.per_example_loss(const, y).double().cpu())
+        seen += len(y)
+        if seen >= max_eval:
+            break
+    model.train()
+    return torch.cat(losses)[:max_eval]
 
 
 @torch.no_grad()
