@@ -116,6 +116,8 @@ CHECKS: dict[str, Any] = {
         "bn_batches": 4,
         "noise_for_normalised": True,
         "min_effect": 0.38,
+        "min_move": 0.01,
+        "extend_to": 360,
     },
     "gradient_flow": {
         "steps": 3,
@@ -139,6 +141,8 @@ CHECKS: dict[str, Any] = {
         "reference_examples": 1024,
         "extend_to": 1200,
         "pin_ratio": 0.05,
+        "bound_span": 0.5,
+        "bound_growth": 0.1,
         "min_progress": 0.001,
         "unbounded_pace": 0.5,
         "settle_steps": 20,
@@ -160,6 +164,7 @@ CHECKS: dict[str, Any] = {
     "loss_decreases": {
         "steps": 60,
         "max_steps": 240,
+        "extend_to": 960,
         "alpha": 0.01,
         "compare_bigger": True,
         "bigger_alpha": 0.05,

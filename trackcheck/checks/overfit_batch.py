@@ -81,6 +81,12 @@ class OverfitBatchParams:
     # time holds them (BERT from random init at 2e-5: [-0.009, 0.0195] after 300 steps,
     # DistilBERT at 5e-5: 0.26), a matter of steps, not of wiring
     bound_span: float = 0.5
+    # ...and, after an extended run, only when their span grew by less than this share over
+    # the run's last quarter: a bound holds the outputs where they are (SoftmaxBeforeCE sits
+    # at [0, 1]'s corners), while a slow learner still widens them (a reloaded BERT at AdamW
+    # 2e-5 spans [-0.81, 0.78] at 1200 steps and its loss still falls; Adam's roughly
+    # constant step widens a span ~33% over the last quarter of a run from near zero)
+    bound_growth: float = 0.1
     # the run goes on past max_steps only while it moves: its last quarter lowered its best
     # by at least this share of the way from the prior to the target (SGD at 1e-12 moves
     # it by ~1e-12; the test MLP at SGD 1e-2 by 20%). A run that does not move warns at
@@ -133,8 +139,12 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     ):
         # not fit yet, not held back by its output range, not diverging: slow, or on a
         # plateau a saddle may explain (sigmoid LeNet, NiN at their book lr): more steps
+        _fit(ctx, model, opt, batch, target, (3 * p.extend_to) // 4 - len(losses), losses, meter)
+        span = _span(ctx, model, batch, domain)  # at three quarters of the cap
         _fit(ctx, model, opt, batch, target, p.extend_to - len(losses), losses, meter)
         pinned = _pinned(ctx, model, batch, losses, floor, reference, target, p, domain)
+        if pinned is not None and _span(ctx, model, batch, domain) > (1 + p.bound_growth) * span:
+            pinned = None  # a bound does not move: outputs still spreading are held by time
     raw = _settle(ctx, model, opt, batch, target, p, losses, meter)  # in the loss's domain
     out = logit_view(ctx, raw, domain)
     best = _best(losses)
@@ -600,6 +610,13 @@ def _jittered(model: torch.nn.Module) -> torch.nn.Module:
         for q in probe.parameters():
             q.add_(0.01 * torch.randn(q.shape, generator=g).to(q))
     return probe
+
+
+def _span(ctx: Context, model: torch.nn.Module, batch: Any, domain: str) -> float:
+    """How far the model's outputs on ``batch`` (as logits) spread: max - min."""
+    with torch.no_grad():
+        out = logit_view(ctx, ctx.forward(model, batch.x).float(), domain)
+    return float(out.max() - out.min())
 
 
 def _pinned(
