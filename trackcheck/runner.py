@@ -131,7 +131,8 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
     annotate(ctx, result)  # a non-finite loss seen: where it started, in the message
     result.name = spec.name
     result.threshold = with_values(result.threshold, params)  # the numbers, not their names
-    result.duration_s = time.perf_counter() - t0
+    # the shared training run's steps are the stage's own row; a check's reading of it is its
+    result.duration_s = time.perf_counter() - t0 + ctx.meter.shift_s
     result.n_forward, result.n_backward = ctx.meter.n_forward, ctx.meter.n_backward
     result.model_s = ctx.meter.model_s
     return result
@@ -163,6 +164,7 @@ def execute(
     assert ctx.output_dir is not None
     figures = figures or Figures(ctx.output_dir, worker=False)
     ctx.finished = results
+    ctx.stage = {s.name: plan.params[s.name] for s in plan.specs}
     blocked = ""  # why the remaining checks cannot run: a precondition failed
     with Progress(enabled=progress, total=len(plan.specs)) as bar:
         for spec in plan.specs:
@@ -419,6 +421,7 @@ def _stage(
         _broken_stage(plan, ctx, report, tracker, e, figures)
         raise AssertionError("unreachable") from e  # _broken_stage always raises
     report.duration_s = time.perf_counter() - t0
+    report.shared = ctx.meter.shared
     preconditions = [s.name for s in plan.specs if s.precondition]
     report.gated_on = plan.gate.failing(report.checks, preconditions)
     report.passed = not report.gated_on
