@@ -464,7 +464,7 @@ def _compare_bigger(ctx: Context, p: LossDecreasesParams, run: _Run) -> tuple[bo
     q = max(len(losses) // 4, 1)
     big = ctx.new_model(bigger=True)
     big_losses = train_steps(
-        ctx, big, ctx.train_batches(seed_offset=_streams.SHARED_RUN), len(losses)
+        ctx, big, ctx.train_batches(seed_offset=_streams.LOSS_DECREASES), len(losses)
     )
     run.curves["bigger model"] = big_losses
     run.series["bigger_loss"] = list(enumerate(big_losses))

@@ -11,7 +11,7 @@ others' observers on the Context for their checks: check order does not matter, 
 run alone still works.
 
 The run: ``ctx.new_model()`` (the stage seed), ``ctx.optimizer``, batches from the stream
-``_streams.SHARED_RUN`` (the bigger model of loss_decreases trains on the same ones),
+``_streams.LOSS_DECREASES`` (the bigger model of loss_decreases trains on the same ones),
 ``ctx.train_step`` per step (the user's own step when one is given). Per step, each
 observer still undecided gets ``before_step`` and ``after_step`` around the training step
 (hooks only: no forward of their own there), then ``observe``, where it may forward the
@@ -221,7 +221,7 @@ def _steps(ctx: Context, observers: list[Observer]) -> int:
         except Exception as e:  # noqa: BLE001 - reaches every observer's check as its error
             _fail(live, e)
             return 0
-        batches = ctx.train_batches(seed_offset=_streams.SHARED_RUN)
+        batches = ctx.train_batches(seed_offset=_streams.LOSS_DECREASES)
         budget = max((o.budget for o in live), default=0)
         for step in range(budget):
             live = [o for o in live if not o.decided]

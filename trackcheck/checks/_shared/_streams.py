@@ -11,11 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 SNAPSHOT: Final = 0  # input_snapshot: the first training batch, as training would see it
-LOSS_DECREASES: Final = 7  # loss_decreases: the noise of its no-effect probe
-# the shared training run (_run.py: gradient_flow, prediction_dynamics, loss_decreases' base
-# model) and loss_decreases' bigger model: prediction_dynamics' former stream, whose warnings
-# sit nearest their thresholds on correct programs
-SHARED_RUN: Final = 13  # the shared training run (_run.py) and loss_decreases' bigger model
+LOSS_DECREASES: Final = 7  # the shared training run (_run.py) and loss_decreases' bigger model
 INPUT_INDEPENDENT: Final = 11  # input_independent: batches both models train on
 BLANK_NOISE: Final = 18  # input_independent: the noise that blanks a normalising model's inputs
 HOLDOUT_SPLIT: Final = 17  # input_independent: which training examples are held out
