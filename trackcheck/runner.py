@@ -413,6 +413,7 @@ def _stage(
     assert ctx.output_dir is not None
     t0 = time.perf_counter()
     figures = Figures(ctx.output_dir, worker=use_worker(len(plan.specs)))
+    report.shared = ctx.meter.shared  # filled as the stage goes: an interrupted one keeps it
     try:
         execute(plan, ctx, progress, report.checks, figures)
     except BaseException as e:
@@ -421,7 +422,6 @@ def _stage(
         _broken_stage(plan, ctx, report, tracker, e, figures)
         raise AssertionError("unreachable") from e  # _broken_stage always raises
     report.duration_s = time.perf_counter() - t0
-    report.shared = ctx.meter.shared
     preconditions = [s.name for s in plan.specs if s.precondition]
     report.gated_on = plan.gate.failing(report.checks, preconditions)
     report.passed = not report.gated_on
