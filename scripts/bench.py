@@ -153,6 +153,7 @@ def measure(model: str, checks: str, repeats: int, trackers: list[str], extra: l
     first_s = stage(None)[0]
     totals: dict[str, list[float]] = {}
     rows: dict[str, list[Any]] = {}
+    shared: dict[str, list[dict[str, float]]] = {}
     model_s: list[float] = []
     with tempfile.TemporaryDirectory() as d:
         for _ in range(repeats):
@@ -160,9 +161,14 @@ def measure(model: str, checks: str, repeats: int, trackers: list[str], extra: l
                 wall, report = stage(make_tracker(name, Path(d)))
                 totals.setdefault(name, []).append(wall)
                 if name == trackers[0]:
-                    model_s.append(sum(c.model_s for c in report.checks))
+                    model_s.append(
+                        sum(c.model_s for c in report.checks)
+                        + sum(v["model_s"] for v in report.shared.values())
+                    )
                     for c in report.checks:
                         rows.setdefault(c.name, []).append(c)
+                    for row, v in report.shared.items():  # work shared by several checks
+                        shared.setdefault(row, []).append(v)
     checks_out = [
         {
             "name": name,
@@ -173,6 +179,17 @@ def measure(model: str, checks: str, repeats: int, trackers: list[str], extra: l
             "bwd": runs[-1].n_backward,
         }
         for name, runs in rows.items()
+    ]
+    checks_out += [  # its own row: in no check's count (trackcheck/checks/_shared/_run.py)
+        {
+            "name": f"[{name}]",
+            "status": f"{int(runs[-1]['steps'])}st",
+            "time_s": statistics.median(r["time_s"] for r in runs),
+            "model_s": statistics.median(r["model_s"] for r in runs),
+            "fwd": int(runs[-1]["fwd"]),
+            "bwd": int(runs[-1]["bwd"]),
+        }
+        for name, runs in shared.items()
     ]
     stages = totals[trackers[0]]
     # the outside share of each stage, then its median: a ratio within one run
@@ -187,6 +204,7 @@ def measure(model: str, checks: str, repeats: int, trackers: list[str], extra: l
         "first_stage_s": first_s,
         "stage_s": {k: statistics.median(v) for k, v in totals.items()},
         "model_s": statistics.median(model_s),
+        "shared_rows": sorted(shared),
         "outside_share": statistics.median(shares),
         "rss_before_mb": before,
         "rss_peak_mb": rss_mb(),
@@ -215,7 +233,9 @@ def print_model(r: dict) -> None:
         )
     t = sum(c["time_s"] for c in r["checks"])
     m = sum(c["model_s"] for c in r["checks"])
-    print(f"{'checks total':<31}{t:8.2f}{m:9.2f}{(t - m) / t:9.0%}")
+    fwd, bwd = sum(c["fwd"] for c in r["checks"]), sum(c["bwd"] for c in r["checks"])
+    print(f"{'checks total':<31}{t:8.2f}{m:9.2f}{(t - m) / t:9.0%}{fwd:6d}{bwd:6d}")
+    print(f"stage passes: {fwd + bwd} (rows in [brackets]: work shared by several checks)")
     base = next(iter(r["stage_s"]))
     for name, s in r["stage_s"].items():
         print(f"stage with tracker={name:<8}{s:7.2f}s ({s / r['stage_s'][base] - 1:+.1%})")
@@ -283,11 +303,33 @@ def cli_phases(model: str, *overrides: str) -> dict[str, float]:
     }
 
 
-def print_startup(model: str) -> None:
+TORCH_ALONE = "import torch; torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])"
+
+
+def torch_alone_s() -> float:
+    """Wall time of a process that imports torch and builds its first optimizer: the floor
+    any training script pays before its first step."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", TORCH_ALONE], check=True)
+    return time.perf_counter() - t0
+
+
+def print_startup(model: str, repeats: int) -> None:
     for what, overrides in (("one check", ["checks.run=[loss_at_init]"]), ("default", [])):
         ph = cli_phases(model, *overrides)
         parts = ", ".join(f"{k} {v:.2f}s" for k, v in ph.items())
         print(f"`python -m trackcheck +model={model}`, {what}: {parts}")
+    # trackcheck's own start-up (Hydra, the CLI, the schema, data and model config) on top
+    # of torch's: interleaved runs, medians, one machine, one run of this script
+    alone, ours = [], []
+    for _ in range(max(repeats, 3)):
+        alone.append(torch_alone_s())
+        ours.append(cli_phases(model, "checks.run=[loss_at_init]")["start-up"])
+    a, o = statistics.median(alone), statistics.median(ours)
+    print(
+        f'start-up to the first check {o:.2f}s vs `python -c "{TORCH_ALONE}"` {a:.2f}s '
+        f"(medians of {len(alone)}, interleaved): trackcheck's own start-up {o - a:+.2f}s"
+    )
 
 
 def main() -> None:
@@ -314,9 +356,9 @@ def main() -> None:
         f", checks={args.checks}, {args.repeats} repeats"
     )
     if args.startup:
-        print_startup("resnet")
+        print_startup("resnet", args.repeats)
     results = []
-    for model in args.models.split(","):
+    for model in filter(None, args.models.split(",")):  # --models "" --startup: start-up only
         if model not in MODELS:
             raise SystemExit(f"unknown model {model!r}: one of {MODELS}")
         cmd = [sys.executable, __file__, "--one", model, "--checks", args.checks]

@@ -65,10 +65,17 @@ class Meter:
         self._depth = 0  # open timed regions
         self.sync = False  # set by the runner on CUDA: each timer waits for ``device``
         self.device: torch.device | None = None
+        # wall time to add to the current check's own (negative: work done during it that
+        # belongs to the stage's shared row; positive: its share done during another check)
+        self.shift_s = 0.0
+        # work computed once per stage for several checks, not in any check's count: row ->
+        # {"runs", "steps", "fwd", "bwd", "model_s", "time_s"} (checks/_shared/_run.py)
+        self.shared: dict[str, dict[str, float]] = {}
 
     def reset(self) -> None:
+        """Zero the current check's counts (the stage's shared rows are kept)."""
         self.n_forward = self.n_backward = 0
-        self.model_s = 0.0
+        self.model_s = self.shift_s = 0.0
         self._depth = 0
 
     def _now(self) -> float:
@@ -135,6 +142,9 @@ class Context:
     finished: list[CheckResult] = field(default_factory=list, repr=False)
     # why the configured task was read as another (tasks.detect), "" when it was not
     task_note: str = field(default="", init=False)
+    # the stage's checks and their params (set by the runner), so work shared by several
+    # checks (the shared training run, checks/_shared/_run.py) serves the ones still to come
+    stage: dict[str, Any] = field(default_factory=dict, repr=False)
     _targets: dict[tuple[str, int], Tensor] = field(default_factory=dict, repr=False)
     # what several checks compute alike, computed once per stage (checks/_shared/_common.py: the
     # outputs at init that loss_at_init and init_bias both judge)
@@ -253,6 +263,13 @@ class Context:
         if not math.isfinite(v) and self._nonfinite_batch is None:
             self._nonfinite_batch = b
         return v
+
+    def note_nonfinite(self, batch: Batch | None) -> None:
+        """Note a non-finite loss seen on the current check's behalf (in work shared with
+        other checks), with the first training batch whose loss was, if known."""
+        self._losses_finite = torch.tensor(False)
+        if batch is not None and self._nonfinite_batch is None:
+            self._nonfinite_batch = batch
 
     def take_nonfinite(self) -> tuple[bool, Batch | None]:
         """(a non-finite loss was seen since the last call, the first training batch whose

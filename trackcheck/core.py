@@ -114,6 +114,9 @@ class Report:
     duration_s: float = 0.0
     output_dir: str = ""
     tracker: dict[str, Any] = field(default_factory=dict)  # run id, URL, ... once logged
+    # work done once for several checks and counted in none of theirs (the shared training
+    # run): row -> {"runs", "steps", "fwd", "bwd", "model_s", "time_s"}
+    shared: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -138,6 +141,7 @@ class Report:
             "environment": self.environment,
             "output_dir": self.output_dir,
             "tracker": self.tracker,
+            "shared": self.shared,
         }
 
     @classmethod
@@ -151,4 +155,5 @@ class Report:
             duration_s=float(d.get("duration_s", 0.0)),
             output_dir=d.get("output_dir", ""),
             tracker=dict(d.get("tracker", {})),
+            shared=dict(d.get("shared", {})),
         )

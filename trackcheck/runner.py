@@ -131,7 +131,8 @@ def run_one(spec: CheckSpec, ctx: Context, params: Any) -> CheckResult:
     annotate(ctx, result)  # a non-finite loss seen: where it started, in the message
     result.name = spec.name
     result.threshold = with_values(result.threshold, params)  # the numbers, not their names
-    result.duration_s = time.perf_counter() - t0
+    # the shared training run's steps are the stage's own row; a check's reading of it is its
+    result.duration_s = time.perf_counter() - t0 + ctx.meter.shift_s
     result.n_forward, result.n_backward = ctx.meter.n_forward, ctx.meter.n_backward
     result.model_s = ctx.meter.model_s
     return result
@@ -163,6 +164,7 @@ def execute(
     assert ctx.output_dir is not None
     figures = figures or Figures(ctx.output_dir, worker=False)
     ctx.finished = results
+    ctx.stage = {s.name: plan.params[s.name] for s in plan.specs}
     blocked = ""  # why the remaining checks cannot run: a precondition failed
     with Progress(enabled=progress, total=len(plan.specs)) as bar:
         for spec in plan.specs:
@@ -411,6 +413,7 @@ def _stage(
     assert ctx.output_dir is not None
     t0 = time.perf_counter()
     figures = Figures(ctx.output_dir, worker=use_worker(len(plan.specs)))
+    report.shared = ctx.meter.shared  # filled as the stage goes: an interrupted one keeps it
     try:
         execute(plan, ctx, progress, report.checks, figures)
     except BaseException as e:

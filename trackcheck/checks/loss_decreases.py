@@ -16,6 +16,7 @@ from trackcheck._lazy import lazy_module
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable
 from trackcheck.checks._shared._pretrained import weights
+from trackcheck.checks._shared._run import Observer, Run, observed, observes
 from trackcheck.checks._shared._trajectory import UpdateMeter, judge, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
@@ -124,33 +125,100 @@ def _marks(p: LossDecreasesParams) -> list[int]:
     return marks
 
 
-def _train_until_decided(
-    ctx: Context,
-    model: nn.Module,
-    p: LossDecreasesParams,
-    meter: UpdateMeter,
-    before: dict[str, torch.Tensor],
-) -> tuple[list[float], int, float]:
-    """Train until the trend test at level alpha / n_looks decides, up to ``p.max_steps``;
-    past it only while every parameter moved and the run neither rose nor diverged (an lr
-    too low to show a trend in the budget), up to ``p.extend_to``. Returns (losses, looks
-    taken, per-look level)."""
-    marks = _marks(p)
-    level = p.alpha / len(marks)
-    batches, opt = ctx.train_batches(seed_offset=_streams.LOSS_DECREASES), ctx.optimizer(model)
-    losses: list[float] = []
-    for look, mark in enumerate(marks, 1):
-        losses += train_steps(ctx, model, batches, mark - len(losses), opt, on_step=meter)
-        p_down = _trend(losses)[1] if all(math.isfinite(v) for v in losses) else 0.0
-        if p_down < level:
-            return losses, look, level
-        if len(losses) >= p.max_steps and (
-            1 - p_down < level  # significantly up: decided too
-            or judge(losses).diverging
-            or _unchanged(model, before, p.allow_unchanged)
-        ):
-            return losses, look, level  # more steps of a broken run decide nothing new
-    return losses, len(marks), level
+class _BaseRun(Observer):
+    """The base model's run on the shared training run (checks/_shared/_run.py): the trend
+    test at each of :func:`_marks` (every ``p.steps`` up to ``p.max_steps``; past it only
+    while every parameter moved and the run neither went up nor diverged, an lr too low to
+    show a trend in the budget, up to ``p.extend_to``). Once decided it keeps what the
+    judgement reads of the model then (weights, buffers, gradients, torch's random state),
+    in host memory, for :meth:`load`."""
+
+    def __init__(self, p: LossDecreasesParams) -> None:
+        super().__init__()
+        self.marks = _marks(p)
+        self.level = p.alpha / len(self.marks)  # the looks share alpha (Bonferroni)
+        self.p, self.budget, self.looks = p, self.marks[-1], 0
+        self._before: dict[str, torch.Tensor] = {}  # the run's initial weights
+        self.losses: list[float] = []
+        self.update_max = math.nan
+        self._meter: UpdateMeter | None = None
+        self._kept: dict[str, dict[str, torch.Tensor]] = {}  # params, buffers
+        self._grads: dict[str, torch.Tensor | None] = {}
+        self._rng: list[torch.Tensor] = []
+
+    def start(self, run: Run) -> None:
+        require_trainable(run.model, "loss_decreases")
+        self._meter = UpdateMeter(run.model)  # the first steps' sizes, for the trajectory
+        self._before = {n: q.detach().clone() for n, q in run.model.named_parameters()}
+
+    def observe(self, run: Run, step: int, loss: float) -> bool:
+        assert self._meter is not None
+        self._meter(step, loss)
+        self.losses.append(loss)
+        finite = all(math.isfinite(v) for v in self.losses)
+        if finite and step + 1 not in self.marks:
+            return False
+        self.looks += 1
+        if self._decided(run, finite) or step + 1 >= self.budget:
+            self._keep(run)
+            return True
+        return False
+
+    def _decided(self, run: Run, finite: bool) -> bool:
+        """The trend test decided, or more steps of this run decide nothing new: past
+        ``max_steps`` a run that went significantly up, diverged or left parameters
+        unmoved is judged as it is."""
+        p_down = _trend(self.losses)[1] if finite else 0.0
+        if p_down < self.level:
+            return True
+        return len(self.losses) >= self.p.max_steps and (
+            1 - p_down < self.level  # significantly up
+            or judge(self.losses).diverging
+            or bool(_unchanged(run.model, self._before, self.p.allow_unchanged))
+        )
+
+    def _keep(self, run: Run) -> None:
+        host = torch.device("cpu")
+        self.update_max = self._meter.max if self._meter is not None else math.nan
+        self._meter, self._before = None, {}
+        model = run.model
+        self._kept = {
+            "params": {n: q.detach().to(host, copy=True) for n, q in model.named_parameters()},
+            "buffers": {n: b.detach().to(host, copy=True) for n, b in model.named_buffers()},
+        }
+        self._grads = {
+            n: None if q.grad is None else q.grad.detach().to(host, copy=True)
+            for n, q in model.named_parameters()
+        }
+        devices = [run.ctx.device] if run.ctx.device.type == "cuda" else []
+        self._rng = [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in devices]
+
+    def finish(self, run: Run) -> None:
+        self._meter = None
+
+    @torch.no_grad()
+    def load(self, ctx: Context, model: nn.Module) -> UpdateMeter:
+        """``model`` (a fresh one) set to the run's state when it decided, torch's random
+        state as training left it; the update meter's reading on it."""
+        kept, dev = self._kept, ctx.device
+        for n, q in model.named_parameters():
+            q.copy_(kept["params"][n])
+            g = self._grads[n]
+            q.grad = None if g is None else g.to(dev)
+        for n, b in model.named_buffers():
+            b.copy_(kept["buffers"][n])
+        self._kept, self._grads = {}, {}
+        torch.set_rng_state(self._rng[0])
+        if ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(self._rng[1], ctx.device)
+        meter = UpdateMeter(model)
+        meter.max, meter.prev = self.update_max, None
+        return meter
+
+
+@observes("loss_decreases")
+def _observer(_ctx: Context, p: LossDecreasesParams) -> _BaseRun:
+    return _BaseRun(p)
 
 
 def _undone(ctx: Context, p: LossDecreasesParams, run: _Run) -> list[str]:
@@ -243,11 +311,12 @@ class _Run:
 def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     """Training loss goes down over a short run (longer on a plateau); a bigger model is
     compared on the same batches."""
+    base = observed(ctx, "loss_decreases", p)  # the stage's shared run, until decided
+    assert isinstance(base, _BaseRun)
     model = ctx.new_model()
-    require_trainable(model, "loss_decreases")
-    before = {n: q.detach().clone() for n, q in model.named_parameters()}
-    meter = UpdateMeter(model)  # the first steps' sizes, for the trajectory judgement
-    losses, looks, level = _train_until_decided(ctx, model, p, meter, before)
+    before = {n: q.detach().clone() for n, q in model.named_parameters()}  # the run's init
+    meter = base.load(ctx, model)  # the model as the run left it when the test decided
+    losses, looks, level = base.losses, base.looks, base.level
     stale = _unchanged(model, before, p.allow_unchanged)
     inert = _without_effect(ctx, model, stale, p.no_effect_rtol)
     stale = [n for n in stale if n not in inert]

@@ -34,11 +34,11 @@ from torch import Tensor, nn
 from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._bn import has_batchnorm, recalibrate
+from trackcheck.checks._shared._run import Observer, Run, observed, observes
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
 from trackcheck.pipeline import Batch
 from trackcheck.registry import register
-from trackcheck.training import train_steps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -143,40 +143,62 @@ def loss_change(losses: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), se
 
 
+class _Recorder(Observer):
+    """The short run's records on the shared training run (checks/_shared/_run.py): the
+    fixed batch's scores and losses at init and after every ``record_every`` steps."""
+
+    def __init__(self, p: PredictionDynamicsParams) -> None:
+        super().__init__()
+        self.p, self.budget = p, p.steps
+        self.x: Tensor | None = None
+        self.y = torch.zeros(0)
+        self.scale = 1.0
+        self.calib: list[Batch] = []
+        self.steps_at: list[int] = []
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self.losses: list[float] = []
+
+    def start(self, run: Run) -> None:
+        ctx, p = run.ctx, self.p
+        self.x, self.y = ctx.head("test", p.n_examples)
+        self.scale = 1.0 if ctx.task.classification else math.sqrt(ctx.prior.var) or 1.0
+        if has_batchnorm(run.model) and p.bn_batches > 0:  # its own stream, not the run's
+            stream = ctx.train_batches(seed_offset=_streams.PREDICTION_RECALIBRATION)
+            self.calib = [next(stream) for _ in range(p.bn_batches)]
+        self.steps_at.append(0)
+        self.rows.append(record(ctx, run.model, self.x, self.y, self.scale, self.calib))
+
+    def observe(self, run: Run, step: int, loss: float) -> bool:
+        self.losses.append(loss)
+        if (step + 1) % self.p.record_every == 0:
+            self.steps_at.append(step + 1)
+            assert self.x is not None
+            self.rows.append(record(run.ctx, run.model, self.x, self.y, self.scale, self.calib))
+            return not bool(np.isfinite(self.rows[-1][0]).all())  # stop once predictions blow up
+        return False
+
+    def finish(self, run: Run) -> None:
+        self.x, self.y, self.calib = None, self.y.cpu(), []  # on the device: freed with the run
+
+
+@observes("prediction_dynamics")
+def _observer(_ctx: Context, p: PredictionDynamicsParams) -> _Recorder:
+    return _Recorder(p)
+
+
 @register("prediction_dynamics", PredictionDynamicsParams)
 def prediction_dynamics(ctx: Context, p: PredictionDynamicsParams) -> CheckResult:
     """Predictions on a fixed held-out batch move smoothly during a short run (jitter)."""
-    model = ctx.new_model()
-    x, y = ctx.head("test", p.n_examples)
-    scale = 1.0 if ctx.task.classification else math.sqrt(ctx.prior.var) or 1.0
-    calib: list[Batch] = []
-    if has_batchnorm(model) and p.bn_batches > 0:  # its own stream: training's is untouched
-        stream = ctx.train_batches(seed_offset=_streams.PREDICTION_RECALIBRATION)
-        calib = [next(stream) for _ in range(p.bn_batches)]
-    steps_at, rows = [0], [record(ctx, model, x, y, scale, calib)]
-
-    def on_step(step: int, _loss: float) -> bool:
-        if (step + 1) % p.record_every == 0:
-            steps_at.append(step + 1)
-            rows.append(record(ctx, model, x, y, scale, calib))
-            return not bool(np.isfinite(rows[-1][0]).all())  # stop once predictions blow up
-        return False
-
-    losses = train_steps(
-        ctx,
-        model,
-        ctx.train_batches(seed_offset=_streams.PREDICTION_DYNAMICS),
-        p.steps,
-        on_step=on_step,
-    )
+    rec = observed(ctx, "prediction_dynamics", p)  # its steps: the stage's shared run
+    assert isinstance(rec, _Recorder)
     trace = Trace(
-        steps_at,
-        np.stack([r[0] for r in rows]),
-        np.stack([r[1] for r in rows]),
-        scale,
-        losses,
+        rec.steps_at,
+        np.stack([r[0] for r in rec.rows]),
+        np.stack([r[1] for r in rec.rows]),
+        rec.scale,
+        rec.losses,
     )
-    return _judge(ctx, p, trace, y.cpu())
+    return _judge(ctx, p, trace, rec.y)
 
 
 def _judge(ctx: Context, p: PredictionDynamicsParams, tr: Trace, y: Tensor) -> CheckResult:

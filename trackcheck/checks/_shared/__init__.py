@@ -23,6 +23,9 @@ The leading underscore keeps this package out of the registry (no check is defin
 - ``_trajectory``: one judgement of a short training run (diverged: non-finite, exploded,
   overstepped, spiked, rose; plateaued; decreased) with its documented thresholds
   (input_independent, overfit_batch, output_range, loss_decreases; lr_range reads it).
+- ``_run``: one seeded training run of a fresh model read by several checks through
+  observers, until each has decided (gradient_flow, prediction_dynamics, loss_decreases'
+  base model), cached per Context; its steps are the stage's shared row in the benchmark.
 - ``_nonfinite``: where a NaN or Inf starts (the finite check, and the runner after every
   check that saw a non-finite loss).
 """

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Final
 
 SNAPSHOT: Final = 0  # input_snapshot: the first training batch, as training would see it
-LOSS_DECREASES: Final = 7  # loss_decreases: the base and the bigger model see these batches
+LOSS_DECREASES: Final = 7  # the shared training run (_run.py) and loss_decreases' bigger model
 INPUT_INDEPENDENT: Final = 11  # input_independent: batches both models train on
-PREDICTION_DYNAMICS: Final = 13  # prediction_dynamics: the short run's batches
 BLANK_NOISE: Final = 18  # input_independent: the noise that blanks a normalising model's inputs
 HOLDOUT_SPLIT: Final = 17  # input_independent: which training examples are held out
 PREDICTION_RECALIBRATION: Final = 19  # prediction_dynamics: BatchNorm recalibration batches
@@ -24,7 +23,6 @@ INIT_OUTPUTS: Final = 101  # loss_at_init, init_bias: examples the model sees at
 INIT_NOISE: Final = 404  # loss_at_init: the Gaussian logits of the band's top
 DETERMINISM: Final = 41  # determinism: its runs (+1 for the run with another seed)
 CONTRACT: Final = 311  # contract: its batch probe (and +1 for the step probe)
-GRADIENT_FLOW: Final = 53  # gradient_flow: the batches of its few probed steps
 FINITE: Final = 3  # finite: the training batch it replays with hooks
 DATA_READ: Final = 229  # leakage, split_consistency: the subset read of a long split
 LEAKAGE: Final = 233  # leakage: nearest-neighbour queries, per-coordinate tie-breaking

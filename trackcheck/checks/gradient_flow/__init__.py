@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import output_layer, tied_to_embedding
-from trackcheck.checks.gradient_flow._grad_probe import Trace, run_probe
+from trackcheck.checks._shared._run import observed, observes
+from trackcheck.checks.gradient_flow._grad_probe import FlowObserver, Trace
 from trackcheck.checks.gradient_flow._grad_report import (
     NAME,
     Finding,
@@ -41,7 +41,8 @@ from trackcheck.registry import register
 class GradientFlowParams:
     # training steps probed: enough for a parameter behind a zero-initialised gate (ReZero,
     # zero_init_residual) to get its first gradient on the second step, and for a growing
-    # norm to show; each step costs one training step of the model
+    # norm to show; they are the first steps of the stage's shared training run
+    # (checks/_shared/_run.py), which the other training checks read too
     steps: int = 3
     # vanishing: a layer whose mean |grad| is below vanish_ratio of the last layer's AND
     # whose update/weight ratio is below vanish_update_share of the last layer's. A small
@@ -78,6 +79,11 @@ class GradientFlowParams:
     allow_unused: list[str] = field(default_factory=list)
 
 
+@observes(NAME)
+def _observer(_ctx: Context, p: GradientFlowParams) -> FlowObserver:
+    return FlowObserver(p.steps)
+
+
 @register(NAME, GradientFlowParams, fast=False)
 def gradient_flow(ctx: Context, p: GradientFlowParams) -> CheckResult:
     """Every layer gets a usable gradient: no vanishing, exploding, dead or unused parts."""
@@ -97,8 +103,10 @@ def gradient_flow(ctx: Context, p: GradientFlowParams) -> CheckResult:
             f"{len(frozen)} parameter tensors are frozen (e.g. {_names(frozen)}): a frozen "
             "backbone, as in fine-tuning"
         )
-    batches = ctx.train_batches(seed_offset=_streams.GRADIENT_FLOW)
-    trace, finite = run_probe(ctx, model, batches, p.steps)
+    del model  # the probed steps are the first of the stage's shared run (one model at a time)
+    probed = observed(ctx, NAME, p)
+    assert isinstance(probed, FlowObserver) and probed.trace is not None
+    trace, finite = probed.trace, probed.finite
     if not finite:
         what = f"the training loss is {trace.losses[-1]} at step {len(trace.losses) - 1}"
         fails.append(("exploding", what, "see the finite check for where it turns non-finite"))

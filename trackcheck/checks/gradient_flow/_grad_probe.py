@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trackcheck.context import Context
-from trackcheck.pipeline import Batch
+from trackcheck.checks._shared._run import Observer, Run
 
 # units that output exactly 0 below a threshold: the ones that can die
 RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
@@ -137,23 +136,50 @@ def probing(model: nn.Module) -> Iterator[_Probe]:
         probe.detach()
 
 
-def run_probe(
-    ctx: Context, model: nn.Module, batches: Iterator[Batch], steps: int
-) -> tuple[Trace, bool]:
-    """``steps`` training steps on ``model`` under the hooks; (trace, every loss finite)."""
-    opt = ctx.optimizer(model)
-    model.train()
-    with probing(model) as probe:
-        idx = [i for i, (_, q) in enumerate(probe.params) if q.dim() >= 2]
-        per_step, updates, losses = [], [], []
-        for _ in range(max(1, steps)):
-            before = [probe.params[i][1].detach().clone() for i in idx]
-            losses.append(ctx.train_step(model, next(batches), opt))
-            per_step.append(probe.take_step())
-            updates.append(_update_ratios([probe.params[i][1] for i in idx], before))
-            if not np.isfinite(losses[-1]):
-                break
-    return _trace(probe, idx, per_step, updates, losses), bool(np.isfinite(losses).all())
+class FlowObserver(Observer):
+    """The probe on the shared training run (checks/_shared/_run.py): the hooks are on
+    only during the first ``steps`` training steps themselves (no other observer's forward
+    is recorded); ``trace`` and ``finite`` are set once it has decided."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.budget = max(1, steps)
+        self.trace: Trace | None = None
+        self.finite = True
+        self._probe: _Probe | None = None
+        self._idx: list[int] = []
+        self._before: list[Tensor] = []
+        self._per_step: list[list[Tensor | None]] = []
+        self._updates: list[Tensor] = []
+        self._losses: list[float] = []
+
+    def start(self, run: Run) -> None:
+        self._probe = _Probe(run.model)
+        self._idx = [i for i, (_, q) in enumerate(self._probe.params) if q.dim() >= 2]
+
+    def before_step(self, run: Run, step: int) -> None:
+        assert self._probe is not None
+        self._before = [self._probe.params[i][1].detach().clone() for i in self._idx]
+        self._probe.attach()
+
+    def after_step(self, run: Run, step: int, loss: float) -> None:
+        probe = self._probe
+        assert probe is not None
+        probe.detach()
+        probe.handles.clear()
+        self._losses.append(loss)
+        self._per_step.append(probe.take_step())
+        self._updates.append(_update_ratios([probe.params[i][1] for i in self._idx], self._before))
+
+    def observe(self, run: Run, step: int, loss: float) -> bool:
+        return not np.isfinite(loss)
+
+    def finish(self, run: Run) -> None:
+        if self._probe is not None:
+            self._probe.detach()
+            self.trace = _trace(self._probe, self._idx, self._per_step, self._updates, self._losses)
+            self.finite = bool(np.isfinite(self._losses).all())
+        self._probe, self._before = None, []  # the model is freed with the run
 
 
 @torch.no_grad()

@@ -1,0 +1,91 @@
+"""The shared training run (trackcheck/checks/_shared/_run.py): the checks that watch a fresh
+model train (gradient_flow, prediction_dynamics, loss_decreases' base model) read one run,
+and each reads exactly what it would have read from a run of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import run_check
+from torch import Tensor, nn
+
+from trackcheck import DataSpec, run
+from trackcheck.core import Report, Status
+from trackcheck.models import MLP
+
+TRAINING = ["gradient_flow", "loss_decreases", "prediction_dynamics"]
+ROW = "shared training run"
+
+
+def mlp() -> nn.Module:
+    return MLP([1, 8, 8], 10, width=16)
+
+
+def stage(data: DataSpec, checks: list[str], model: Any = mlp) -> Report:
+    return run(model, data, checks=checks, progress=False)
+
+
+def numbers(r: Any) -> tuple[str, dict[str, float], dict[str, list[tuple[int, float]]]]:
+    return r.status, r.metrics, r.series
+
+
+def test_a_stage_trains_one_model_for_the_three_checks(digits_data):
+    report = stage(digits_data, TRAINING)
+    row = report.shared[ROW]
+    assert row["runs"] == 1
+    # the longest reader decides the length: 60 steps at the defaults, one forward and one
+    # backward each; the checks' own passes are their reading (held-out forwards) only
+    assert row["steps"] == 60 and row["fwd"] == 60 and row["bwd"] == 60
+    assert report["gradient_flow"].n_forward == report["gradient_flow"].n_backward == 0
+    assert report["prediction_dynamics"].n_backward == 0
+    assert report["prediction_dynamics"].n_forward == 61  # the fixed batch at init + each step
+
+
+def test_each_check_reads_what_it_would_read_alone(digits_data):
+    together = stage(digits_data, TRAINING)
+    for name in TRAINING:
+        alone = run_check(name, mlp, digits_data)
+        assert numbers(alone) == numbers(together[name]), name
+
+
+def test_check_order_does_not_matter(digits_data):
+    forward = stage(digits_data, TRAINING)
+    backward = stage(digits_data, TRAINING[::-1])
+    for name in TRAINING:
+        assert numbers(forward[name]) == numbers(backward[name]), name
+
+
+def test_a_longer_reader_keeps_the_run_going(digits_data):
+    # loss_decreases on a plateau looks again after each 60 steps: the run goes on for it
+    # after prediction_dynamics has decided, and prediction_dynamics still reads 60 steps
+    report = run(
+        mlp,
+        digits_data,
+        checks=TRAINING,
+        params={"loss_decreases": {"steps": 20, "max_steps": 80, "alpha": 1e-300}},
+        progress=False,
+    )
+    assert report.shared[ROW]["steps"] == 80
+    assert report["loss_decreases"].metrics["steps"] == 80
+    assert report["prediction_dynamics"].metrics["steps"] == 60
+
+
+class FailsInEval(nn.Module):
+    """Trains fine; its eval-mode forward raises (only prediction_dynamics records in eval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            raise RuntimeError("no eval mode here")
+        return self.net(x)
+
+
+def test_an_error_in_one_reader_is_that_checks_alone(digits_data):
+    report = stage(digits_data, TRAINING, model=FailsInEval)
+    assert report["prediction_dynamics"].status == Status.ERROR
+    assert "no eval mode here" in report["prediction_dynamics"].message
+    assert report["loss_decreases"].status == Status.PASS, report["loss_decreases"].message
+    assert report["gradient_flow"].status == Status.PASS, report["gradient_flow"].message
