@@ -222,3 +222,27 @@ def test_the_figure_marks_red_only_the_layers_the_check_names() -> None:
         "head.weight": "k",
     }
     assert "1 of 4 beyond the limits" in layers.get_title()
+
+
+
+def test_the_figure_of_a_run_whose_gradients_went_non_finite_is_drawn(tmp_path):
+    # a diverged run (SGD 100 on a regression head): |grad| inf or nan on every layer, the
+    # norm non-finite from step 1. The figure still saves; the finite bars are drawn
+    import numpy as np
+
+    from trackcheck import render
+    from trackcheck.checks.gradient_flow import _grad_report
+
+    judged = _grad_report.Judged(vanish_ratio=1e-3, explode_ratio=1e3, max_growth=100.0)
+    fig = _grad_report.flow_figure(
+        ["fc1", "fc2"],
+        np.array([np.inf, np.nan]),
+        np.array([np.inf, np.nan]),
+        [3.0, float("inf"), float("nan")],
+        judged,
+        {},
+        [True, False],
+    )
+    path = tmp_path / "flow.png"
+    assert render.save(fig, path) is None
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -70,6 +70,9 @@ def save(fig: Any, path: Path) -> str | None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         return f"could not save figure {path}: {e.strerror or e}"
+    except Exception as e:  # noqa: BLE001 - matplotlib lays a figure out only when saving it
+        tmp.unlink(missing_ok=True)
+        return f"{DRAW_FAILED} {path}: {type(e).__name__}: {first_line(e)}"
     finally:
         plt.close(fig)
     return None

@@ -32,7 +32,8 @@ def ratios(trace: Trace) -> np.ndarray:
     got = np.flatnonzero(s > 0)
     if not len(got):
         return np.full(len(s), np.nan)
-    return np.where(s > 0, s / s[got[-1]], np.nan)
+    with np.errstate(invalid="ignore"):  # inf / inf on a diverged run: nan, as no gradient
+        return np.where(s > 0, s / s[got[-1]], np.nan)
 
 
 def update_medians(trace: Trace) -> np.ndarray:
@@ -232,7 +233,8 @@ def _norm_panel(ax: Axes, g: list[float], max_growth: float) -> None:
         k = int(np.flatnonzero(~np.isfinite(v))[0])
         title += f"; {v[k]} at step {k}"
         over = True
-    ax.set_yscale("log")
+    if ok.any():  # a log axis needs a positive value (every norm non-finite: none)
+        ax.set_yscale("log")
     ax.set_xticks(steps)
     ax.tick_params(labelsize=FONT)
     ax.set_title(title, fontsize=10, color="tab:red" if over else "k")
@@ -263,9 +265,11 @@ def _layer_panel(
     ax.set_yticks(y, labels, fontsize=FONT)
     for k, tick in enumerate(ax.get_yticklabels()):
         tick.set_color("tab:red" if beyond[k] else "k" if mean[k] > 0 else "0.5")
-    ax.set_xscale("log")
     ax.invert_yaxis()  # forward order, top to bottom
-    shown = np.concatenate([mean[mean > 0], mx[mx > 0]])
+    shown = np.concatenate([mean, mx])
+    shown = shown[np.isfinite(shown) & (shown > 0)]  # a diverged run's inf/nan draw no bar
+    if shown.size:  # a log axis needs a positive, finite value
+        ax.set_xscale("log")
     off: list[Any] = []
     if ref > 0 and shown.size:
         lo, hi = float(shown.min()) / 10, float(shown.max()) * 10
@@ -278,7 +282,8 @@ def _layer_panel(
         name = _short(layers[got[-1]])
         handles.append(ax.axvline(ref, color="0.3", ls=":", lw=1, label=f"last layer ({name})"))
         ax.set_xlim(lo, hi)
-    plots.sparse_log_minor_ticks(ax.xaxis)
+    if shown.size:
+        plots.sparse_log_minor_ticks(ax.xaxis)
     ax.tick_params(axis="x", labelsize=FONT)
     bad = int(beyond.sum())
     ax.set_title(
