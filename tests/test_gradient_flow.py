@@ -224,7 +224,6 @@ def test_the_figure_marks_red_only_the_layers_the_check_names() -> None:
     assert "1 of 4 beyond the limits" in layers.get_title()
 
 
-
 def test_the_figure_of_a_run_whose_gradients_went_non_finite_is_drawn(tmp_path):
     # a diverged run (SGD 100 on a regression head): |grad| inf or nan on every layer, the
     # norm non-finite from step 1. The figure still saves; the finite bars are drawn

@@ -62,9 +62,7 @@ def test_a_longer_reader_keeps_the_run_going(digits_data):
         mlp,
         digits_data,
         checks=TRAINING,
-        params={
-            "loss_decreases": {"steps": 20, "max_steps": 80, "extend_to": 80, "alpha": 1e-300}
-        },
+        params={"loss_decreases": {"steps": 20, "max_steps": 80, "extend_to": 80, "alpha": 1e-300}},
         progress=False,
     )
     assert report.shared[ROW]["steps"] == 80

@@ -308,6 +308,7 @@ def _movement(
     real = np.concatenate([j.real for j in sets.values()])
     return {
         "real_moved": float(real.mean() - np.concatenate([start[k] for k in sets]).mean()),
+        "real_loss": float(real.mean()),
         "prior_loss": float(np.concatenate([prior[k] for k in sets]).mean()),
         "blanked_loss": float(np.concatenate([j.blanked for j in sets.values()]).mean()),
     }
@@ -322,7 +323,8 @@ def _unlearnt(
 ) -> str:
     """Why the run is too short to rule a gain out ('' when it is not): the real-input
     model's loss moved less than ``min_move`` both on its training batches (the shared
-    trajectory calls it a plateau) and on held-out data since init, or the blanked model
+    trajectory calls it a plateau) and on held-out data since init, or it came down by
+    more than that since init and is still above the prior's loss, or the blanked model
     has not yet learnt the prior. Models whose losses agree exactly are decided: the real
     model's outputs do not depend on its input at all, whatever the lr."""
     if all(not np.any(j.gain != 0) for j in sets.values()):
@@ -336,6 +338,16 @@ def _unlearnt(
             f"the real-input model's loss moved less than {p.min_move:.0%}: on its training "
             f"batches (a plateau at {trained.last:.4g}) and on held-out data ({moved:+.3g} "
             f"since init, against the prior's loss {at_prior:.4g}): it has not trained yet"
+        )
+    real = m["real_loss"]
+    if moved < -p.min_move * scale and real - at_prior > p.min_move * scale:
+        # it came down from far above (unstandardised inputs: the polynomial tutorial starts
+        # at 36 x the prior's loss) and is not yet down to a constant's: no gain can show
+        # yet. Shuffled labels go the other way: their held-out loss rises since init
+        return (
+            f"the real-input model's held-out loss {real:.4g} is still falling ({moved:+.3g} "
+            f"since init) and {(real - at_prior) / scale:.1%} above the prior's {at_prior:.4g}: "
+            "it has not yet learnt what a constant prediction knows"
         )
     if blanked - at_prior > p.min_move * scale:
         return (
