@@ -205,7 +205,9 @@ def test_synchronized_batchnorm_over_processes_is_refused_in_one_line(
     with pytest.raises(SanityCheckFailed) as e:
         TrackcheckCallback(progress=False).on_fit_start(t, module)
     assert e.value.code == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    # Lightning's own INFO lines about the Trainer's devices aside, trackcheck says one line
+    err = capsys.readouterr().err.strip().splitlines()
+    (line,) = [x for x in err if not x.startswith("INFO:")]
     assert "sync_batchnorm=True" in line and "devices=1" in line
 
 
