@@ -152,3 +152,18 @@ def test_a_bias_before_batchnorm_is_not_an_untrained_parameter(digits_data):
     assert r.status == Status.PASS, r.message
     assert r.metrics["params_without_effect"] == 3
     assert "no effect on the output" in r.message and "net.0.bias" in r.message
+
+
+def test_a_run_that_spikes_and_recovers_warns_instead_of_passing():
+    # the nn tutorial's logistic regression at its SGD lr 0.5 (tests/corpus/tut_nn_logistic):
+    # its first steps overshoot (the weights move by more than their norm), then the loss
+    # falls to 6% of its start. It trains, so no failure; a plain pass would hide the spike
+    import corpus
+
+    from trackcheck.checks._shared._trajectory import VERDICTS
+
+    prog = corpus.module("tut_nn_logistic").program()
+    r = run_check("loss_decreases", prog.pop("model"), prog.pop("data"), **prog)
+    assert r.status == Status.WARN, r.message
+    assert VERDICTS[int(r.metrics["trajectory"])] == "recovered"
+    assert "unstable at lr 0.5" in r.message

@@ -305,6 +305,7 @@ class _Run:
     curves: dict[str, list[float]]
     notes: list[str] = field(default_factory=list)  # said in a passing message
     undecided: str = ""  # why the run cannot decide (a warning), '' when it did
+    unstable: str = ""  # how the run spiked or overstepped before it recovered (a warning)
 
 
 @register("loss_decreases", LossDecreasesParams, fast=False)
@@ -360,6 +361,15 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     elif p.compare_bigger and ctx.bigger_model_factory is None:
         notes.append("no bigger model configured (model.bigger), so capacity was not compared")
     result = _judge(p, run, problems, notes, bigger_worse)
+    if result.status == Status.PASS and run.unstable:
+        # it went down, but not as a stable run does: never a plain pass (a warning, since a
+        # run that recovers trains; lr_range then measures where the edge of stability is)
+        at = f" at lr {run.metrics['lr']:.3g}" if "lr" in run.metrics else ""
+        result.status = Status.WARN
+        result.message += (
+            f"; but the run was unstable{at}: {run.unstable}. Training starts beyond the edge "
+            "of stability: a lower lr or a warm-up (lr_range measures the usable range)"
+        )
     if inert:  # said whatever the verdict: these parameters were looked at and excused
         result.message += f"; {_inert_note(inert)}"
     return with_finding_note(ctx, result)
@@ -379,6 +389,8 @@ def _diverged(
     if traj.verdict == "rose" and not judge_rise:
         traj.verdict = "plateaued"  # recorded so, lr_range does not read it as diverging
     run.metrics.update(traj.metrics())
+    if traj.unstable:
+        run.unstable = traj.why
     if not traj.diverging:
         return []
     lr = ctx.optimizer(model).param_groups[0].get("lr")
