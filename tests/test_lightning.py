@@ -205,10 +205,12 @@ def test_synchronized_batchnorm_over_processes_is_refused_in_one_line(
     with pytest.raises(SanityCheckFailed) as e:
         TrackcheckCallback(progress=False).on_fit_start(t, module)
     assert e.value.code == 2
-    # Lightning's own INFO lines about the Trainer's devices aside, trackcheck says one line
-    err = capsys.readouterr().err.strip().splitlines()
-    (line,) = [x for x in err if not x.startswith("INFO:")]
-    assert "sync_batchnorm=True" in line and "devices=1" in line
+    line = e.value.message  # the one line rank 0 prints and every rank stops with
+    assert "\n" not in line and "sync_batchnorm=True" in line and "devices=1" in line
+    # Lightning's own INFO lines about the Trainer's devices aside, trackcheck says only it
+    # (on rank 0: which process is rank 0 comes from the environment the tests run in)
+    said = [x for x in capsys.readouterr().err.splitlines() if x.startswith("trackcheck")]
+    assert said == ([f"trackcheck: error: {line}"] if t.is_global_zero else [])
 
 
 # --- python -m trackcheck on lightning-hydra-template configs ----------------------------------
