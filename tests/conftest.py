@@ -12,6 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+# real trackers' fixtures (an MLflow store and server, W&B offline) for every test file
+pytest_plugins = ["helpers.trackers"]
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 # the shipped datasets' split arrays are cached per test session, never in the user's ~/.cache
 os.environ.setdefault("TRACKCHECK_CACHE_DIR", tempfile.mkdtemp(prefix="trackcheck-cache-"))

@@ -29,10 +29,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import blobs
+from helpers.cli import trackcheck as trackcheck_cli
+from helpers.trackers import free_port, fresh_store, leet_summary
 from mlflow import MlflowClient
-from test_cli import trackcheck as trackcheck_cli
-from test_trackers_mlflow import free_port, fresh_store, mlflow_server, mlflow_template  # noqa: F401
-from test_trackers_wandb import env, leet_summary  # noqa: F401
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
@@ -108,7 +107,7 @@ def per_example_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 # --- the store, read back -------------------------------------------------------------------
 @pytest.fixture
-def store(mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
+def store(mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return fresh_store(mlflow_template, tmp_path)
@@ -342,7 +341,7 @@ def test_an_interrupt_keeps_both_reports_and_logs_the_finished_checks_to_a_kille
 
 
 def test_an_interrupt_leaves_the_finished_checks_in_a_failed_wandb_run(
-    env: Path,  # noqa: F811 - the imported fixture
+    wandb_offline: Path,
     tmp_path: Path,
     temp_check: Any,
 ) -> None:
@@ -508,7 +507,7 @@ STORES = [
 def test_an_unusable_store_fails_in_seconds_in_one_line_before_any_compute(
     uri_of: Callable[[Path, Path], str],
     match: str,
-    mlflow_template: Path,  # noqa: F811 - the imported fixture
+    mlflow_template: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -704,16 +703,16 @@ def test_no_secret_reaches_any_file_mlflow_or_trackcheck_wrote(
 
 def test_no_secret_reaches_any_file_wandb_or_trackcheck_wrote(
     cli_run: Any,
-    env: Path,  # noqa: F811 - the imported fixture
+    wandb_offline: Path,
     tmp_path: Path,
 ) -> None:
     code, err = cli_run(*FAST_CLI, *SECRET_ARGS, "tracker=wandb", "tracker.mode=offline")
     assert code == 0, err
-    (log,) = env.rglob("run-*.wandb")  # the offline run `wandb sync` would upload
+    (log,) = wandb_offline.rglob("run-*.wandb")  # the offline run `wandb sync` would upload
     summary = leet_summary(str(log.parent))
     assert summary["state"] == "finished"
     assert summary["config"]["model"]["Secret_Key"] == REDACTED
-    assert leaks(env, err) == [] and leaks(tmp_path / "out") == []  # debug logs too
+    assert leaks(wandb_offline, err) == [] and leaks(tmp_path / "out") == []  # debug logs too
 
 
 # --- real processes: exit codes and signals -------------------------------------------------
@@ -766,7 +765,7 @@ def signalled(cwd: Path, signum: int) -> tuple[int, str]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_mid_check_keeps_both_reports_kills_the_run_and_prints_one_line(
     signum: int,
-    mlflow_template: Path,  # noqa: F811 - the imported fixture
+    mlflow_template: Path,
     tmp_path: Path,
 ) -> None:
     uri = fresh_store(mlflow_template, tmp_path)
@@ -828,7 +827,7 @@ class Proxy:
 
 @pytest.mark.slow
 def test_a_basic_auth_uri_works_and_its_password_is_never_shown_or_stored(
-    mlflow_server: str,  # noqa: F811 - the imported fixture
+    mlflow_server: str,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -847,7 +846,7 @@ def test_a_basic_auth_uri_works_and_its_password_is_never_shown_or_stored(
 
 @pytest.mark.slow
 def test_a_server_that_dies_mid_stage_costs_seconds_one_line_and_keeps_the_report(
-    mlflow_server: str,  # noqa: F811 - the imported fixture
+    mlflow_server: str,
     tmp_path: Path,
     temp_check: Any,
 ) -> None:

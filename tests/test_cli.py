@@ -9,24 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import trackcheck
 from hydra import compose, initialize_config_module
 
 from trackcheck.cli import register_configs
 
 FAST = ["checks.run=[loss_at_init,init_bias]", "progress=false"]
-
-
-def trackcheck(*args: str, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "trackcheck", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def reports(cwd: Path) -> list[dict]:

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from conftest import blobs, run_check
+from helpers.models import DividesByFeature, with_input
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from trackcheck import DataSpec
 from trackcheck.core import Status
 from trackcheck.models import MLP
-
-
-class Ratio(nn.Module):
-    """x / x[:, :1]: divides by the first feature, zero for some inputs."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x / x[:, :1]
-
-
-class DividesByFeature(nn.Module):
-    """Planted bug: a division by an input feature that is 0 for one example."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ratio = Ratio()
-        self.mlp = MLP([8], 4, width=16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.ratio(x))
-
-
-def with_input(data: DataSpec, index: int, value: float, feature: int = 0) -> DataSpec:
-    """The training set with input ``feature`` of example ``index`` set to ``value``."""
-    x, y = (t.clone() for t in data.train.tensors)  # type: ignore[attr-defined]
-    x[index, feature] = value
-    return dataclasses.replace(data, train=TensorDataset(x, y))
 
 
 def test_division_by_zero_names_the_module_and_the_example() -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import blobs, run_check
+from helpers.models import Stack
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -15,23 +16,6 @@ from trackcheck.checks.gradient_flow._grad_probe import Trace
 from trackcheck.checks.gradient_flow._grad_report import Judged, ratios, report
 from trackcheck.core import Status
 from trackcheck.models import MLP, ResNet
-
-
-class Stack(nn.Module):
-    """``depth`` Linear layers of ``width`` with activation ``act`` between, then a head."""
-
-    def __init__(self, act: type[nn.Module], depth: int = 12, width: int = 32) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        d = 8
-        for _ in range(depth):
-            layers += [nn.Linear(d, width), act()]
-            d = width
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 def test_deep_sigmoid_stack_is_vanishing() -> None:

@@ -7,8 +7,7 @@ import re
 
 import torch
 from conftest import blobs, run_check
-from test_finite import DividesByFeature, with_input
-from test_gradient_flow import Stack
+from helpers.models import DividesByFeature, Stack, with_input
 from torch import nn
 
 import trackcheck

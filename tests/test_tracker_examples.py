@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import wandb
-from test_trackers_wandb import wandb_env
+from helpers.trackers import wandb_env
 
 from trackcheck.trackers.base import NoTracker
 from trackcheck.trackers.mlflow import MLflowTracker

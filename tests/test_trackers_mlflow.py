@@ -4,20 +4,13 @@ MlflowClient (tags, metric histories, params, artifacts). No mocks."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import flat, interrupted_stage, tracked_stage
+from helpers.trackers import free_port, fresh_store
 
 from trackcheck import gist
 from trackcheck.redact import REDACTED
@@ -30,22 +23,6 @@ from mlflow import MlflowClient  # noqa: E402
 
 SECRETS = {"wandb": {"api_key": "sk-test-0123456789"}, "db": {"password": "hunter2"}}
 CONFIG = {"optim": {"lr": 0.01}, "model": {"width": 32, "out_bias": None}, **SECRETS}
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated sqlite store per session: creating MLflow's schema takes seconds."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    d = tmp_path_factory.mktemp("mlflow-template")
-    store = SqlAlchemyStore(f"sqlite:///{d / 'mlflow.db'}", str(d / "mlruns"))
-    store.engine.dispose()
-    return d / "mlflow.db"
-
-
-def fresh_store(template: Path, folder: Path) -> str:
-    shutil.copyfile(template, folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture
@@ -232,68 +209,10 @@ def test_attaches_to_the_callers_active_run_and_leaves_it_open(store, tmp_path, 
     assert client.get_run(users_run.info.run_id).info.status == "FINISHED"  # the user's end
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_server_fails_fast_with_an_instruction(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(TrackerError, match="cannot reach the MLflow server"):
         tracked_stage(MLflowTracker(tracking_uri=uri), tmp_path / "out")
-
-
-SERVER_START_S = 60  # `mlflow server` imports MLflow twice (CLI + uvicorn worker): ~5-10 s
-
-
-@pytest.fixture
-def mlflow_server(mlflow_template: Path, tmp_path: Path) -> Iterator[str]:
-    """A real `mlflow server` on a free local port, serving artifacts; killed afterwards."""
-    db = fresh_store(mlflow_template, tmp_path)
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        db,
-        "--artifacts-destination",
-        str(tmp_path / "served"),
-        "--workers",
-        "1",
-    ]
-    log = (tmp_path / "server.log").open("w")
-    # own process group: the CLI starts a uvicorn child, and both must go at the end
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_tail = (tmp_path / "server.log").read_text()[-2000:]
-                    pytest.fail(f"mlflow server did not start: {log_tail}")
-                time.sleep(0.2)
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import flat, interrupted_stage, tracked_stage
+from helpers.trackers import leet_records, leet_summary, wandb_env
 
 from trackcheck.redact import REDACTED
 from trackcheck.trackers import TrackerError
@@ -25,53 +25,8 @@ wandb = pytest.importorskip("wandb")
 CONFIG = {"optim": {"lr": 0.01}, "wandb": {"api_key": "sk-test-0123456789"}}
 
 
-def wandb_cli() -> str:
-    exe = Path(sys.executable).with_name("wandb")
-    return str(exe) if exe.is_file() else (shutil.which("wandb") or "wandb")
-
-
-def leet_summary(run_dir: str) -> dict[str, Any]:
-    """State, exit code, tags, config and summary, as `wandb leet inspect --summary` sees them."""
-    out = subprocess.run(
-        [wandb_cli(), "leet", "inspect", run_dir, "--summary", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return dict(json.loads(out.stdout))
-
-
-def leet_records(run_dir: str) -> list[dict[str, Any]]:
-    """Every record of the run's transaction log (history rows, metric definitions, ...)."""
-    out = subprocess.run(
-        [wandb_cli(), "leet", "inspect", run_dir, "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
 def history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r["history"]["item"] for r in records if r["type"] == "history"]
-
-
-def wandb_env(mp: pytest.MonkeyPatch, root: Path) -> None:
-    """All of W&B's folders under ``root``; no API key anywhere; offline."""
-    for var, sub in [
-        ("WANDB_DIR", ""),
-        ("WANDB_DATA_DIR", "data"),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-    ]:
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        mp.setenv(var, str(root / sub))
-    mp.setenv("WANDB_MODE", "offline")
-    mp.delenv("WANDB_API_KEY", raising=False)
-    mp.delenv("WANDB_BASE_URL", raising=False)
-    mp.setenv("NETRC", str(root / "no-netrc"))
 
 
 @pytest.fixture

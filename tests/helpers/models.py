@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
+from trackcheck import DataSpec
 from trackcheck.models import MLP
 
 
@@ -111,3 +115,46 @@ class ColumnHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class Ratio(nn.Module):
+    """x / x[:, :1]: divides by the first feature, zero for some inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x[:, :1]
+
+
+class DividesByFeature(nn.Module):
+    """Planted bug: a division by an input feature that is 0 for one example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ratio = Ratio()
+        self.mlp = MLP([8], 4, width=16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.ratio(x))
+
+
+def with_input(data: DataSpec, index: int, value: float, feature: int = 0) -> DataSpec:
+    """The training set with input ``feature`` of example ``index`` set to ``value``."""
+    x, y = (t.clone() for t in data.train.tensors)  # type: ignore[attr-defined]
+    x[index, feature] = value
+    return dataclasses.replace(data, train=TensorDataset(x, y))
+
+
+class Stack(nn.Module):
+    """``depth`` Linear layers of ``width`` with activation ``act`` between, then a head."""
+
+    def __init__(self, act: type[nn.Module], depth: int = 12, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = 8
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), act()]
+            d = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
