@@ -172,6 +172,7 @@ CHECKS: dict[str, Any] = {
         "allow_unchanged": [],
         "no_effect_rtol": 0.001,
         "max_undone": 0.25,
+        "min_gain": 0.1,
     },
     "lr_range": {
         "when": "on_failure",
