@@ -6,6 +6,7 @@ from conftest import blobs, prior_bias, run_check
 from helpers.models import scaled_head
 from torch import nn
 
+import trackcheck
 from trackcheck.core import Status
 from trackcheck.losses import per_example
 from trackcheck.models import MLP, ResNet
@@ -220,3 +221,30 @@ def test_outputs_lifted_by_unnormalised_inputs_warn_naming_the_input_scale():
 def test_the_same_model_on_standardised_inputs_passes():
     r = run_check("loss_at_init", _linear, _poly(standardise=True))
     assert r.status == Status.PASS, r.message
+
+
+# --- an offset the init draws: pytorch/examples' siamese network ------------------------------
+
+
+def test_an_offset_that_a_change_of_seed_moves_across_the_band_passes():
+    # the siamese network's xavier head on pooled ReLU features shares an offset whose size
+    # is the init's draw: its seed-1 init alone is above the band (0.868 vs 0.842; seeds 0
+    # and 2 are inside), so the verdict is judged over several inits and one inside passes
+    from corpus import kwargs
+
+    r = trackcheck.run(**kwargs("pt_siamese"), checks=["loss_at_init"], seed=1, progress=False)
+    res = r["loss_at_init"]
+    assert res.metrics["loss_shuffled"] > res.metrics["band_hi"]  # this init alone: above
+    assert res.status == Status.PASS, res.message
+    assert "inits above the band" in res.message and "a change of seed moves it" in res.message
+
+
+@pytest.mark.parametrize("bias", [2.0, 3.0])
+def test_a_bias_offset_far_from_the_prior_fails_on_every_init(bias):
+    # planted: the output bias set to `bias` on a balanced binary task (prior logit ~0); the
+    # spread stays a default head's, the offset is the same on every init
+    r = run_check("loss_at_init", lambda: MLP([8], 1, out_bias=bias), blobs("binary"))
+    assert r.status == Status.FAIL, r.message
+    assert r.metrics["logit_std"] <= r.metrics["max_logit_std"]
+    assert "5 of 5 inits above the band" in r.message
+    assert "check the final layer's bias" in r.message
