@@ -70,6 +70,7 @@ CHECKS: dict[str, Any] = {
         "align_draws": 32,
         "align_examples": 128,
         "z": 3.0,
+        "inits": 5,
     },
     "augmentation_off": {
         "n_samples": 32,
