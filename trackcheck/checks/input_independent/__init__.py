@@ -76,7 +76,7 @@ from trackcheck.checks.input_independent._heldout import (
     heldout_losses,
     normalises_over_inputs,
     plan,
-    prior_losses,
+    start_losses,
 )
 from trackcheck.checks.input_independent._stats import (
     below_effect_test,
@@ -275,8 +275,9 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     marks = _marks(p)
     level = p.alpha / len(marks)
     with on_device(ctx.device, real):  # where the real model starts, and the prior's losses
-        start = _heldout(ctx, real, pl, p.max_eval)
-        prior = {k: prior_losses(ctx, real, f(), p.max_eval).numpy() for k, f in pl.judged.items()}
+        both = {k: start_losses(ctx, real, f(), p.max_eval) for k, f in pl.judged.items()}
+    start = {k: v[0].numpy() for k, v in both.items()}
+    prior = {k: v[1].numpy() for k, v in both.items()}
     curves: dict[str, list[float]] = {"real inputs": [], "blanked inputs": []}
     sets: dict[str, Judged] = {}
     steps = 0
@@ -332,10 +333,6 @@ def _marks(p: InputIndependentParams) -> list[int]:
     while marks[-1] < p.extend_to:
         marks.append(min(2 * marks[-1], p.extend_to))
     return marks
-
-
-def _heldout(ctx: Context, model: nn.Module, pl: Plan, max_eval: int) -> dict[str, np.ndarray]:
-    return {k: heldout_losses(ctx, model, f(), max_eval).numpy() for k, f in pl.judged.items()}
 
 
 def _movement(

@@ -150,23 +150,31 @@ def plan(ctx: Context, train_holdout: float, max_eval: int) -> Plan:
 
 
 @torch.no_grad()
-def prior_losses(ctx: Context, model: nn.Module, loader: Iterable[Any], max_eval: int) -> Tensor:
-    """[N] per-example losses of the best input-independent prediction (the training
-    targets' prior in the bias: the label frequencies, the target mean), shaped like
-    ``model``'s outputs over the first ``max_eval`` examples of ``loader``: the lowest loss
-    a blanked model can expect there."""
+def start_losses(
+    ctx: Context, model: nn.Module, loader: Iterable[Any], max_eval: int
+) -> tuple[Tensor, Tensor]:
+    """([N] per-example losses of ``model`` in eval mode, [N] per-example losses of the best
+    input-independent prediction) over the first ``max_eval`` examples of ``loader``. The
+    latter is the training targets' prior in the bias (the label frequencies, the target
+    mean), shaped like ``model``'s outputs: the lowest loss a blanked model can expect there.
+    One forward per batch serves both."""
     model.eval()
     losses: list[Tensor] = []
+    priors: list[Tensor] = []
     seen = 0
     for x, y in ctx.batches(loader):
-        out = ctx.forward(model, x).float()
+        out = ctx.forward(model, x)
+        losses.append(ctx.per_example_loss(out, y).double().cpu())
+        out = out.float()
         const = to_domain(ctx, constant_output(ctx, out, ctx.prior), output_domain(ctx, out, y))
-        losses.append(ctx.per_example_loss(const, y).double().cpu())
+        priors.append(ctx.per_example_loss(const, y).double().cpu())
         seen += len(y)
         if seen >= max_eval:
             break
     model.train()
-    return torch.cat(losses)[:max_eval]
+    if not losses:
+        raise ValueError("a held-out loader yielded no batch: is the test split empty?")
+    return torch.cat(losses)[:max_eval], torch.cat(priors)[:max_eval]
 
 
 @torch.no_grad()
