@@ -1,19 +1,22 @@
 """The shared training run (trackcheck/checks/_shared/_run.py): the checks that watch a fresh
-model train (gradient_flow, prediction_dynamics, loss_decreases' base model) read one run,
-and each reads exactly what it would have read from a run of its own."""
+model train (gradient_flow, prediction_dynamics, loss_decreases' base model,
+input_independent's real-input model) read one run, and each reads exactly what it would
+have read from a run of its own."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from conftest import run_check
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
-from trackcheck import DataSpec, run
+from trackcheck import DataSpec, from_datasets, run
 from trackcheck.core import Report, Status
 from trackcheck.models import MLP
 
-TRAINING = ["gradient_flow", "loss_decreases", "prediction_dynamics"]
+TRAINING = ["gradient_flow", "loss_decreases", "prediction_dynamics", "input_independent"]
 ROW = "shared training run"
 
 
@@ -29,7 +32,7 @@ def numbers(r: Any) -> tuple[str, dict[str, float], dict[str, list[tuple[int, fl
     return r.status, r.metrics, r.series
 
 
-def test_a_stage_trains_one_model_for_the_three_checks(digits_data):
+def test_a_stage_trains_one_model_for_the_four_checks(digits_data):
     report = stage(digits_data, TRAINING)
     row = report.shared[ROW]
     assert row["runs"] == 1
@@ -39,6 +42,39 @@ def test_a_stage_trains_one_model_for_the_three_checks(digits_data):
     assert report["gradient_flow"].n_forward == report["gradient_flow"].n_backward == 0
     assert report["prediction_dynamics"].n_backward == 0
     assert report["prediction_dynamics"].n_forward == 61  # the fixed batch at init + each step
+
+
+def test_input_independent_trains_only_its_blanked_model(digits_data):
+    # its real-input model is the shared run's: the check's own backward passes are the
+    # blanked model's steps, as many as the run's steps it judged after
+    report = stage(digits_data, TRAINING)
+    ii = report["input_independent"]
+    assert ii.status == Status.PASS, ii.message
+    steps = int(ii.metrics["steps"])
+    assert ii.n_backward == steps
+    real = [v for _, v in ii.series["train_loss_real"]]
+    assert real == [v for _, v in report["loss_decreases"].series["loss"]][:steps]
+
+
+def test_the_run_never_trains_on_the_held_out_training_slice():
+    # input_independent judges on a slice of the training split that its real-input model,
+    # the shared run's, must never see; the run leaves it out whichever checks are selected
+    from trackcheck.checks._shared._run import batches
+    from trackcheck.checks.input_independent._heldout import plan
+    from trackcheck.context import Context
+
+    n = 200
+    xs = torch.arange(n, dtype=torch.float32).unsqueeze(1)  # [N, 1]: each example's index
+    ds = TensorDataset(xs, torch.zeros(n, dtype=torch.long))
+    data = from_datasets(ds, ds, "multiclass", num_outputs=2, batch_size=16)
+    ctx = Context(
+        model_factory=lambda: nn.Linear(1, 2), data=data, optimizer_factory=torch.optim.Adam
+    )
+    held = {int(x) for x, _ in plan(ctx, 0.2, 1024).judged["training slice"]().dataset}
+    stream = batches(ctx)
+    seen = {int(v) for _ in range(3 * n // 16) for v in next(stream).x.flatten()}
+    assert len(held) == 40 and not held & seen
+    assert seen == set(range(n)) - held  # the rest, every example of it
 
 
 def test_each_check_reads_what_it_would_read_alone(digits_data):

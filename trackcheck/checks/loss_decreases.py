@@ -17,6 +17,7 @@ from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable
 from trackcheck.checks._shared._pretrained import weights
 from trackcheck.checks._shared._run import Observer, Run, observed, observes
+from trackcheck.checks._shared._run import batches as shared_batches
 from trackcheck.checks._shared._trajectory import UpdateMeter, judge, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
 from trackcheck.context import Context
@@ -568,9 +569,7 @@ def _compare_bigger(ctx: Context, p: LossDecreasesParams, run: _Run) -> tuple[bo
     losses, metrics = run.losses, run.metrics
     q = max(len(losses) // 4, 1)
     big = ctx.new_model(bigger=True)
-    big_losses = train_steps(
-        ctx, big, ctx.train_batches(seed_offset=_streams.LOSS_DECREASES), len(losses)
-    )
+    big_losses = train_steps(ctx, big, shared_batches(ctx), len(losses))
     run.curves["bigger model"] = big_losses
     run.series["bigger_loss"] = list(enumerate(big_losses))
     a, b = np.array(losses[-q:]), np.array(big_losses[-q:])

@@ -11,7 +11,8 @@ others' observers on the Context for their checks: check order does not matter, 
 run alone still works.
 
 The run: ``ctx.new_model()`` (the stage seed), ``ctx.optimizer``, batches from the stream
-``_streams.LOSS_DECREASES`` (the bigger model of loss_decreases trains on the same ones),
+``_streams.LOSS_DECREASES`` over the training split minus the slice input_independent holds
+out (:func:`batches`; the bigger model of loss_decreases trains on the same ones),
 ``ctx.train_step`` per step (the user's own step when one is given). Per step, each
 observer still undecided gets ``before_step`` and ``after_step`` around the training step
 (hooks only: no forward of their own there), then ``observe``, where it may forward the
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -50,6 +51,8 @@ from trackcheck.pipeline import Batch
 _KEY = "shared_run"
 # the row under which the training steps' passes and time are reported
 ROW = "shared training run"
+# the check whose held-out training slice the run never trains on (:func:`batches`)
+HOLDS_OUT = "input_independent"
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer | None = None
     losses: list[float] = field(default_factory=list)
+    batch: Batch | None = None  # the current step's batch (an arm beside the run reuses it)
 
 
 class Observer:
@@ -176,7 +180,7 @@ def _train(ctx: Context, observers: dict[str, Observer], params: dict[str, Any])
     prior = ctx.take_nonfinite()  # the calling check's own, put back after the run
     steps, ok = 0, False
     try:
-        steps = _steps(ctx, list(observers.values()))
+        steps = _steps(ctx, list(observers.values()), params.get(HOLDS_OUT))
         ok = True
     except Exception as e:  # noqa: BLE001 - building the model: every observer's check's error
         _fail(list(observers.values()), e)
@@ -208,8 +212,9 @@ def _train(ctx: Context, observers: dict[str, Observer], params: dict[str, Any])
             cached += [(n, params[n], o) for n, o in observers.items()]
 
 
-def _steps(ctx: Context, observers: list[Observer]) -> int:
-    """The run itself; returns the number of steps taken."""
+def _steps(ctx: Context, observers: list[Observer], holdout: Any = None) -> int:
+    """The run itself (``holdout``: input_independent's params, see :func:`batches`);
+    returns the number of steps taken."""
     run = Run(ctx, ctx.new_model())
     run.model.train()
     try:
@@ -221,7 +226,7 @@ def _steps(ctx: Context, observers: list[Observer]) -> int:
         except Exception as e:  # noqa: BLE001 - reaches every observer's check as its error
             _fail(live, e)
             return 0
-        batches = ctx.train_batches(seed_offset=_streams.LOSS_DECREASES)
+        stream = batches(ctx, holdout)
         budget = max((o.budget for o in live), default=0)
         for step in range(budget):
             live = [o for o in live if not o.decided]
@@ -230,7 +235,8 @@ def _steps(ctx: Context, observers: list[Observer]) -> int:
             for o in live:
                 o.before_step(run, step)
             try:
-                loss = ctx.train_step(run.model, next(batches), run.optimizer)
+                run.batch = next(stream)
+                loss = ctx.train_step(run.model, run.batch, run.optimizer)
             except Exception as e:  # noqa: BLE001 - the user's step: every observer's error
                 _fail(live, e)
                 return step
@@ -249,7 +255,20 @@ def _steps(ctx: Context, observers: list[Observer]) -> int:
     finally:
         for o in observers:  # also after an error: it drops its references to the model
             _guarded(run, o, partial(o.finish, run), always=True)
-        run.model = run.optimizer = None  # type: ignore[assignment]
+        run.model = run.optimizer = run.batch = None  # type: ignore[assignment]
+
+
+def batches(ctx: Context, holdout: Any = None) -> Iterator[Batch]:
+    """The shared run's training batches: the stream ``_streams.LOSS_DECREASES`` over the
+    training split minus the slice that input_independent holds out from training and judges
+    on (its real-input arm reads this run). The slice is left out whichever checks are
+    selected, so a check's numbers do not depend on the selection: it follows
+    input_independent's params (``holdout``; else the stage's; else their defaults)."""
+    from trackcheck.checks.input_independent._heldout import training_batches
+    from trackcheck.registry import get_check
+
+    p = holdout or ctx.stage.get(HOLDS_OUT) or get_check(HOLDS_OUT).params()
+    return training_batches(ctx, p.train_holdout, p.max_eval, _streams.LOSS_DECREASES)
 
 
 def _fail(observers: list[Observer], e: BaseException) -> None:

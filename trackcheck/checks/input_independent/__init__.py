@@ -49,9 +49,12 @@ BatchNorm models are judged after their running statistics are recomputed on tra
 batches (checks/_shared/_bn.py): a slow momentum leaves them far from the trained network's
 after 30 steps, and eval mode then computes another network than the one trained.
 
-This module trains the two models and judges them; the blanked inputs and the held-out
-sets are in _heldout.py, the tests themselves (paired t-test, interval,
-power, the Welch and noncentral-t tests of an undecided set) in _stats.py (both beside this).
+The real-input model is the stage's shared training run (checks/_shared/_run.py), which
+never trains on the training slice whichever checks are selected; the blanked model trains
+beside it on the same batches. This module trains the blanked model and judges the two; the
+blanked inputs, the held-out sets and the run's batches are in _heldout.py, the tests
+themselves (paired t-test, interval, power, the Welch and noncentral-t tests of an undecided
+set) in _stats.py (both beside this).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._shared._park import HOST, move, on_device
+from trackcheck.checks._shared._run import Observer, Run, observed, observes
 from trackcheck.checks._shared._trajectory import DEFAULT as TRAJECTORY
 from trackcheck.checks._shared._trajectory import judge as judge_run
 from trackcheck.checks.input_independent._heldout import (
@@ -264,60 +268,124 @@ def _below_both(
     return max(pb_other, pb_effect), ""
 
 
+class _Arms(Observer):
+    """Both models on the shared training run (checks/_shared/_run.py): the real-input model
+    IS the run's model; the blanked model starts from the same seeded init and, after each
+    piece of at most ``look_every`` steps, trains on the same batches the run took, blanked.
+    At each look both are judged on the held-out sets; decided as the check's own loop was."""
+
+    def __init__(self, ctx: Context, p: InputIndependentParams) -> None:
+        super().__init__()
+        self.p, self.marks = p, _marks(p)
+        self.budget, self.level = self.marks[-1], p.alpha / len(self.marks)
+        self.pl = plan(ctx, p.train_holdout, p.max_eval)
+        self.curves: dict[str, list[float]] = {"real inputs": [], "blanked inputs": []}
+        self.sets: dict[str, Judged] = {}
+        self.steps, self.done = 0, 0  # steps taken by the run / by the blanked model
+        self.noise: Noise | None = None
+        self.unlearnt = ""
+        self.lr: Any = None
+        self.start_: dict[str, np.ndarray] = {}
+        self.prior: dict[str, np.ndarray] = {}
+        self.base: nn.Module | None = None
+        self.opt_base: Any = None
+        self.chunk: list[Any] = []  # the run's batches since the blanked model last trained
+        self.recent: list[Any] = []  # the last piece's batches, and blanked (the look's)
+        self.blanked: list[Any] = []
+        self.normalised = False
+
+    def start(self, run: Run) -> None:
+        ctx, p = run.ctx, self.p
+        both = {k: start_losses(ctx, run.model, f(), p.max_eval) for k, f in self.pl.judged.items()}
+        self.start_ = {k: v[0].numpy() for k, v in both.items()}
+        self.prior = {k: v[1].numpy() for k, v in both.items()}
+        # the same seed: the same init; it trains on the device in its turn and waits in
+        # host memory otherwise (checks/_shared/_park.py says why)
+        self.base = move(HOST, ctx.new_model())
+        self.opt_base = ctx.optimizer(self.base)
+        self.normalised = p.noise_for_normalised and normalises_over_inputs(run.model)
+
+    def observe(self, run: Run, step: int, loss: float) -> bool:
+        assert run.batch is not None and run.optimizer is not None
+        self.lr = run.optimizer.param_groups[0].get("lr")
+        self.curves["real inputs"].append(loss)
+        self.chunk.append(run.batch)
+        self.steps = step + 1
+        mark = next(m for m in self.marks if m >= self.steps)
+        last = self.steps == mark  # the piece after which the models are looked at
+        if not last and self.steps - self.done < self.p.look_every and math.isfinite(loss):
+            return False
+        self._train_blanked(run.ctx)
+        if not math.isfinite(loss):
+            return True
+        return last and self._look(run)
+
+    def _train_blanked(self, ctx: Context) -> None:
+        """The blanked model's steps on the run's batches since its last piece."""
+        p, chunk = self.p, self.chunk
+        self.recent, self.chunk = chunk, []  # the look recalibrates on the last ones
+        if self.done == 0 and self.normalised:
+            g = ctx.generator(_streams.BLANK_NOISE)
+            self.noise = Noise.fit([primary(b.x) for b in chunk], g)
+        self.blanked = [
+            ctx.pipeline.with_inputs(b, blank(b.x, p.token_id, self.noise)) for b in chunk
+        ]
+        assert self.base is not None
+        with on_device(ctx.device, self.base, self.opt_base):
+            n = len(chunk)
+            self.curves["blanked inputs"] += train_steps(
+                ctx, self.base, self.blanked, n, self.opt_base
+            )
+        self.done = self.steps
+
+    def _look(self, run: Run) -> bool:
+        """Both models on the held-out sets; True once decided."""
+        ctx, p, pl = run.ctx, self.p, self.pl
+        real_losses = _look_at(ctx, run.model, self.recent, pl, p)
+        assert self.base is not None
+        with on_device(ctx.device, self.base, self.opt_base):
+            base_losses = _look_at(ctx, self.base, self.blanked, pl, p, p.token_id, self.noise)
+        self.recent, self.blanked = [], []
+        if not all(math.isfinite(v) for c in self.curves.values() for v in c):
+            return True
+        self.sets = {k: Judged(real_losses[k], base_losses[k]) for k in pl.judged}
+        if all(j.p_value < self.level for j in self.sets.values()):
+            return True
+        if (
+            self.steps >= p.max_steps
+        ):  # past the budget only while a FAIL would be for want of training
+            self.unlearnt = _unlearnt(self.sets, self.start_, self.prior, self.curves, p)
+            if not self.unlearnt or not any(
+                u.p_below < p.alpha for u in weigh(self.sets, self.level, p)
+            ):
+                return True
+        return False
+
+    def finish(self, run: Run) -> None:
+        self.base = self.opt_base = None  # the batches are on the device: freed with the run
+        self.chunk, self.recent, self.blanked = [], [], []
+
+
+@observes("input_independent")
+def _observer(ctx: Context, p: InputIndependentParams) -> _Arms:
+    return _Arms(ctx, p)
+
+
 @register("input_independent", InputIndependentParams)
 def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     """A model trained on real inputs beats one trained on blanked inputs on held-out data."""
-    # the same seed: the same init; each trains on the device in its turn and waits in host
-    # memory otherwise (checks/_shared/_park.py says why)
-    real, base = [move(HOST, ctx.new_model()) for _ in range(2)]
-    opt_real, opt_base = ctx.optimizer(real), ctx.optimizer(base)
-    pl = plan(ctx, p.train_holdout, p.max_eval)
-    marks = _marks(p)
-    level = p.alpha / len(marks)
-    with on_device(ctx.device, real):  # where the real model starts, and the prior's losses
-        both = {k: start_losses(ctx, real, f(), p.max_eval) for k, f in pl.judged.items()}
-    start = {k: v[0].numpy() for k, v in both.items()}
-    prior = {k: v[1].numpy() for k, v in both.items()}
-    curves: dict[str, list[float]] = {"real inputs": [], "blanked inputs": []}
-    sets: dict[str, Judged] = {}
-    steps = 0
-    noise: Noise | None = None
-    unlearnt = ""
-    for mark in marks:
-        while steps < mark:  # a look past max_steps trains in pieces of look_every batches
-            n = min(p.look_every, mark - steps)
-            last = steps + n == mark  # the piece after which the models are looked at
-            chunk = [next(pl.batches) for _ in range(n)]  # the same batches for both models
-            if steps == 0 and p.noise_for_normalised and normalises_over_inputs(real):
-                g = ctx.generator(_streams.BLANK_NOISE)
-                noise = Noise.fit([primary(b.x) for b in chunk], g)
-            blanked = [ctx.pipeline.with_inputs(b, blank(b.x, p.token_id, noise)) for b in chunk]
-            with on_device(ctx.device, real, opt_real):
-                curves["real inputs"] += train_steps(ctx, real, chunk, n, opt_real)
-                if last:
-                    real_losses = _look_at(ctx, real, chunk, pl, p)
-            with on_device(ctx.device, base, opt_base):
-                curves["blanked inputs"] += train_steps(ctx, base, blanked, n, opt_base)
-                if last:
-                    base_losses = _look_at(ctx, base, blanked, pl, p, p.token_id, noise)
-            steps += n
-        if not all(math.isfinite(v) for c in curves.values() for v in c):
-            break
-        sets = {k: Judged(real_losses[k], base_losses[k]) for k in pl.judged}
-        if all(j.p_value < level for j in sets.values()):
-            break
-        if steps >= p.max_steps:  # past the budget only while a FAIL would be for want of training
-            unlearnt = _unlearnt(sets, start, prior, curves, p)
-            if not unlearnt or not any(u.p_below < p.alpha for u in weigh(sets, level, p)):
-                break
-    note = pl.note
+    arms = observed(ctx, "input_independent", p)  # the real-input model: the shared run's
+    assert isinstance(arms, _Arms)
+    curves, sets, steps, noise = arms.curves, arms.sets, arms.steps, arms.noise
+    start, prior, unlearnt, level = arms.start_, arms.prior, arms.unlearnt, arms.level
+    note = arms.pl.note
     if noise is not None:  # said in the message: the baseline is not the zeros it usually is
         said = (
             "blanked inputs are Gaussian noise with the training inputs' mean and std per "
             "element: the model normalises over the batch, where a constant input cannot train"
         )
         note = f"{said}; {note}" if note else said
-    lr = opt_real.param_groups[0].get("lr")
+    lr = arms.lr
     if unlearnt and isinstance(lr, int | float):
         unlearnt = f"at lr {lr:.3g} {unlearnt}"
     result = _judge(p, curves, sets, level, steps, note, unlearnt)

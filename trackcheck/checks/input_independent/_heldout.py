@@ -1,6 +1,7 @@
-"""input_independent's data: the blanked inputs, and the held-out sets that judge its two
+"""input_independent's data: the blanked inputs, the held-out sets that judge its two
 models (the test split and a slice of the training split that neither model trains on; the
-check's module docstring says why both)."""
+check's module docstring says why both), and the training batches without that slice (the
+shared training run's, checks/_shared/_run.py)."""
 
 from __future__ import annotations
 
@@ -102,40 +103,36 @@ class Noise:
 
 @dataclass
 class Plan:
-    """Where the two models' training batches come from and which held-out sets judge them."""
+    """Which held-out sets judge the two models (their training batches: ``training_batches``)."""
 
-    batches: Iterator[Any]  # endless training batches, on the device
     judged: dict[str, Callable[[], Iterable[Any]]]  # set name -> a fresh loader over it
     note: str = ""  # what could not be done, said in the message
 
 
 def plan(ctx: Context, train_holdout: float, max_eval: int) -> Plan:
-    """Carve the training slice out of the training split (seeded), or say why not."""
-    data = ctx.data
-    judged: dict[str, Callable[[], Iterable[Any]]] = {"test split": data.test_loader}
-    train = data.train
-    if train_holdout <= 0:
-        return Plan(ctx.train_batches(seed_offset=_streams.INPUT_INDEPENDENT), judged)
-    if data.train_loader_fn is not None or isinstance(train, IterableDataset):
-        note = (
-            "no training slice was held out (a custom train loader or an iterable dataset "
-            "cannot be split here), so train labels shuffled against their inputs can pass "
-            "this check by luck"
+    """The held-out sets: the test split, and the training slice (or why there is none)."""
+    rest, held, note = _split(ctx, train_holdout, max_eval)
+    judged: dict[str, Callable[[], Iterable[Any]]] = {"test split": ctx.data.test_loader}
+    if held is not None:
+        data = ctx.data
+        judged["training slice"] = lambda: DataLoader(
+            held, batch_size=data.batch_size, shuffle=False, collate_fn=data.collate_fn
         )
-        return Plan(ctx.train_batches(seed_offset=_streams.INPUT_INDEPENDENT), judged, note)
-    n = len(train)  # type: ignore[arg-type]
-    k = min(int(n * train_holdout), max_eval)
-    if k < 2 or n - k < 2:
-        note = f"no training slice was held out: {n} training examples are too few to split"
-        return Plan(ctx.train_batches(seed_offset=_streams.INPUT_INDEPENDENT), judged, note)
-    order = torch.randperm(n, generator=ctx.generator(_streams.HOLDOUT_SPLIT)).tolist()
-    held, rest = Subset(train, order[:k]), Subset(train, order[k:])
-    judged["training slice"] = lambda: DataLoader(
-        held, batch_size=data.batch_size, shuffle=False, collate_fn=data.collate_fn
-    )
+    return Plan(judged, note)
+
+
+def training_batches(
+    ctx: Context, train_holdout: float, max_eval: int, offset: int
+) -> Iterator[Any]:
+    """Endless training batches, on the device, shuffled by the stream ``offset``, from the
+    training split minus the slice :func:`plan` holds out (all of it when there is none)."""
+    rest, _, _ = _split(ctx, train_holdout, max_eval)
+    if rest is None:
+        return ctx.train_batches(seed_offset=offset)
+    data = ctx.data
 
     def batches() -> Iterator[Any]:
-        g = ctx.generator(_streams.INPUT_INDEPENDENT)
+        g = ctx.generator(offset)
         while True:  # epochs over the rest, shuffled as the training loader would
             loader = DataLoader(
                 rest,
@@ -146,7 +143,32 @@ def plan(ctx: Context, train_holdout: float, max_eval: int) -> Plan:
             )
             yield from ctx.batches(loader)
 
-    return Plan(batches(), judged)
+    return batches()
+
+
+def _split(
+    ctx: Context, train_holdout: float, max_eval: int
+) -> tuple[Subset[Any] | None, Subset[Any] | None, str]:
+    """(the training examples trained on, the training slice held out, a note): carve the
+    slice out of the training split (seeded), or say why not (None, None, why)."""
+    data = ctx.data
+    train = data.train
+    if train_holdout <= 0:
+        return None, None, ""
+    if data.train_loader_fn is not None or isinstance(train, IterableDataset):
+        note = (
+            "no training slice was held out (a custom train loader or an iterable dataset "
+            "cannot be split here), so train labels shuffled against their inputs can pass "
+            "this check by luck"
+        )
+        return None, None, note
+    n = len(train)  # type: ignore[arg-type]
+    k = min(int(n * train_holdout), max_eval)
+    if k < 2 or n - k < 2:
+        note = f"no training slice was held out: {n} training examples are too few to split"
+        return None, None, note
+    order = torch.randperm(n, generator=ctx.generator(_streams.HOLDOUT_SPLIT)).tolist()
+    return Subset(train, order[k:]), Subset(train, order[:k]), ""
 
 
 @torch.no_grad()
