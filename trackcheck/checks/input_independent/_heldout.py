@@ -161,6 +161,7 @@ def prior_losses(ctx: Context, model: nn.Module, loader: Iterable[Any], max_eval
     for x, y in ctx.batches(loader):
         out = ctx.forward(model, x).float()
         const = to_domain(ctx, constant_output(ctx, out, ctx.prior), output_domain(ctx, out, y))
+        const = ctx.pipeline.like(const, out)  # loss_takes: whole: the model's other elements
         losses.append(ctx.per_example_loss(const, y).double().cpu())
         seen += len(y)
         if seen >= max_eval:
