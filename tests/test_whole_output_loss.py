@@ -151,3 +151,38 @@ def test_hydra_config_sets_it():
     )
     pipe = Pipeline(**OmegaConf.to_container(node))  # type: ignore[arg-type]
     assert (pipe.loss_takes, pipe.output_index) == ("whole", 1)
+
+
+class WithAux(nn.Module):
+    """A classifier returning a dict: its logits and a scalar auxiliary penalty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(D, 10)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"logits": self.fc(x), "aux": self.fc.weight.pow(2).mean()}
+
+
+def aux_loss(out: dict[str, Tensor], y: Tensor) -> Tensor:
+    return F.cross_entropy(out["logits"], y) + 0.1 * out["aux"]
+
+
+def test_a_dict_output_gives_the_loss_its_other_keys():
+    X, labels = load_digits(return_X_y=True)
+    x, y = torch.tensor(X, dtype=torch.float32) / 16, torch.tensor(labels)
+    data = from_datasets(
+        TensorDataset(x[:1400], y[:1400]), TensorDataset(x[1400:], y[1400:]), "multiclass", 10
+    )
+    ctx = Context(WithAux, data, adam, pipeline=Pipeline(loss=aux_loss, loss_takes="whole"))
+    model = ctx.new_model()
+    xb, yb = ctx.head("train", 8)
+    out = ctx.forward(model, xb)
+    assert out.shape == (8, 10)
+    aux = model(xb)["aux"]
+    # the scalar penalty is not split into examples: each example's loss carries all of it
+    expected = F.cross_entropy(out, yb, reduction="none") + 0.1 * aux
+    assert torch.allclose(ctx.per_example_loss(out, yb), expected, rtol=1e-5)
+    assert torch.allclose(
+        ctx.loss(constant_output(ctx, out), yb), torch.log(torch.tensor(10.0)) + 0.1 * aux.detach()
+    )

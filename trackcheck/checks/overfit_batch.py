@@ -724,10 +724,11 @@ def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain
                 )
     if domain != "logits":
         return ""  # probabilities, log-probabilities: a free tensor leaves their domain
-    start = torch.zeros_like(out0)
+    start = ctx.pipeline.like(torch.zeros_like(out0), out0)  # loss_takes: whole: and the rest
+    free = lambda o: ctx.loss(ctx.pipeline.like(o, out0), y)  # noqa: E731
     v0 = float(ctx.loss(start, y))
-    half = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps // 2, p.floor_lr)[0]
-    full = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+    half = best_output(free, start, p.floor_steps // 2, p.floor_lr)[0]
+    full = best_output(free, start, p.floor_steps, p.floor_lr)[0]
     first, second = v0 - half, half - full
     if full < 0 and first > 0 and second >= p.unbounded_pace * first:
         return (
