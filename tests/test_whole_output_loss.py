@@ -186,3 +186,9 @@ def test_a_dict_output_gives_the_loss_its_other_keys():
     assert torch.allclose(
         ctx.loss(constant_output(ctx, out), yb), torch.log(torch.tensor(10.0)) + 0.1 * aux.detach()
     )
+
+
+def test_a_whole_output_loss_given_the_prediction_is_told_how_to_say_so(pixels):
+    r = run_check("contract", VAE, pixels, loss=vae_loss, optimizer=adam, seed=0)
+    assert r.status == Status.FAIL
+    assert "set pipeline.loss_takes=whole" in r.message

@@ -126,6 +126,28 @@ def _loss_on(ctx: Context, model: nn.Module, batch: Batch, out: Tensor, rows: sl
         model.train()
 
 
+def _takes_whole_hint(ctx: Context, model: nn.Module, batch: Batch) -> str:
+    """'': unless the user's loss, failing on the prediction, takes the model's whole output
+    (a tuple or dict: a VAE's (recon, mu, logvar)) without an error: then how to say so."""
+    fn = ctx.pipeline.loss
+    if not callable(fn) or ctx.pipeline.loss_takes == "whole":
+        return ""
+    try:
+        with torch.no_grad():
+            raw = ctx.pipeline.call(model, batch.x)
+            if isinstance(raw, Tensor) or not ctx.pipeline.batch_first:
+                return ""
+            v = fn(raw, batch.y)
+    except Exception:  # noqa: BLE001 - the whole output does not fit it either: no hint
+        return ""
+    if not isinstance(v, Tensor) or v.numel() != 1:
+        return ""
+    return (
+        f". It takes the model's whole output ({type(raw).__name__}) instead: set "
+        "pipeline.loss_takes=whole"
+    )
+
+
 def check_loss(
     ctx: Context, model: nn.Module, batch: Batch, out: Tensor, f: Findings, p: Thresholds
 ) -> str | None:
@@ -143,7 +165,7 @@ def check_loss(
     except (ValueError, RuntimeError, IndexError, TypeError) as e:
         f.fail(
             f"the loss failed on the first {n} training examples: {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}"
+            f"{str(e).splitlines()[0] if str(e) else ''}{_takes_whole_hint(ctx, model, batch)}"
         )
         return None
     f.metrics["loss"] = full
