@@ -62,6 +62,11 @@ class PipelineConfig:
     # false: a sequence-first model, reading [T, B, ...] and returning [T, B, ...] or
     # [T*B, ...] (nn.Transformer's default, PyTorch's word-language-model example)
     batch_first: bool = True
+    # what the loss is given: prediction (the tensor above), or whole: the model's whole
+    # output as it returns it (a VAE's (recon, mu, logvar)), for a loss(output, target) that
+    # reads several of its elements
+    loss_takes: str = "prediction"
+    output_index: int = 0  # tuple outputs: the element that is the prediction
 
 
 def checks_schema(specs: Iterable[CheckSpec] | None = None) -> type:

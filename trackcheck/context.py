@@ -209,15 +209,17 @@ class Context:
     def per_example_loss(self, out: Tensor, y: Tensor) -> Tensor:
         """[B] the loss training uses, per example (the task's, or the user's via vmap)."""
         fn = self.pipeline.loss
+        if callable(fn) and self.pipeline.takes_whole:  # each example with its own mu, logvar
+            parts, of_parts = self.pipeline.per_example_parts(fn, out)
+            return self._watch(losses.per_example(of_parts, parts, y))
         if callable(fn):
             return self._watch(losses.per_example(fn, out, y))
         return self._watch(self.task.per_example_loss(out, y))
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The scalar loss training backpropagates (the task's, or the user's)."""
-        fn = self.pipeline.loss
-        if callable(fn):
-            return self._watch(losses.scalar_loss(fn, out, y))
+        if callable(self.pipeline.loss):  # under loss_takes: whole, on the whole output
+            return self._watch(losses.scalar_loss(self.pipeline.user_loss(), out, y))
         return self._watch(self.task.loss(out, y))
 
     def batch_loss(self, model: nn.Module, b: Batch) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,10 @@ prediction dynamics, loss at init) need ``[B]`` losses, and a user's loss return
 ``y[i:i+1]``), all at once; a loss vmap cannot batch (a ``.item()`` inside, data-dependent
 control flow) is called example by example instead.
 
+Under ``pipeline.loss_takes: whole`` the output is a tuple of batched tensors (the prediction
+and the whole output's other batched elements, a VAE's mu and logvar): each is split into
+examples alike.
+
 A loss that cannot take a batch of one (``BCELoss()(out.squeeze(), y)``, as
 pytorch/examples' siamese network writes it: a [1, 1] output squeezes to a 0-d tensor
 against a [1] target) is given the example as batches of two and of three copies instead.
@@ -15,6 +19,7 @@ loss affine in the number of copies, L(1) = 2 L(2) - L(3) is the example's loss 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +29,7 @@ from trackcheck.pipeline import PipelineError
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def scalar_loss(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
+def scalar_loss(loss_fn: Callable[[Any, Tensor], Tensor], out: Any, y: Tensor) -> Tensor:
     """``loss_fn(out, y)``, which must be a scalar tensor; a clear error otherwise."""
     v = loss_fn(out, y)
     if not isinstance(v, Tensor) or v.numel() != 1:
@@ -36,17 +41,17 @@ def scalar_loss(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
     return v.reshape(())
 
 
-def per_example(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
-    """[B] the loss of each example alone (out [B, ...], y [B, ...])."""
+def per_example(loss_fn: Callable[[Any, Tensor], Tensor], out: Any, y: Tensor) -> Tensor:
+    """[B] the loss of each example alone (out [B, ...] or a tuple of such, y [B, ...])."""
 
-    def one(o: Tensor, t: Tensor) -> Tensor:
-        return scalar_loss(loss_fn, o.unsqueeze(0), t.unsqueeze(0))
+    def one(o: Any, t: Tensor) -> Tensor:
+        return scalar_loss(loss_fn, _tmap(lambda v: v.unsqueeze(0), o), t.unsqueeze(0))
 
-    def copies(o: Tensor, t: Tensor) -> Tensor:
+    def copies(o: Any, t: Tensor) -> Tensor:
         def of(k: int) -> Tensor:  # the example k times: [k, ...]
             return scalar_loss(
                 loss_fn,
-                o.unsqueeze(0).repeat_interleave(k, 0),
+                _tmap(lambda v: v.unsqueeze(0).repeat_interleave(k, 0), o),
                 t.unsqueeze(0).repeat_interleave(k, 0),
             )
 
@@ -66,11 +71,21 @@ def per_example(loss_fn: LossFn, out: Tensor, y: Tensor) -> Tensor:
 _REFUSED = (RuntimeError, ValueError, TypeError, NotImplementedError, IndexError)
 
 
-def _each(fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> Tensor:
+def _tmap(fn: Callable[[Tensor], Tensor], o: Any) -> Any:
+    """``fn`` on a tensor, or on each tensor of a tuple."""
+    return tuple(fn(v) for v in o) if isinstance(o, tuple) else fn(o)
+
+
+def _each(fn: Callable[[Any, Tensor], Tensor], out: Any, y: Tensor) -> Tensor:
     """[B] ``fn(out[i], y[i])`` for every example: vmapped, else one call per example."""
     try:
         return torch.func.vmap(fn)(out, y)
     except PipelineError:
         raise
     except _REFUSED:
-        return torch.stack([fn(o, t) for o, t in zip(out, y, strict=True)])
+        return torch.stack([fn(_row(out, i), t) for i, t in enumerate(y)])
+
+
+def _row(o: Any, i: int) -> Any:
+    """Example ``i`` of a tensor, or of each tensor of a tuple."""
+    return tuple(v[i] for v in o) if isinstance(o, tuple) else o[i]

@@ -12,9 +12,10 @@ pipeline=Pipeline(...))``):
   ``model(x1, x2, ...)``), or dicts (the Hugging Face convention): the target is
   ``batch["labels"]`` (or ``label``, ``targets``, ``target``, ``y``) and the other keys are
   passed as keyword arguments, ``model(input_ids=..., attention_mask=...)``.
-* Outputs: a tensor, a tuple (its first element), or a dict / ``ModelOutput`` (its
-  ``logits``, or the only tensor in it). ``use_cache=False`` is passed to a forward that
-  accepts it: a KV cache is state the checks must not carry between calls.
+* Outputs: a tensor, a tuple (its element ``output_index``, the first by default), or a
+  dict / ``ModelOutput`` (its ``logits``, or the only tensor in it). ``use_cache=False``
+  is passed to a forward that accepts it: a KV cache is state the checks must not carry
+  between calls.
 * Targets: ``ignore_index`` (-100) marks positions without a target; positions where the
   batch's ``attention_mask`` is 0 are marked so as well. For a language model fed dict
   batches, the labels are the inputs (Hugging Face causal LMs shift inside the model), so
@@ -27,6 +28,14 @@ pipeline=Pipeline(...))``):
   nanoGPT's ``targets=``), read from ``output.loss`` or the scalar in a returned tuple. A
   language model that returns the last position alone without targets (nanoGPT) is given
   dummy targets for every position's logits.
+* What the loss takes: ``loss_takes: prediction`` (default) calls ``loss(prediction,
+  target)``; ``loss_takes: whole`` calls it on the model's whole output, a tuple or dict as
+  the model returned it (a VAE's ``loss((recon, mu, logvar), x)``). Training and every
+  loss evaluation then use the whole output, while the checks that judge the prediction
+  read the prediction element; where a check builds outputs of its own (uniform, the
+  prior, the best reachable), they take the prediction's place and the other elements stay
+  as the model produced them on the same examples (:meth:`Pipeline.like`). A check that
+  cannot pair its outputs with the model's is skipped with one line saying so.
 * Output domain: what the loss reads the output as, ``logits`` (the task's losses),
   ``probs`` (a sigmoid or softmax head under ``nn.BCELoss`` or MSE) or ``log_probs``
   (``log_softmax`` + ``F.nll_loss``); unset, it is detected from the loss and the outputs,
@@ -54,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trackcheck.core import SkipCheck
+
 IGNORE_INDEX = -100
 TARGET_KEYS = ("labels", "label", "targets", "target", "y")
 # dict inputs: the tensor that carries the example's content (the one checks blank, chart
@@ -67,6 +78,17 @@ StepFn = Callable[[nn.Module, Any, torch.optim.Optimizer], Any]
 class PipelineError(ValueError):
     """A batch, an output or a loss that trackcheck cannot read; the message says how to
     configure it (``pipeline.*``, ``loss``)."""
+
+
+class WholeOutputUnavailable(SkipCheck):
+    """``loss_takes: whole``, but a check evaluated the loss on a prediction it cannot pair
+    with the model's other output elements (outputs it built itself, of other examples):
+    the check is skipped rather than judged on a loss the user does not train."""
+
+
+# the attribute of a prediction tensor that holds the whole output it came from, under
+# loss_takes: whole (set by Pipeline.prediction and Pipeline.like, read by Pipeline.whole)
+_WHOLE = "_trackcheck_whole"
 
 
 @dataclass
@@ -106,6 +128,9 @@ class Pipeline:
     output_domain: str | None = None
     # false: the model reads [T, B, ...] and returns [T, B, ...] or [T*B, ...] (sequence-first)
     batch_first: bool = True
+    # "whole": the loss takes the model's whole output (a tuple or dict), not the prediction
+    loss_takes: str = "prediction"
+    output_index: int = 0  # tuple outputs: the element that is the prediction
     task_name: str = ""  # set by the Context: shifting applies to language modeling only
 
     def __post_init__(self) -> None:
@@ -121,10 +146,25 @@ class Pipeline:
                 f"pipeline.output_domain={self.output_domain!r}: use logits, probs or log_probs "
                 "(what your loss reads the model's output as), or leave it unset to detect it"
             )
+        if self.loss_takes not in ("prediction", "whole"):
+            raise PipelineError(
+                f"pipeline.loss_takes={self.loss_takes!r}: use prediction (the loss gets the "
+                "prediction tensor) or whole (it gets the model's whole output, a tuple or dict)"
+            )
+        if self.loss_takes == "whole" and not self.batch_first:
+            raise PipelineError(
+                "pipeline.loss_takes=whole with pipeline.batch_first=false is not supported: "
+                "return the outputs batch first, or give a loss of the prediction alone"
+            )
 
     @property
     def model_loss(self) -> bool:
         return self.loss == "model"
+
+    @property
+    def takes_whole(self) -> bool:
+        """The user's loss takes the model's whole output (``loss_takes: whole``)."""
+        return self.loss_takes == "whole" and callable(self.loss)
 
     # --- batches ------------------------------------------------------------------------
     def split(self, batch: Any) -> Batch:
@@ -217,8 +257,20 @@ class Pipeline:
                 f"no tensor at {key or 'logits'!r}: set pipeline.output_key to the key that "
                 "holds the predictions"
             )
-        if isinstance(out, list | tuple) and out and isinstance(out[0], Tensor):
-            return out[0]
+        if isinstance(out, list | tuple) and out:
+            i = self.output_index
+            if not -len(out) <= i < len(out):
+                raise PipelineError(
+                    f"pipeline.output_index={i}, but the model returned a {type(out).__name__} "
+                    f"of {len(out)} elements: set it to the index of the prediction"
+                )
+            if isinstance(out[i], Tensor):
+                return out[i]  # type: ignore[no-any-return]
+            raise PipelineError(
+                f"element {i} of the model's {type(out).__name__} output is a "
+                f"{type(out[i]).__name__}, not a tensor: set pipeline.output_index to the "
+                "index of the prediction"
+            )
         raise PipelineError(
             f"the model returned a {type(out).__name__}, not a tensor, tuple, dict or "
             "ModelOutput: return the logits, or set pipeline.output_key"
@@ -241,8 +293,17 @@ class Pipeline:
         return out
 
     def prediction(self, raw: Any, x: Any) -> Tensor:
-        """The prediction tensor of a model's raw output on inputs ``x``, batch first."""
+        """The prediction tensor of a model's raw output on inputs ``x``, batch first (under
+        ``loss_takes: whole`` it carries the whole output, for :meth:`whole`)."""
         out = self.output(raw)
+        if self.takes_whole:
+            if isinstance(raw, Tensor):
+                raise PipelineError(
+                    f"pipeline.loss_takes=whole, but the model returned one tensor "
+                    f"{list(raw.shape)}, not a tuple or dict: set pipeline.loss_takes="
+                    "prediction, or return every output your loss reads"
+                )
+            setattr(out, _WHOLE, self._split_whole(raw))
         if self.batch_first:
             return out
         t, b = primary(self.model_layout(x)).shape[:2]
@@ -255,6 +316,87 @@ class Pipeline:
             f"[{t}, {b}] (time, batch) inputs: expected [{t}, {b}, ...] or [{t * b}, ...] "
             "(a sequence-first output), or set pipeline.batch_first=true"
         )
+
+    # --- loss_takes: whole -------------------------------------------------------------------
+    def whole(self, pred: Tensor) -> Any:
+        """The whole output the loss takes for prediction ``pred``: the model's output with
+        ``pred`` in the prediction's place (``pred`` itself unless ``loss_takes: whole``).
+        Raises :class:`WholeOutputUnavailable` for a prediction with no whole output known."""
+        if not self.takes_whole:
+            return pred
+        raw = getattr(pred, _WHOLE, None)
+        if raw is None:
+            raise WholeOutputUnavailable(
+                "pipeline.loss_takes=whole: this check evaluates the loss on outputs it cannot "
+                "pair with the model's other output elements, so it is not judged"
+            )
+        return raw.with_prediction(pred)
+
+    def user_loss(self) -> LossFn:
+        """The user's callable loss as a loss of (prediction, target): under ``loss_takes:
+        whole`` it is given the prediction's whole output (:meth:`whole`)."""
+        fn = self.loss
+        if not callable(fn):
+            raise PipelineError("no callable loss configured")
+        if not self.takes_whole:
+            return fn
+        return lambda pred, y: fn(self.whole(pred), y)
+
+    def per_example_parts(self, fn: LossFn, pred: Tensor) -> tuple[Any, Callable[..., Tensor]]:
+        """Under ``loss_takes: whole``: (the prediction and the whole output's other batched
+        elements, as one tuple to split into examples; the loss of such a tuple and a
+        target), so each example's loss sees its own mu, logvar."""
+        whole = getattr(pred, _WHOLE, None)
+        if whole is None:
+            self.whole(pred)  # raises WholeOutputUnavailable
+        assert isinstance(whole, _Whole)
+        keys = whole.batched(len(pred))
+
+        def loss(parts: tuple[Tensor, ...], y: Tensor) -> Tensor:
+            w = whole.copy()  # its batched slots replaced by this example's
+            for k, v in zip(keys, parts[1:], strict=True):
+                w.parts[k] = v
+            return fn(w.with_prediction(parts[0]), y)
+
+        return (pred, *(whole.parts[k] for k in keys)), loss
+
+    def _split_whole(self, raw: Any) -> _Whole:
+        """A tuple, list or dict output as its elements with the prediction's slot empty
+        (the prediction tensor holds this, so it must not hold the prediction: no cycle)."""
+        if isinstance(raw, Mapping):
+            key = self.output_key or ("logits" if "logits" in raw else None)
+            if key is None:
+                key = next(k for k, v in raw.items() if isinstance(v, Tensor) and k != "loss")
+            return _Whole({**raw, key: None}, key, type(raw))
+        parts = list(raw)
+        parts[self.output_index] = None
+        return _Whole(parts, self.output_index, type(raw))
+
+    def like(self, built: Tensor, model_out: Tensor, rows: Any = None) -> Tensor:
+        """``built`` (outputs a check made, shaped like the prediction ``model_out``, or like
+        its rows ``rows``) given the model's other output elements for the same examples,
+        detached: a VAE's KL term is then the model's own. ``built`` unchanged otherwise."""
+        raw = getattr(model_out, _WHOLE, None) if self.takes_whole else None
+        if raw is not None:
+            n = len(model_out)
+            rest = raw.map(
+                n, lambda t: (t.detach() if rows is None else t.detach()[rows]).to(built.device)
+            )
+            setattr(built, _WHOLE, rest)
+        return built
+
+    def cat(self, preds: list[Tensor]) -> Tensor:
+        """``torch.cat`` of predictions, their whole outputs concatenated alike."""
+        out = torch.cat(preds)
+        raws = [getattr(p, _WHOLE, None) for p in preds] if self.takes_whole else []
+        wholes = [r for r in raws if isinstance(r, _Whole)]
+        if wholes and len(wholes) == len(preds):
+            setattr(out, _WHOLE, _Whole.cat(wholes, [len(p) for p in preds]))
+        return out
+
+    def rows(self, pred: Tensor, idx: Any) -> Tensor:
+        """``pred[idx]``, its whole output sliced alike."""
+        return self.like(pred[idx], pred, idx)
 
     def model_layout(self, batch: Any) -> Any:
         """Inputs (or a whole batch) in the model's layout: every tensor of two or more
@@ -289,6 +431,68 @@ class Pipeline:
         if self.task_name == "lm" and self.shift_labels is not False:
             y = F.pad(y, (1, 0), value=self.ignore_index)[..., :-1]
         return self.model_layout(y)
+
+
+@dataclass
+class _Whole:
+    """A model's whole output, its prediction's slot empty: ``parts`` (a list, or a dict of
+    the output's keys), ``slot`` (the prediction's index or key), ``kind`` (the output's
+    type, rebuilt by :meth:`with_prediction`)."""
+
+    parts: Any
+    slot: Any
+    kind: type
+
+    def with_prediction(self, pred: Tensor) -> Any:
+        if isinstance(self.parts, dict):
+            d = {**self.parts, self.slot: pred}
+            try:
+                return self.kind(**d)  # a ModelOutput stays one (attribute access)
+            except Exception:  # noqa: BLE001 - a mapping that cannot be rebuilt: a plain dict
+                return d
+        parts = list(self.parts)
+        parts[self.slot] = pred
+        if hasattr(self.kind, "_fields"):  # a namedtuple
+            return self.kind(*parts)
+        return self.kind(parts) if self.kind in (tuple, list) else tuple(parts)
+
+    def copy(self) -> _Whole:
+        parts = dict(self.parts) if isinstance(self.parts, dict) else list(self.parts)
+        return _Whole(parts, self.slot, self.kind)
+
+    def map(self, n: int, fn: Callable[[Tensor], Tensor]) -> _Whole:
+        """``fn`` applied to each element with ``n`` rows (the batched ones)."""
+
+        def f(v: Any) -> Any:
+            return fn(v) if isinstance(v, Tensor) and v.ndim > 0 and len(v) == n else v
+
+        if isinstance(self.parts, dict):
+            return _Whole({k: f(v) for k, v in self.parts.items()}, self.slot, self.kind)
+        return _Whole([f(v) for v in self.parts], self.slot, self.kind)
+
+    @staticmethod
+    def cat(wholes: list[_Whole], ns: list[int]) -> _Whole:
+        """Whole outputs of consecutive batches (of ``ns`` rows) as one: batched elements
+        concatenated, the others taken from the first."""
+        first = wholes[0]
+
+        def joined(vs: list[Any]) -> Any:
+            ok = all(
+                isinstance(v, Tensor) and v.ndim > 0 and len(v) == n
+                for v, n in zip(vs, ns, strict=True)
+            )
+            return torch.cat([v.detach() for v in vs]) if ok else vs[0]
+
+        if isinstance(first.parts, dict):
+            parts: Any = {k: joined([w.parts[k] for w in wholes]) for k in first.parts}
+        else:
+            parts = [joined([w.parts[i] for w in wholes]) for i in range(len(first.parts))]
+        return _Whole(parts, first.slot, first.kind)
+
+    def batched(self, n: int) -> list[Any]:
+        """The keys (or indices) of the elements with ``n`` rows."""
+        items = self.parts.items() if isinstance(self.parts, dict) else enumerate(self.parts)
+        return [k for k, v in items if isinstance(v, Tensor) and v.ndim > 0 and len(v) == n]
 
 
 def model_loss() -> str:

@@ -276,6 +276,12 @@ def make_pipeline(
         raise ConfigError(str(e)) from e
     if pipe.loss is not None and not callable(pipe.loss) and not pipe.model_loss:
         raise ConfigError(f"loss must be callable(output, target), 'model' or None: {loss!r}")
+    if pipe.loss_takes == "whole" and not callable(pipe.loss):
+        raise ConfigError(
+            "pipeline.loss_takes=whole gives your own loss the model's whole output: set loss= "
+            "to a callable loss(output, target) (the task's and the model's own losses take "
+            "the prediction)"
+        )
     if pipe.step is not None and not callable(pipe.step):
         raise ConfigError(f"step must be callable(model, batch, optimizer): {step!r}")
     return pipe

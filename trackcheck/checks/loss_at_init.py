@@ -237,15 +237,25 @@ def _band(
     # zero output, the train prior in the bias, and the sample's own prior: the best
     # constant for the task's losses, so the lower edge never sits above it
     zero = constant_output(ctx, out)
-    prior = zero + prior_logits(ctx, ctx.prior, domain).to(zero)  # [C] / [1] over the rows
+    # like: under loss_takes=whole each reference keeps the model's other output elements
+    like = ctx.pipeline.like
+    prior = like(zero + prior_logits(ctx, ctx.prior, domain).to(zero), zero)  # [C] / [1]
     uniform, prior_loss = (domain_loss(ctx, c, y, domain)[0] for c in (zero, prior))
-    own = zero + prior_logits(ctx, ctx.task.prior(y), domain).to(zero)
+    own = like(zero + prior_logits(ctx, ctx.task.prior(y), domain).to(zero), zero)
     sample_best = domain_loss(ctx, own, y, domain)[0]
     noisy = [noisy_loss(ctx, r, y, p.max_logit_std, p.mc_draws, g, domain) for r in (zero, prior)]
     top, top_se = max(noisy)
     n = min(len(y), p.align_examples)
     align = max(
-        aligned_spread(ctx, r[:n], y[:n], p.max_logit_std, p.align_draws, g, domain)
+        aligned_spread(
+            ctx,
+            ctx.pipeline.rows(r, slice(None, n)),
+            y[:n],
+            p.max_logit_std,
+            p.align_draws,
+            g,
+            domain,
+        )
         for r in (zero, prior)
     )
     # Jensen: noise raises a convex loss, so a constant's loss is the lowest expectation;

@@ -132,9 +132,11 @@ def _fit(ctx: Context, model: nn.Module, opt: Any, b: Batch, steps: int, fit: Fi
         if not math.isfinite(v):
             break
     with torch.no_grad():
-        out = ctx.forward(model, b.x).detach().float()
+        raw = ctx.forward(model, b.x)
+        out = ctx.pipeline.like(raw.detach().float(), raw)  # loss_takes: whole keeps the rest
     record(out)
-    fit.out = logit_view(ctx, out, fit.domain).cpu()
+    fit.out = logit_view(ctx, out, fit.domain)
+    fit.out = ctx.pipeline.like(fit.out.cpu(), fit.out)
 
 
 def _limit(values: list[float], sign: float) -> tuple[float, float]:
@@ -185,11 +187,12 @@ def _regression_cost(
     heavy-tailed targets (pytorch/examples' polynomial fit, x^4 features) put the training
     set's top 1% far beyond any 16 examples. Returns (cost, targets)."""
     y = y.float().to(ctx.device)
-    like = out.to(ctx.device)
+    like = ctx.pipeline.like(out.to(ctx.device), out)
+    shaped = lambda v: ctx.pipeline.like(_shaped(v, like), like)  # noqa: E731 - and the rest
     cost = Cost(
-        bounded=mean_loss(ctx, _shaped(y.clamp(lo, hi), like), y)[0],
-        floor=mean_loss(ctx, _shaped(y, like), y)[0],
-        reference=mean_loss(ctx, constant_output(ctx, _shaped(y, like), ctx.prior), y)[0],
+        bounded=mean_loss(ctx, shaped(y.clamp(lo, hi)), y)[0],
+        floor=mean_loss(ctx, shaped(y), y)[0],
+        reference=mean_loss(ctx, constant_output(ctx, shaped(y), ctx.prior), y)[0],
     )
     return cost, y.cpu()
 
@@ -200,7 +203,7 @@ def _classification_cost(
     """The batch's best loss with every logit inside [lo, hi]: in closed form for the
     task's loss, by Adam on a free tensor for the user's own (label smoothing moves it),
     the logits mapped into the loss's ``domain``."""
-    out = out.to(ctx.device)
+    out = ctx.pipeline.like(out.to(ctx.device), out)  # loss_takes: whole: the rest follows
     reference = domain_loss(ctx, constant_output(ctx, out, ctx.prior), y, domain)[0]
     if not callable(ctx.pipeline.loss):
         wide = p.floor_steps * p.floor_lr  # as far as best_output lets a logit travel
@@ -210,8 +213,9 @@ def _classification_cost(
             floor = float(ctx.loss(corners(ctx, out, y, -wide, wide), y))
         return Cost(bounded, floor, reference)
     inside, zero = box(lo, hi), torch.zeros_like(out)
-    confined = lambda z: ctx.loss(to_domain(ctx, inside(z), domain), y)  # noqa: E731
-    free = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
+    like = ctx.pipeline.like
+    confined = lambda z: ctx.loss(like(to_domain(ctx, inside(z), domain), out), y)  # noqa: E731
+    free = lambda o: ctx.loss(like(to_domain(ctx, o, domain), out), y)  # noqa: E731
     return Cost(
         bounded=best_output(confined, zero, p.floor_steps, p.floor_lr)[0],
         floor=best_output(free, zero, p.floor_steps, p.floor_lr)[0],

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from trackcheck import plots
 from trackcheck.checks._shared import _streams
-from trackcheck.checks._shared._common import require_trainable, sample_targets
+from trackcheck.checks._shared._common import outputs_at_init, require_trainable, sample_targets
 from trackcheck.checks._shared._domain import logit_view, output_domain, to_domain
 from trackcheck.checks._shared._floor import (
     best_output,
@@ -124,7 +124,7 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     out0 = logit_view(ctx, out0, domain)  # floor and reference are built as logits
     groups = _groups(ctx, model, x, y, out0)
     floor = _floor(ctx, out0, y, p, domain, groups)
-    reference = _reference(ctx, out0, y, p.reference_examples, domain)
+    reference = _reference(ctx, model, out0, y, p.reference_examples, domain)
     target = floor + p.max_loss_ratio * max(reference - floor, 0.0)
     opt = _optimizer(ctx, model, p.lr)
     meter = UpdateMeter(model)  # each step's size against the weights' (the trajectory's)
@@ -482,7 +482,8 @@ def _floor(
         # the task's own losses (cross-entropy, BCE, MSE) are >= 0 and reach 0 (in the limit
         # of large logits, or at the targets): the floor is known, no need to search for it
         return 0.0
-    objective = lambda o: ctx.loss(to_domain(ctx, o, domain), y)  # noqa: E731
+    # loss_takes: whole: the free prediction with the model's other output elements
+    objective = lambda o: ctx.loss(ctx.pipeline.like(to_domain(ctx, o, domain), out0), y)  # noqa: E731
     return best_output(objective, start, p.floor_steps, p.floor_lr)[0]
 
 
@@ -501,7 +502,7 @@ def _tied_floor(
         )
         counts = torch.bincount(gid.reshape(-1).cpu(), minlength=groups.count).clamp_min(1)
         start = start + (sums / counts).to(start).reshape(-1, *([1] * len(extra)))
-    objective = lambda t: ctx.loss(to_domain(ctx, t[gid], domain), y)  # noqa: E731
+    objective = lambda t: ctx.loss(ctx.pipeline.like(to_domain(ctx, t[gid], domain), out0), y)  # noqa: E731
     return max(best_output(objective, start, p.floor_steps, p.floor_lr)[0], 0.0)
 
 
@@ -642,21 +643,22 @@ def _pinned(
     lo, hi = float(out.min()), float(out.max())
     if ctx.task.classification and hi - lo < p.bound_span:
         return None  # the outputs have not spread to any bound yet: the lr or the time holds them
+    like = ctx.pipeline.like  # loss_takes: whole: the model's other output elements stay
     if ctx.task.classification:
         if callable(ctx.pipeline.loss) or domain != "logits":
             inside = box(lo, hi)
-            objective = lambda z: ctx.loss(to_domain(ctx, inside(z), domain), batch.y)  # noqa: E731
+            objective = lambda z: ctx.loss(like(to_domain(ctx, inside(z), domain), out), batch.y)  # noqa: E731
             ranged = best_output(objective, torch.zeros_like(out), p.floor_steps, p.floor_lr)[0]
         else:
             with torch.no_grad():
-                ranged = float(ctx.loss(corners(ctx, out, batch.y, lo, hi), batch.y))
+                ranged = float(ctx.loss(like(corners(ctx, out, batch.y, lo, hi), out), batch.y))
     else:
         y = batch.y.float()
         shaped = y.clamp(lo, hi).reshape(out.shape) if y.numel() == out.numel() else None
         if shaped is None:
             return None
         with torch.no_grad():
-            ranged = float(ctx.loss(shaped, batch.y))
+            ranged = float(ctx.loss(like(shaped, out), batch.y))
     gap = max(reference - floor, 1e-12)
     if ranged <= target or best - ranged > p.pin_ratio * gap:
         return None
@@ -701,9 +703,10 @@ def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain
         return ""  # the task's own losses are bounded below by 0 and reach it at the targets
     with torch.no_grad():
         if not ctx.task.classification and y.numel() == out0.numel() and len(y) > 1:
-            ideal = y.reshape(out0.shape).to(out0)
+            ideal = ctx.pipeline.like(y.reshape(out0.shape).to(out0), out0)
             own = float(ctx.loss(ideal, y))
-            shifted = float(ctx.loss(ideal.roll(1, 0), y))  # each output given another's target
+            # each output given another's target (the model's other output elements stay)
+            shifted = float(ctx.loss(ctx.pipeline.like(ideal.roll(1, 0), out0), y))
             if bool((y != y[:1]).any()) and own >= shifted:
                 shapes = (
                     f" The model's output {list(out0.shape)} and the targets {list(y.shape)} "
@@ -721,10 +724,11 @@ def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain
                 )
     if domain != "logits":
         return ""  # probabilities, log-probabilities: a free tensor leaves their domain
-    start = torch.zeros_like(out0)
+    start = ctx.pipeline.like(torch.zeros_like(out0), out0)  # loss_takes: whole: and the rest
+    free = lambda o: ctx.loss(ctx.pipeline.like(o, out0), y)  # noqa: E731
     v0 = float(ctx.loss(start, y))
-    half = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps // 2, p.floor_lr)[0]
-    full = best_output(lambda o: ctx.loss(o, y), start, p.floor_steps, p.floor_lr)[0]
+    half = best_output(free, start, p.floor_steps // 2, p.floor_lr)[0]
+    full = best_output(free, start, p.floor_steps, p.floor_lr)[0]
     first, second = v0 - half, half - full
     if full < 0 and first > 0 and second >= p.unbounded_pace * first:
         return (
@@ -737,11 +741,24 @@ def _wiring(ctx: Context, out0: Tensor, y: Tensor, p: OverfitBatchParams, domain
     return ""
 
 
-def _reference(ctx: Context, out0: Tensor, y: Tensor, n: int, domain: str) -> float:
+def _reference(
+    ctx: Context, model: nn.Module, out0: Tensor, y: Tensor, n: int, domain: str
+) -> float:
     """The loss a constant predictor with the prior in the bias pays, averaged over ``n``
     shuffled training targets (the batch alone is too few: 4 regression targets may sit
-    near their mean); the batch's own targets when the shapes differ (variable lengths)."""
+    near their mean); the batch's own targets when the shapes differ (variable lengths).
+    Under ``loss_takes: whole`` the constant takes the prediction's place in the untrained
+    ``model``'s whole output on those examples (its other elements, a VAE's mu and logvar,
+    as the floor has them on the batch)."""
     n = max(1, min(n, 2**22 // max(1, out0[0].numel())))  # at most 4M output entries
+    if ctx.pipeline.takes_whole:
+        with torch.no_grad():
+            own, ys = outputs_at_init(ctx, model, n, offset=_streams.OVERFIT_REFERENCE)
+        if ys.shape[1:] == y.shape[1:]:
+            like = ctx.pipeline.like(own.new_zeros(own.shape).to(out0.device), own)
+            return domain_loss(
+                ctx, constant_output(ctx, like, ctx.prior), ys.to(out0.device), domain
+            )[0]
     ys = sample_targets(ctx, n, offset=_streams.OVERFIT_REFERENCE)
     if ys.shape[1:] != y.shape[1:]:
         ys = y.cpu()

@@ -29,16 +29,20 @@ def shuffled_batches(ctx: Context, n: int, offset: int) -> Iterator[Batch]:
 
 
 @torch.no_grad()
-def outputs_at_init(ctx: Context, model: nn.Module, n: int) -> tuple[Tensor, Tensor]:
+def outputs_at_init(
+    ctx: Context, model: nn.Module, n: int, offset: int = _streams.INIT_OUTPUTS
+) -> tuple[Tensor, Tensor]:
     """Outputs of an untrained model on ``n`` shuffled training examples (one pass, see
-    :func:`shuffled_batches`), in training mode (the mode the first training step sees),
-    batch by batch. Returns (out [N, ...], y [N, ...]) concatenated, N <= n, on the CPU."""
+    :func:`shuffled_batches`, its stream ``offset``), in training mode (the mode the first
+    training step sees), batch by batch. Returns (out [N, ...], y [N, ...]) concatenated,
+    N <= n, on the CPU."""
     model.train()
     outs, ys = [], []
-    for x, y in shuffled_batches(ctx, n, offset=_streams.INIT_OUTPUTS):
-        outs.append(ctx.forward(model, x).float().cpu())
+    for x, y in shuffled_batches(ctx, n, offset=offset):
+        o = ctx.forward(model, x)
+        outs.append(ctx.pipeline.like(o.float().cpu(), o))  # loss_takes: whole keeps the rest
         ys.append(y.cpu())
-    return torch.cat(outs)[:n], torch.cat(ys)[:n]
+    return ctx.pipeline.rows(ctx.pipeline.cat(outs), slice(None, n)), torch.cat(ys)[:n]
 
 
 # the outputs at init are kept for the next check up to this many entries (64 MB float32)

@@ -72,7 +72,7 @@ def output_domain(ctx: Context, out: Tensor, y: Tensor) -> str:
         return str(said)
     key = ("output_domain",)
     if key not in ctx.cache:
-        ctx.cache[key] = _detect(ctx, out.detach().float(), y)
+        ctx.cache[key] = _detect(ctx, ctx.pipeline.like(out.detach().float(), out), y)
     return str(ctx.cache[key])
 
 
@@ -91,8 +91,8 @@ def _detect(ctx: Context, out: Tensor, y: Tensor) -> str:
 
 
 def _reads_logits(ctx: Context, out: Tensor, y: Tensor) -> bool:
-    fn = ctx.pipeline.loss
-    assert callable(fn)
+    fn = ctx.pipeline.user_loss()
+    like = ctx.pipeline.like  # the probes take the prediction's place in a whole output
     g = torch.Generator().manual_seed(ctx.seed + 7331)
     with torch.no_grad():
         if ctx.task.name == "binary":
@@ -100,14 +100,15 @@ def _reads_logits(ctx: Context, out: Tensor, y: Tensor) -> bool:
             z = CONFIDENT_LOGIT * sign.reshape(out.shape) if sign.numel() == out.numel() else None
             if z is None:
                 return True  # shapes the probe cannot build: leave the loss as it is
-            at0 = float(scalar_loss(fn, torch.zeros_like(out), y))
-            at1, at2 = (float(scalar_loss(fn, k * z, y)) for k in (1.0, 2.0))
+            at0 = float(scalar_loss(fn, like(torch.zeros_like(out), out), y))
+            at1, at2 = (float(scalar_loss(fn, like(k * z, out), y)) for k in (1.0, 2.0))
             if not all(math.isfinite(v) for v in (at0, at1, at2)):
                 return False
             return at1 < 0.1 * at0 and abs(at2 - at1) <= 0.1 * (at0 - at1)
         z = 2.0 * torch.randn(out.shape, generator=g).to(out)
         c = 3.0 * torch.randn((*out.shape[:-1], 1), generator=g).to(out)  # one shift per row
-        a, b = float(scalar_loss(fn, z, y)), float(scalar_loss(fn, z + c, y))
+        a = float(scalar_loss(fn, like(z, out), y))
+        b = float(scalar_loss(fn, like(z + c, out), y))
     return math.isfinite(a) and abs(a - b) <= SHIFT_TOL * (1 + abs(a))
 
 
@@ -116,11 +117,11 @@ def _reads_unit_values(ctx: Context, out: Tensor, y: Tensor) -> bool:
     (raises, or turns non-finite on) the same outputs moved outside it."""
     if out.numel() == 0 or not (bool((out >= 0).all()) and bool((out <= 1).all())):
         return False
-    fn = ctx.pipeline.loss
-    assert callable(fn)
+    fn = ctx.pipeline.user_loss()
     try:
         with torch.no_grad():
-            return not math.isfinite(float(scalar_loss(fn, out + 1.5, y)))
+            moved = ctx.pipeline.like(out + 1.5, out)
+            return not math.isfinite(float(scalar_loss(fn, moved, y)))
     except Exception:  # noqa: BLE001 - BCELoss: "all elements of input should be between 0 and 1"
         return True
 
@@ -181,10 +182,12 @@ def logit_view(ctx: Context, out: Tensor, domain: str) -> Tensor:
     o = out.float()
     if ctx.task.name == "binary":
         p = o.clamp(EPS, 1 - EPS) if domain == "probs" else o.exp().clamp(EPS, 1 - EPS)
-        return torch.log(p) - torch.log1p(-p)
-    if domain == "probs":
-        return o.clamp_min(EPS).log()
-    return o.clamp_min(math.log(EPS))  # log-probabilities are logits already
+        z = torch.log(p) - torch.log1p(-p)
+    elif domain == "probs":
+        z = o.clamp_min(EPS).log()
+    else:
+        z = o.clamp_min(math.log(EPS))  # log-probabilities are logits already
+    return ctx.pipeline.like(z, out)  # loss_takes: whole: the rest of the output follows
 
 
 def domain_note(domain: str) -> str:

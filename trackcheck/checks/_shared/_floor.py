@@ -10,6 +10,11 @@ reads (probabilities, log-probabilities: :mod:`trackcheck.checks._shared._domain
 argument, so a log_softmax + nll_loss model is compared with uniform log-probabilities, not
 with a zero it could never output.
 
+Under ``pipeline.loss_takes: whole`` each built output takes the place of the prediction in
+the model's whole output on the same examples (``ctx.pipeline.like``): the other elements
+(a VAE's mu, logvar) stay the model's own, so the loss's other terms are evaluated as they
+are at init.
+
 Shapes: ``out`` is the model's prediction, [B, C] / [B, T, V] logits, [B] or [B, 1] for
 binary and regression; ``y`` the aligned target, [B] / [B, T].
 """
@@ -32,9 +37,9 @@ def constant_output(ctx: Context, like: Tensor, prior: Prior | None = None) -> T
     probabilities, logit 0, prediction 0), or the bias that carries ``prior`` broadcast over
     the last dim. :func:`domain_loss` passes it to the loss in the loss's domain."""
     zero = torch.zeros_like(like, dtype=torch.float32)
-    if prior is None:
-        return zero
-    return zero + ctx.task.prior_bias(prior).to(zero)  # [C] / [1] broadcast over the rows
+    if prior is not None:
+        zero = zero + ctx.task.prior_bias(prior).to(zero)  # [C] / [1] broadcast over the rows
+    return ctx.pipeline.like(zero, like)  # loss_takes: whole: the model's other elements
 
 
 def mean_loss(ctx: Context, out: Tensor, y: Tensor) -> tuple[float, float]:
@@ -47,7 +52,7 @@ def mean_loss(ctx: Context, out: Tensor, y: Tensor) -> tuple[float, float]:
 
 def domain_loss(ctx: Context, z: Tensor, y: Tensor, domain: str) -> tuple[float, float]:
     """:func:`mean_loss` of logits ``z`` mapped into the loss's ``domain``."""
-    return mean_loss(ctx, to_domain(ctx, z, domain), y)
+    return mean_loss(ctx, ctx.pipeline.like(to_domain(ctx, z, domain), z), y)
 
 
 def noisy_loss(
@@ -66,7 +71,7 @@ def noisy_loss(
     with torch.no_grad():
         for _ in range(draws):
             noise = torch.randn(ref.shape, generator=g).to(ref)
-            o = to_domain(ctx, ref + std * noise, domain)
+            o = ctx.pipeline.like(to_domain(ctx, ref + std * noise, domain), ref)
             vals.append(ctx.per_example_loss(o, y).double())  # [B]
     v = torch.cat(vals)
     se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else 0.0
@@ -123,6 +128,7 @@ def aligned_spread(
     with torch.no_grad():
         for _ in range(draws):
             o = to_domain(ctx, ref + std * label_noise(ctx, y, ref, g), domain)
+            o = ctx.pipeline.like(o, ref)
             vals.append(float(ctx.per_example_loss(o, y).double().mean()))
     return float(torch.tensor(vals, dtype=torch.float64).std()) if draws > 1 else 0.0
 

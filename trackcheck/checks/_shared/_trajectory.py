@@ -331,7 +331,7 @@ def of_run(
         step = math.nan
     if out is None or y is None:
         return judge(losses, max_update=step, p=p)
-    o = out.detach().float().to(ctx.device)
+    o = ctx.pipeline.like(out.detach().float().to(ctx.device), out)  # loss_takes: whole
     prior = math.nan
     try:
         prior = mean_loss(ctx, constant_output(ctx, o, ctx.prior), y.to(ctx.device))[0]

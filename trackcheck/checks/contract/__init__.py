@@ -96,7 +96,7 @@ def contract(ctx: Context, p: ContractParams) -> CheckResult:
     out = ctx.forward(model, batch.x)  # with grad: its graph shows stray leaves, the final op
     trainable = check_parameters(ctx, model, out, f)
     op = final_op(out)
-    out = out.detach()
+    out = ctx.pipeline.like(out.detach(), out)  # loss_takes: whole: the rest goes with it
     targets_ok = check_targets(ctx, ctx.targets("train"), f)
     shapes_ok = check_shapes(ctx, out, batch.y, f)
     checked = ["targets", "output shape", "parameters", "batch content"]

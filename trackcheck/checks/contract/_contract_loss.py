@@ -117,13 +117,35 @@ def _loss_on(ctx: Context, model: nn.Module, batch: Batch, out: Tensor, rows: sl
     output, or the model's own loss from an eval-mode forward of those rows (eval: no
     dropout noise between the slices compared)."""
     if not ctx.pipeline.model_loss:
-        return ctx.loss(out[rows], batch.y[rows])
+        return ctx.loss(ctx.pipeline.rows(out, rows), batch.y[rows])
     model.eval()
     try:
         sub = Batch(slice_inputs(batch.x, rows), batch.y[rows], None)
         return ctx.batch_loss(model, sub)[0]
     finally:
         model.train()
+
+
+def _takes_whole_hint(ctx: Context, model: nn.Module, batch: Batch) -> str:
+    """'': unless the user's loss, failing on the prediction, takes the model's whole output
+    (a tuple or dict: a VAE's (recon, mu, logvar)) without an error: then how to say so."""
+    fn = ctx.pipeline.loss
+    if not callable(fn) or ctx.pipeline.loss_takes == "whole":
+        return ""
+    try:
+        with torch.no_grad():
+            raw = ctx.pipeline.call(model, batch.x)
+            if isinstance(raw, Tensor) or not ctx.pipeline.batch_first:
+                return ""
+            v = fn(raw, batch.y)
+    except Exception:  # noqa: BLE001 - the whole output does not fit it either: no hint
+        return ""
+    if not isinstance(v, Tensor) or v.numel() != 1:
+        return ""
+    return (
+        f". It takes the model's whole output ({type(raw).__name__}) instead: set "
+        "pipeline.loss_takes=whole"
+    )
 
 
 def check_loss(
@@ -143,7 +165,7 @@ def check_loss(
     except (ValueError, RuntimeError, IndexError, TypeError) as e:
         f.fail(
             f"the loss failed on the first {n} training examples: {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}"
+            f"{str(e).splitlines()[0] if str(e) else ''}{_takes_whole_hint(ctx, model, batch)}"
         )
         return None
     f.metrics["loss"] = full
@@ -153,7 +175,7 @@ def check_loss(
             "a log of 0 (probabilities into a log loss) or NaN inputs"
         )
         return None
-    pe = _per_example_mean(ctx, out[: 2 * h], batch.y[: 2 * h])
+    pe = _per_example_mean(ctx, ctx.pipeline.rows(out, slice(0, 2 * h)), batch.y[: 2 * h])
     mean_half = (a + b) / 2
     k = math.log2(full / mean_half) if full > 0 and mean_half > 0 else float("nan")
     f.metrics.update(
@@ -236,7 +258,8 @@ def _check_plateau(ctx: Context, out: Tensor, y: Tensor, f: Findings) -> None:
         return
     try:
         with torch.no_grad():
-            v0, v5, v30 = (float(ctx.loss(k * hot, y)) for k in PLATEAU_KS)
+            like = ctx.pipeline.like  # loss_takes: whole: the model's other output elements
+            v0, v5, v30 = (float(ctx.loss(like(k * hot, out), y)) for k in PLATEAU_KS)
             ce0, ce30 = (float(ctx.task.loss(k * hot, y)) for k in PLATEAU_KS[::2])
     except (ValueError, RuntimeError, IndexError, TypeError):
         return

@@ -185,10 +185,11 @@ def start_losses(
     priors: list[Tensor] = []
     seen = 0
     for x, y in ctx.batches(loader):
-        out = ctx.forward(model, x)
-        losses.append(ctx.per_example_loss(out, y).double().cpu())
-        out = out.float()
+        raw = ctx.forward(model, x)
+        losses.append(ctx.per_example_loss(raw, y).double().cpu())
+        out = raw.float()
         const = to_domain(ctx, constant_output(ctx, out, ctx.prior), output_domain(ctx, out, y))
+        const = ctx.pipeline.like(const, raw)  # loss_takes: whole: the model's other elements
         priors.append(ctx.per_example_loss(const, y).double().cpu())
         seen += len(y)
         if seen >= max_eval:
