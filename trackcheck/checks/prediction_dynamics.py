@@ -85,11 +85,11 @@ class PredictionDynamicsParams:
     # same this-many training batches (drawn once, so the recalibration adds no noise from
     # record to record: the statistics move only as the weights do); 0 records with the
     # running statistics as training left them (checks/_shared/_bn.py). Each record then
-    # costs this many extra forwards. Measured on resnet/digits (median of 5, 2 cores):
-    # 0.85 s without, 1.03 s with 1, 1.18 s with 2, 1.85 s with 4, and the jitter is the same
-    # for 1, 2 and 4 (0.0047-0.0060 over 8 seeds); 2 halves the statistics' error of one
-    # batch for a third more time.
-    bn_batches: int = 2
+    # costs this many extra forwards (61 per batch on a 60-step run). Measured on
+    # resnet/digits, seeds 0-7: with 1 batch the jitter is 0.0053-0.0063 at Adam 3e-3 and
+    # 0.035-0.065 at 0.3 (all 8 warn); with 2, 0.0053-0.0062 and 0.036-0.064: a second
+    # batch moved no verdict and no margin, so one is used.
+    bn_batches: int = 1
 
 
 @dataclass
