@@ -141,8 +141,8 @@ def test_a_new_head_initialised_too_large_fails_loss_at_init(checkpoint, digits_
 
 
 def test_an_lr_that_wrecks_the_checkpoint_fails_loss_decreases(checkpoint, digits_data):
-    # planted bug: Adam 0.1 on loaded weights: the loss jumps and settles near 1 (a trend
-    # test alone passes it, "decreasing" from the jump)
+    # planted bug: Adam 0.1 on loaded weights: the loss jumps and settles far above the
+    # checkpoint's (a trend test alone passes it, "decreasing" from the jump)
     r = run_check(
         "loss_decreases",
         resumed(checkpoint),
@@ -150,8 +150,10 @@ def test_an_lr_that_wrecks_the_checkpoint_fails_loss_decreases(checkpoint, digit
         optimizer=lambda ps: torch.optim.Adam(ps, lr=0.1),
     )
     assert r.status == Status.FAIL, r.message
-    assert "the loaded weights lose what they learned" in r.message
-    assert r.metrics["share_undone"] > 0.25
+    # the loss jumps to 108 at step 1 and is learnt again from there, back to 0.49 by step 60:
+    # 18% of the gain "undone" at the end on this batch order (41% on another), so the spike
+    # itself is what fails it
+    assert "the loaded weights were thrown away: the loss spiked" in r.message
 
 
 def test_pretrained_takes_a_bool_or_none(digits_data):

@@ -250,6 +250,22 @@ def _undone(ctx: Context, p: LossDecreasesParams, run: _Run) -> list[str]:
     ]
 
 
+def _blown(run: _Run) -> list[str]:
+    """Loaded weights whose run spiked or overstepped and then recovered: on random init a
+    warning (the run trains), on a checkpoint a failure. The jump threw away what the weights
+    had learnt and the recovery is the model learning again from a wrecked start: the share
+    undone at the end then reads the re-learning, not the loss (Adam 0.1 on an MLP checkpoint
+    at loss 0.03: 108 at step 1, back to 0.42 by step 60, 18% "undone" on one batch order and
+    41% on another)."""
+    if not run.unstable:
+        return []
+    return [
+        f"the loaded weights were thrown away: {run.unstable}; what the run reached after is "
+        "learnt again from a wrecked start: the learning rate is too high for these weights; "
+        "lower it (fine-tuning lrs are 1e-5 to 1e-4 for Adam) or warm it up"
+    ]
+
+
 def share_undone(start: float, end: float, prior: float, min_gain: float) -> float | None:
     """The share of the loaded weights' gain over the best constant predictor (``prior -
     start``) that the run gave back by ``end``; None when that gain is under ``min_gain`` of
@@ -365,7 +381,7 @@ def loss_decreases(ctx: Context, p: LossDecreasesParams) -> CheckResult:
     # on loaded weights a rise is _undone's to judge, against what the checkpoint had learnt
     problems += _diverged(ctx, model, run, meter, judge_rise=not loaded.pretrained)
     if loaded.pretrained:
-        problems += _undone(ctx, p, run)
+        problems += _undone(ctx, p, run) or _blown(run)
     run.metrics["params_without_effect"] = float(len(inert))
     if run.undecided and not problems:  # a bigger model's curve says nothing on a flat one
         p = replace(p, compare_bigger=False)
