@@ -125,3 +125,19 @@ def test_an_error_in_one_reader_is_that_checks_alone(digits_data):
     assert "no eval mode here" in report["prediction_dynamics"].message
     assert report["loss_decreases"].status == Status.PASS, report["loss_decreases"].message
     assert report["gradient_flow"].status == Status.PASS, report["gradient_flow"].message
+
+
+def test_input_independent_judges_the_whole_run_its_real_model_is_a_prefix_of() -> None:
+    # the nn tutorial's logistic regression at SGD 0.5 (seed 1): the loss spikes in the first
+    # steps and recovers by the end of loss_decreases' run; input_independent decides within
+    # its first look, on the spike. Read on its 30 steps alone, its run "spiked" and lr_range
+    # failed the correct program; the trajectory it records is the whole run's.
+    from corpus._run import run_program
+
+    o = run_program(
+        "tut_nn_logistic", seed=1, checks=["input_independent", "loss_decreases", "lr_range"]
+    )
+    assert not o.failed, o.explain()
+    assert o.statuses["lr_range"] == "warn"  # the lr sits past the edge of stability: said
+    assert "input_independent's run spiked" not in o.messages["lr_range"]
+    assert "input_independent's run recovered" in o.messages["lr_range"]

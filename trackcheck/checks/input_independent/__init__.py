@@ -293,6 +293,7 @@ class _Arms(Observer):
         self.recent: list[Any] = []  # the last piece's batches, and blanked (the look's)
         self.blanked: list[Any] = []
         self.normalised = False
+        self.run_losses: list[float] = []
 
     def start(self, run: Run) -> None:
         ctx, p = run.ctx, self.p
@@ -362,6 +363,10 @@ class _Arms(Observer):
         return False
 
     def finish(self, run: Run) -> None:
+        # the run's own loss list: it grows while other observers keep the run going, so the
+        # check judges the whole trajectory it is a prefix of (a spike its 30 steps end on
+        # may be one the run recovered from: the nn tutorial's logistic regression at SGD 0.5)
+        self.run_losses = run.losses
         self.base = self.opt_base = None  # the batches are on the device: freed with the run
         self.chunk, self.recent, self.blanked = [], [], []
 
@@ -388,7 +393,7 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
     lr = arms.lr
     if unlearnt and isinstance(lr, int | float):
         unlearnt = f"at lr {lr:.3g} {unlearnt}"
-    result = _judge(p, curves, sets, level, steps, note, unlearnt)
+    result = _judge(p, curves, sets, level, steps, note, unlearnt, arms.run_losses)
     if sets:  # how far training moved the models: what an undecided verdict rests on
         result.metrics.update(_movement(sets, start, prior))
     return result
@@ -584,7 +589,10 @@ def _judge(
     steps: int,
     note: str,
     unlearnt: str = "",
+    run_losses: list[float] | None = None,
 ) -> CheckResult:
+    """The verdict; ``run_losses``: the whole shared run the real-input curve is a prefix of
+    (its trajectory judged on all of it)."""
     series = {
         "train_loss_real": list(enumerate(curves["real inputs"])),
         "train_loss_blanked": list(enumerate(curves["blanked inputs"])),
@@ -607,6 +615,8 @@ def _judge(
             threshold=threshold,
         )
     runs = {k: judge_run(c) for k, c in curves.items()}  # the shared trajectory judgement
+    if run_losses and len(run_losses) > len(curves["real inputs"]):
+        runs["real inputs"] = judge_run(run_losses)
     if all(t.diverging for t in runs.values()):
         why = "; ".join(f"{k}: {t.why}" for k, t in runs.items())
         fig = plots.deferred(plots.curves, curves, "training loss (same init, same batches)")
