@@ -180,23 +180,15 @@ def start_losses(
     latter is the training targets' prior in the bias (the label frequencies, the target
     mean), shaped like ``model``'s outputs: the lowest loss a blanked model can expect there.
     One forward per batch serves both."""
-    model.eval()
     losses: list[Tensor] = []
     priors: list[Tensor] = []
-    seen = 0
-    for x, y in ctx.batches(loader):
+    for x, y in _first(ctx, model, loader, max_eval):
         raw = ctx.forward(model, x)
         losses.append(ctx.per_example_loss(raw, y).double().cpu())
         out = raw.float()
         const = to_domain(ctx, constant_output(ctx, out, ctx.prior), output_domain(ctx, out, y))
         const = ctx.pipeline.like(const, raw)  # loss_takes: whole: the model's other elements
         priors.append(ctx.per_example_loss(const, y).double().cpu())
-        seen += len(y)
-        if seen >= max_eval:
-            break
-    model.train()
-    if not losses:
-        raise ValueError("a held-out loader yielded no batch: is the test split empty?")
     return torch.cat(losses)[:max_eval], torch.cat(priors)[:max_eval]
 
 
@@ -211,17 +203,28 @@ def heldout_losses(
 ) -> Tensor:
     """[N] per-example losses in eval mode over the first ``max_eval`` examples of
     ``loader``; with ``token_id`` set, on blanked inputs (``noise``: see :func:`blank`)."""
-    model.eval()
     losses: list[Tensor] = []
-    seen = 0
-    for x, y in ctx.batches(loader):
+    for x, y in _first(ctx, model, loader, max_eval):
         if token_id is not None:
             x = blank(x, token_id, noise)
         losses.append(ctx.per_example_loss(ctx.forward(model, x), y).double().cpu())
-        seen += len(y)
-        if seen >= max_eval:
-            break
-    model.train()
-    if not losses:
-        raise ValueError("a held-out loader yielded no batch: is the test split empty?")
     return torch.cat(losses)[:max_eval]
+
+
+def _first(
+    ctx: Context, model: nn.Module, loader: Iterable[Any], max_eval: int
+) -> Iterator[tuple[Any, Tensor]]:
+    """The batches of ``loader`` that hold its first ``max_eval`` examples, with ``model`` in
+    eval mode meanwhile (train mode after); a loader with no batch is an error."""
+    model.eval()
+    seen = 0
+    try:
+        for x, y in ctx.batches(loader):
+            yield x, y
+            seen += len(y)
+            if seen >= max_eval:
+                break
+    finally:
+        model.train()
+    if seen == 0:
+        raise ValueError("a held-out loader yielded no batch: is the test split empty?")
