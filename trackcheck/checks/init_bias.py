@@ -21,8 +21,8 @@ from torch import Tensor
 from trackcheck.checks._shared._common import (
     fmt_values,
     init_outputs,
+    other_inits,
     output_layer,
-    outputs_at_init,
     tied_to_embedding,
     unnormalised,
 )
@@ -138,9 +138,7 @@ def _over_inits(ctx: Context, p: InitBiasParams, share: float) -> tuple[Status, 
     """The least severe verdict over ``p.inits`` inits (this one and the next seeds', on the
     same examples), and a note of the shares' range: a finding that holds on every init."""
     shares = [share]
-    for k in range(1, p.inits):
-        model = ctx.new_model(seed=ctx.seed + k)
-        shares.append(_cost(ctx, *outputs_at_init(ctx, model, p.n_examples))[3])
+    shares += [_cost(ctx, out, y)[3] for out, y in other_inits(ctx, p.n_examples, p.inits)]
     status = min((_status(s, p) for s in shares), key=RANK.__getitem__)
     if len(shares) == 1:
         return status, ""

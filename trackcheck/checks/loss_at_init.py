@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from trackcheck.checks._shared import _streams
-from trackcheck.checks._shared._common import init_outputs, outputs_at_init, unnormalised
+from trackcheck.checks._shared._common import init_outputs, other_inits, unnormalised
 from trackcheck.checks._shared._domain import (
     domain_note,
     logit_view,
@@ -190,8 +190,7 @@ def _over_inits(
     a pass otherwise: an offset a seed moves across the band's top is the init's draw, not
     the program's. Returns the status and a note of the losses' range."""
     above = [(shuffled, hi)]
-    for k in range(1, p.inits):
-        out, y = outputs_at_init(ctx, ctx.new_model(seed=ctx.seed + k), p.n_examples)
+    for out, y in other_inits(ctx, p.n_examples, p.inits):
         _, se_k = mean_loss(ctx, out, y)
         shuffled_k, sse_k = shuffled_loss(ctx, out, y, p.shuffles, g)
         band = _band(ctx, logit_view(ctx, out, domain), y, p, g, se_k, sse_k, domain)

@@ -49,6 +49,14 @@ def outputs_at_init(
 INIT_OUTPUTS_CACHED = 2**24
 
 
+def other_inits(ctx: Context, n: int, inits: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """:func:`outputs_at_init` of the next ``inits - 1`` seeds' fresh models (the stage seed
+    + 1, + 2, ...), on the same examples: a verdict on an init that must hold over its draws
+    (loss_at_init's shared offset, init_bias's wasted share), one model at a time."""
+    for k in range(1, inits):
+        yield outputs_at_init(ctx, ctx.new_model(seed=ctx.seed + k), n)
+
+
 def init_outputs(ctx: Context, n: int) -> tuple[Tensor, Tensor]:
     """:func:`outputs_at_init` of a fresh model (the stage seed), computed once per stage:
     loss_at_init and init_bias judge the same forward over the same batches, so the
