@@ -16,7 +16,7 @@ from trackcheck._lazy import lazy_module
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._common import require_trainable
 from trackcheck.checks._shared._pretrained import weights
-from trackcheck.checks._shared._run import Observer, Run, observed, observes
+from trackcheck.checks._shared._run import Observer, Run, looks, observed, observes
 from trackcheck.checks._shared._run import batches as shared_batches
 from trackcheck.checks._shared._trajectory import UpdateMeter, judge, of_run
 from trackcheck.checks.gradient_flow import finding_note, with_finding_note
@@ -125,11 +125,7 @@ def _unchanged(model: nn.Module, before: dict[str, torch.Tensor], allow: list[st
 def _marks(p: LossDecreasesParams) -> list[int]:
     """The steps at which the trend test looks: every ``steps`` up to ``max_steps``, then
     twice the steps each time up to ``extend_to``."""
-    top = max(p.max_steps, p.steps)
-    marks = list(range(p.steps, top, p.steps)) + [top]
-    while marks[-1] < p.extend_to:
-        marks.append(min(2 * marks[-1], p.extend_to))
-    return marks
+    return looks(p.steps, max(p.max_steps, p.steps), p.extend_to)
 
 
 class _BaseRun(Observer):

@@ -118,6 +118,16 @@ _FACTORIES: dict[str, Factory] = {}
 F = TypeVar("F", bound=Factory)
 
 
+def looks(every: int, budget: int, cap: int) -> list[int]:
+    """The steps at which an observer decides: every ``every`` steps up to ``budget`` (and at
+    ``budget``), then twice the steps each time up to ``cap``: the extension a check gives a
+    run that is undecided for want of training."""
+    marks = list(range(every, budget, every)) + [budget]
+    while marks[-1] < cap:
+        marks.append(min(2 * marks[-1], cap))
+    return marks
+
+
 def observes(name: str) -> Callable[[F], F]:
     """Register ``factory(ctx, params) -> Observer`` as check ``name``'s observer."""
 

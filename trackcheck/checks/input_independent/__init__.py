@@ -70,7 +70,7 @@ from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._bn import CALIBRATION_BATCHES, recalibrate
 from trackcheck.checks._shared._park import HOST, move, on_device
-from trackcheck.checks._shared._run import Observer, Run, observed, observes
+from trackcheck.checks._shared._run import Observer, Run, looks, observed, observes
 from trackcheck.checks._shared._trajectory import DEFAULT as TRAJECTORY
 from trackcheck.checks._shared._trajectory import judge as judge_run
 from trackcheck.checks.input_independent._heldout import (
@@ -352,9 +352,8 @@ class _Arms(Observer):
         self.sets = {k: Judged(real_losses[k], base_losses[k]) for k in pl.judged}
         if all(j.p_value < self.level for j in self.sets.values()):
             return True
-        if (
-            self.steps >= p.max_steps
-        ):  # past the budget only while a FAIL would be for want of training
+        # past the budget only while a FAIL would be for want of training
+        if self.steps >= p.max_steps:
             self.unlearnt = _unlearnt(self.sets, self.start_, self.prior, self.curves, p)
             if not self.unlearnt or not any(
                 u.p_below < p.alpha for u in weigh(self.sets, self.level, p)
@@ -402,10 +401,7 @@ def input_independent(ctx: Context, p: InputIndependentParams) -> CheckResult:
 def _marks(p: InputIndependentParams) -> list[int]:
     """The steps at which the held-out sets are looked at: every ``look_every`` up to
     ``max_steps``, then twice the steps each time up to ``extend_to``."""
-    marks = list(range(p.look_every, p.max_steps, p.look_every)) + [p.max_steps]
-    while marks[-1] < p.extend_to:
-        marks.append(min(2 * marks[-1], p.extend_to))
-    return marks
+    return looks(p.look_every, p.max_steps, p.extend_to)
 
 
 def _movement(
