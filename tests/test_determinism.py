@@ -135,3 +135,23 @@ def test_names_the_op_without_a_deterministic_kernel_and_applies_the_tolerance()
     assert large.status == Status.FAIL
     assert "put_ has no deterministic kernel" in large.message
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_run_one_is_the_shared_run_and_matches_a_run_alone(digits_data):
+    # run 1 is read off the stage's shared run, with the other checks' observers working
+    # between its steps (held-out forwards, BatchNorm recalibration, a blanked model
+    # training beside it); run 2 trains alone: they must still be bit-identical
+    from trackcheck import run
+
+    checks = ["determinism", "prediction_dynamics", "input_independent", "loss_decreases"]
+    report = run(
+        lambda: ResNet([1, 8, 8], 10, width=4, stages=1),
+        digits_data,
+        checks=checks,
+        progress=False,
+    )
+    r = report["determinism"]
+    assert r.status == Status.PASS, r.message
+    assert r.series["loss_run1"] == r.series["loss_run2"]
+    steps = len(r.series["loss_run1"])
+    assert (r.n_forward, r.n_backward) == (2 * steps, 2 * steps)  # runs 2 and 3 only

@@ -2,9 +2,13 @@
 and end at the same weights, bit for bit; another seed gives other weights.
 
 Procedure: three short runs of ``steps`` optimizer steps from fresh models.
-  run 1 and run 2: seed s, batches from the generator stream s + offset;
-  other seed:      seed s + 1, stream s + offset + 1.
-Runs 1 and 2 must match bitwise. When they do not, both are rerun under
+  run 1:      the first ``steps`` of the stage's shared training run (checks/_shared/_run.py:
+              seed s, its batches), read by an observer: no passes of its own;
+  run 2:      a fresh model with seed s trained on the same batch stream, alone;
+  other seed: seed s + 1, batches from the stream s + offset + 1.
+Runs 1 and 2 must match bitwise. Run 1 has other checks' observers working between its steps
+(held-out forwards, a blanked model training beside it) and run 2 has none, so a match also
+shows that nothing those observers do reaches the trajectory. When they do not, both are rerun under
 ``torch.use_deterministic_algorithms(True)``: if that makes them match, the device's kernels
 were the cause (a warn: training must set it too); if an op refuses (it has no deterministic
 kernel, named in the message), the first pair is held to a documented tolerance instead;
@@ -26,8 +30,12 @@ from trackcheck import plots
 from trackcheck.checks._shared import _streams
 from trackcheck.checks._shared._fingerprint import fingerprint
 from trackcheck.checks._shared._pretrained import weights
+from trackcheck.checks._shared._run import Observer, observed, observes
+from trackcheck.checks._shared._run import Run as SharedRun
+from trackcheck.checks._shared._run import batches as shared_batches
 from trackcheck.context import Context
 from trackcheck.core import CheckResult, Status
+from trackcheck.pipeline import Batch
 from trackcheck.registry import register
 from trackcheck.training import train_steps
 
@@ -38,7 +46,9 @@ if TYPE_CHECKING:
 @dataclass
 class DeterminismParams:
     steps: int = 5  # optimizer steps per run; unseeded randomness shows from the first step
-    seed_offset: int = _streams.DETERMINISM  # the generator stream the runs draw their batches from
+    # the other seed's run draws its batches from stream seed_offset + 1 (runs 1 and 2 from
+    # the shared run's stream, _run.batches)
+    seed_offset: int = _streams.DETERMINISM
     # Only used when an op has no deterministic kernel (use_deterministic_algorithms raises
     # for it): the two same-seed runs may then differ by reordered float sums. These are
     # torch.testing's float32 defaults (rtol 1.3e-6 ~ 10 ulp, atol 1e-5), applied to the
@@ -61,19 +71,54 @@ def _state(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _train(ctx: Context, seed: int, offset: int, steps: int) -> Run:
+def _train(ctx: Context, seed: int, batches: Iterator[Batch], steps: int) -> Run:
+    """A fresh model with ``seed`` trained ``steps`` steps on ``batches``, recorded."""
     run = Run()
     model = ctx.new_model(seed=seed)
     run.init = _state(model)
 
     def recorded() -> Iterator[Any]:
-        for batch in ctx.train_batches(seed_offset=offset):
+        for batch in batches:
             run.batches.append(fingerprint((batch.x, batch.y)))
             yield batch
 
     run.losses = train_steps(ctx, model, recorded(), steps)
     run.final = _state(model)
     return run
+
+
+def _again(ctx: Context, p: DeterminismParams) -> Run:
+    """Run 2: what run 1 did, from a fresh model, alone."""
+    return _train(ctx, ctx.seed, shared_batches(ctx), p.steps)
+
+
+class _First(Observer):
+    """Run 1: the shared run's first ``steps`` steps, recorded as :func:`_train` records."""
+
+    def __init__(self, p: DeterminismParams) -> None:
+        super().__init__()
+        self.budget, self.run = p.steps, Run()
+
+    def start(self, run: SharedRun) -> None:
+        self.run.init = _state(run.model)
+
+    def observe(self, run: SharedRun, step: int, loss: float) -> bool:
+        assert run.batch is not None
+        self.run.batches.append(fingerprint((run.batch.x, run.batch.y)))
+        self.run.losses.append(loss)
+        if step + 1 >= self.budget:
+            self.run.final = _state(run.model)
+            return True
+        return False
+
+    def finish(self, run: SharedRun) -> None:
+        if not self.run.final:  # the run ended early (a non-finite loss): where it stopped
+            self.run.final = _state(run.model)
+
+
+@observes("determinism")
+def _observer(_ctx: Context, p: DeterminismParams) -> _First:
+    return _First(p)
 
 
 def _first_diff(a: Sequence[Any], b: Sequence[Any]) -> int:
@@ -150,10 +195,7 @@ def _deterministic_pair(ctx: Context, p: DeterminismParams) -> tuple[tuple[Run, 
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        runs = (
-            _train(ctx, ctx.seed, p.seed_offset, p.steps),
-            _train(ctx, ctx.seed, p.seed_offset, p.steps),
-        )
+        runs = (_again(ctx, p), _again(ctx, p))
     except RuntimeError as e:
         if "deterministic" not in str(e):
             raise
@@ -266,9 +308,11 @@ def _same_seed_verdict(
 @register("determinism", DeterminismParams, fast=True)
 def determinism(ctx: Context, p: DeterminismParams) -> CheckResult:
     """Same seed twice gives identical batches, losses and weights; another seed differs."""
-    r1 = _train(ctx, ctx.seed, p.seed_offset, p.steps)
-    r2 = _train(ctx, ctx.seed, p.seed_offset, p.steps)
-    r3 = _train(ctx, ctx.seed + 1, p.seed_offset + 1, p.steps)
+    first = observed(ctx, "determinism", p)  # run 1: the stage's shared run
+    assert isinstance(first, _First)
+    r1 = first.run
+    r2 = _again(ctx, p)
+    r3 = _train(ctx, ctx.seed + 1, ctx.train_batches(seed_offset=p.seed_offset + 1), p.steps)
     status, msg, needed_det = _same_seed_verdict(ctx, p, r1, r2)
     _, worst = _within_tolerance(r1, r2, p)
     diff_other = _differing(r1.final, r3.final)
