@@ -237,6 +237,7 @@ def test_an_offset_that_a_change_of_seed_moves_across_the_band_passes():
     assert res.metrics["loss_shuffled"] > res.metrics["band_hi"]  # this init alone: above
     assert res.status == Status.PASS, res.message
     assert "inits above the band" in res.message and "a change of seed moves it" in res.message
+    assert res.metrics["inits"] == 2  # the next seed's init is inside: no further init drawn
 
 
 @pytest.mark.parametrize("bias", [2.0, 3.0])

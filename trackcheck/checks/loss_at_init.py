@@ -90,7 +90,8 @@ class LossAtInitParams:
     # head, bias 0.01, BCE; band top 0.83-0.90): shuffled loss 0.70-1.81 over seeds 0-7,
     # above the top on 4 of 8 (1, 4, 6, 7), so the verdict was the seed's; with 5 inits
     # every seed 0-7 has an init inside. A wrong init (a bias set far from the prior) lifts
-    # the loss on every init and still fails. The same rule as init_bias's inits.
+    # the loss on every init and still fails. The same rule as init_bias's inits. The
+    # inits are drawn one by one and the first inside the band ends the draw (a pass).
     inits: int = 5
 
 
@@ -141,8 +142,8 @@ def loss_at_init(ctx: Context, p: LossAtInitParams) -> CheckResult:
         msg = f"{head} is above the band, {ref}: {inputs}"
     elif shuffled > hi and std <= p.max_logit_std:
         # the spread is a default head's: the excess is the outputs' common offset
-        status, spread = _over_inits(ctx, p, shuffled, hi, domain, g)
-        metrics["inits"] = float(p.inits)
+        status, spread, inits = _over_inits(ctx, p, shuffled, hi, domain, g)
+        metrics["inits"] = float(inits)
         msg = (
             f"{head} is above the band, {ref}: their spread is within a default-init head's, "
             "so the excess comes from an offset all outputs share"
@@ -184,24 +185,27 @@ def _over_inits(
     hi: float,
     domain: str,
     g: torch.Generator,
-) -> tuple[Status, str]:
+) -> tuple[Status, str, int]:
     """Fail only when the shuffled loss is above the band on each of ``p.inits`` inits (this
     one, above ``hi``, and the next seeds', on the same examples, each against its own band);
     a pass otherwise: an offset a seed moves across the band's top is the init's draw, not
-    the program's. Returns the status and a note of the losses' range."""
+    the program's. The first init within its band decides (a pass): the later ones are
+    not drawn. Returns the status, a note of the losses' range and the inits drawn."""
     above = [(shuffled, hi)]
     for out, y in other_inits(ctx, p.n_examples, p.inits):
         _, se_k = mean_loss(ctx, out, y)
         shuffled_k, sse_k = shuffled_loss(ctx, out, y, p.shuffles, g)
         band = _band(ctx, logit_view(ctx, out, domain), y, p, g, se_k, sse_k, domain)
         above.append((shuffled_k, band["band_hi"]))
+        if shuffled_k <= band["band_hi"]:
+            break
     n_above = sum(s > h or not math.isfinite(s) for s, h in above)
     losses = [s for s, _ in above]
     note = (
         f"{n_above} of {len(above)} inits above the band, shuffled losses "
         f"{min(losses):.4g} to {max(losses):.4g}"
     )
-    return (Status.FAIL if n_above == len(above) else Status.PASS), note
+    return (Status.FAIL if n_above == p.inits else Status.PASS), note, len(above)
 
 
 def _judge_loaded(
