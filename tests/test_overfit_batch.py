@@ -296,3 +296,27 @@ def test_a_bigram_table_fits_to_the_floor_of_its_one_token_context() -> None:
     assert r.status == Status.PASS, r.message
     assert "last 1 token(s)" in r.message
     assert r.metrics["indistinguishable_positions"] > 4
+
+
+
+def test_a_bouncing_fit_at_a_too_high_lr_is_told_to_lower_it_without_the_extension() -> None:
+    # a Hugging Face GPT-2 (2 layers, width 32) at Adam 0.03 descends in jumps (best 1.05,
+    # target 0.16, after 300 steps): not diverged, still moving, as a slow net is. It was
+    # extended to the cap (1200 steps) and then told to RAISE the lr (0.3 did not fit
+    # either); the lower lr, tried first, fits in about 60 steps and decides at the budget
+    pytest.importorskip("transformers")
+    from functools import partial
+
+    from helpers.hf_models import gpt2, lm_dicts
+
+    r = run_check(
+        "overfit_batch",
+        partial(gpt2, n_layer=2),
+        lm_dicts(),
+        optimizer=lambda ps: torch.optim.Adam(ps, lr=0.03),
+    )
+    assert r.status == Status.WARN, r.message
+    assert r.metrics["steps"] == 300  # the budget: no extension towards the cap
+    assert r.metrics["retry_lr"] == pytest.approx(0.003)
+    assert r.metrics["retry_best_loss"] <= r.metrics["target_loss"] < r.metrics["best_loss"]
+    assert "the lr is too high to memorise" in r.message and "Lower it" in r.message

@@ -25,6 +25,7 @@ from trackcheck.checks._shared._floor import (
     corners,
     domain_loss,
 )
+from trackcheck.checks._shared._park import HOST, move
 from trackcheck.checks._shared._trajectory import DEFAULT as TRAJECTORY
 from trackcheck.checks._shared._trajectory import Trajectory, UpdateMeter, of_run
 from trackcheck.checks.gradient_flow import with_finding_note
@@ -53,7 +54,10 @@ class OverfitBatchParams:
     # 3e-3 on a GPT-2 of width 256 spikes), lr x this factor when it was still at its best
     # at the end (too low: Adam at 1e-4 on the shipped resnet is still descending after 300
     # steps). A batch that fits at the other lr has its model, loss and optimizer wired: a
-    # tuning matter that warns, not a bug that fails. Costs a second fit on failure only.
+    # tuning matter that warns, not a bug that fails. Costs a second fit on failure only;
+    # a run unfit at max_steps that would be extended (below) tries lr / this factor first,
+    # for max_steps: the GPT-2 above is still not fit after 1200 steps at 3e-3 (its loss
+    # bouncing between 0.27 and 1.8), and fits in 54 steps at 3e-4.
     retry_lr_factor: float = 10.0
     # The floor: the lowest loss a free output tensor (shaped like the model's output on
     # the batch) reaches against the loss in use, by Adam, with no model. 0 for plain
@@ -131,14 +135,24 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
     losses = _fit(ctx, model, opt, batch, target, p.max_steps, [], meter)
     pinned = _pinned(ctx, model, batch, losses, floor, reference, target, p, domain)
     moving = _progress(losses) >= p.min_progress * max(reference - target, 1e-12)
-    if (
+    lower: _Retry | None = None
+    slow = (
         _best(losses) > target
         and pinned is None
         and moving
         and not _diverging(ctx, model, batch, losses, meter)
-    ):
-        # not fit yet, not held back by its output range, not diverging: slow, or on a
-        # plateau a saddle may explain (sigmoid LeNet, NiN at their book lr): more steps
+    )
+    if slow and _rose(losses):
+        # not fit yet, not held back by its output range, not diverging: an lr too high to
+        # hold a fit (a GPT-2 at Adam 3e-3 descends in jumps), or slow, or on a plateau a
+        # saddle may explain (sigmoid LeNet, NiN at their book lr). A run whose loss went
+        # up on some step may be the first: the lower lr is tried before the extension, and
+        # when it fits within the budget the verdict is in (a warning naming the lr), while
+        # the configured lr's run may take the whole cap. A loss that fell on every step (a
+        # plain slow descent: SGD on the test MLP) would only fall slower at a lower lr.
+        lower = _lower_first(ctx, model, opt, batch, target, p, domain)
+    if slow and not (lower is not None and lower.fits(target)):
+        # more steps at the configured lr
         _fit(ctx, model, opt, batch, target, (3 * p.extend_to) // 4 - len(losses), losses, meter)
         span = _span(ctx, model, batch, domain)  # at three quarters of the cap
         _fit(ctx, model, opt, batch, target, p.extend_to - len(losses), losses, meter)
@@ -164,16 +178,14 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         result.message += pinned[1]
     if result.status == Status.FAIL and pinned is None:
         if p.retry_lr_factor > 0 and lr:
-            del model, opt, out, raw  # one model at a time
             up = _descending(losses) and not traj.diverging
-            lr2 = lr * p.retry_lr_factor if up else lr / p.retry_lr_factor
-            model2 = ctx.new_model()
-            opt2, meter2 = _optimizer(ctx, model2, lr2), UpdateMeter(model2)
-            losses2 = _fit(ctx, model2, opt2, batch, target, p.max_steps, [], meter2)
-            raw2 = _settle(ctx, model2, opt2, batch, target, p, losses2, meter2)
-            traj2 = of_run(ctx, losses2, logit_view(ctx, raw2, domain), y, meter2)
-            unfit2 = _unfit(ctx, traj2, raw2, y, p, lr2, target)
-            _judge_retry(result, losses, lr, (losses2, lr2), target, unfit2)
+            if lower is not None and (lower.fits(target) or not up):
+                retry = lower  # already run at the budget
+            else:
+                del model, opt, out, raw  # one model at a time
+                f = p.retry_lr_factor
+                retry = _other_lr(ctx, batch, target, p, domain, lr * f if up else lr / f)
+            _judge_retry(result, losses, lr, (retry.losses, retry.lr), target, retry.unfit)
         if (
             result.status == Status.FAIL
             and best > target  # not reached: a reached target with wrong labels stays a FAIL
@@ -182,6 +194,56 @@ def overfit_batch(ctx: Context, p: OverfitBatchParams) -> CheckResult:
         ):
             _undecided(result, losses, target, p, lr)
     return with_finding_note(ctx, result)  # a FAIL points to gradient_flow's finding
+
+
+@dataclass
+class _Retry:
+    """A fit of the batch from the same init at another lr."""
+
+    losses: list[float]
+    lr: float
+    unfit: str  # why it is not fit although its loss reached the target ('' when it is)
+
+    def fits(self, target: float) -> bool:
+        return _best(self.losses) <= target and not self.unfit
+
+
+def _other_lr(
+    ctx: Context, batch: Any, target: float, p: OverfitBatchParams, domain: str, lr: float
+) -> _Retry:
+    """A fresh model (the same seed: the same init) fit at ``lr`` for ``max_steps``,
+    settled and judged as the configured lr's run is."""
+    model = ctx.new_model()
+    opt, meter = _optimizer(ctx, model, lr), UpdateMeter(model)
+    losses = _fit(ctx, model, opt, batch, target, p.max_steps, [], meter)
+    raw = _settle(ctx, model, opt, batch, target, p, losses, meter)
+    traj = of_run(ctx, losses, logit_view(ctx, raw, domain), batch.y, meter)
+    return _Retry(losses, lr, _unfit(ctx, traj, raw, batch.y, p, lr, target))
+
+
+def _lower_first(
+    ctx: Context,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Any,
+    target: float,
+    p: OverfitBatchParams,
+    domain: str,
+) -> _Retry | None:
+    """:func:`_other_lr` at the configured lr / ``retry_lr_factor``, the configured run
+    parked in host memory meanwhile (checks/_shared/_park.py); None without a retry."""
+    lr = _lr_of(opt)
+    if p.retry_lr_factor <= 0 or not lr:
+        return None
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    move(HOST, model, opt)
+    # torch's random state forked: the configured run's further steps draw the dropout masks
+    # they would have drawn without this fit (which reseeds to build its model)
+    with torch.random.fork_rng(devices=devices):
+        try:
+            return _other_lr(ctx, batch, target, p, domain, lr / p.retry_lr_factor)
+        finally:
+            move(ctx.device, model, opt)
 
 
 def _unfit(
@@ -341,6 +403,14 @@ def _diverged(losses: list[float]) -> bool:
     # every loss of the first quarter; a flat loss with dropout noise, BERT at 2e-5, sits
     # above its first step's loss half the time, which is no divergence)
     return q >= TRAJECTORY.min_quarter and sorted(losses[-q:])[q // 2] > max(losses[:q])
+
+
+def _rose(losses: list[float]) -> bool:
+    """The loss went up on some step. Dropout's noise does it too (a GPT-2 that fits at
+    Adam 1e-3 rises on 21% of its steps, BERT on a plateau at 2e-5 on 46%, as many as a
+    GPT-2 bouncing at 3e-2): only a descent that never rose is told apart, which is what
+    the cost needs (a lower lr tried for nothing costs max_steps, no verdict)."""
+    return any(b > a for a, b in zip(losses, losses[1:], strict=False))
 
 
 def _best(losses: list[float]) -> float:
