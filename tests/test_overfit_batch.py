@@ -298,7 +298,6 @@ def test_a_bigram_table_fits_to_the_floor_of_its_one_token_context() -> None:
     assert r.metrics["indistinguishable_positions"] > 4
 
 
-
 def test_a_bouncing_fit_at_a_too_high_lr_is_told_to_lower_it_without_the_extension() -> None:
     # a Hugging Face GPT-2 (2 layers, width 32) at Adam 0.03 descends in jumps (best 1.05,
     # target 0.16, after 300 steps): not diverged, still moving, as a slow net is. It was

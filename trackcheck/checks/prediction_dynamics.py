@@ -95,6 +95,7 @@ class PredictionDynamicsParams:
     # batch instead costs a second forward per record for the same verdicts (resnet/digits,
     # seeds 0-7: jitter and held-out loss z above, at 3e-3 and 0.3 alike).
 
+
 @dataclass
 class Trace:
     """What was recorded on the fixed batch: K recorded steps x N examples."""
