@@ -102,29 +102,7 @@ def test_jitter_is_zero_on_straight_trends_and_4a_on_an_oscillation():
 def test_records_a_batchnorm_model_with_statistics_of_its_current_weights(digits_data):
     # BatchNorm momentum 0.01: on the running statistics as training leaves them the recorded
     # predictions barely move from chance (mean p(true class) 0.10 -> 0.10 over 60 steps, 5
-    # seeds); on the fixed batch's own statistics they follow the training
+    # seeds); recomputed before each record they follow the training, 0.10 -> 0.26-0.34
     r = run_check("prediction_dynamics", SlowBatchNormNet, digits_data)
     assert r.status == Status.PASS, r.message
     assert r.metrics["last_mean_score"] > r.metrics["first_mean_score"] + 0.1
-
-
-def test_a_batchnorm_model_costs_one_forward_per_record(digits_data):
-    # its BatchNorm layers normalise the fixed batch by the batch's own statistics: no
-    # recalibration forward before each record
-    r = run_check("prediction_dynamics", SlowBatchNormNet, digits_data)
-    assert r.n_forward == len(r.series["mean_score"]) == 61
-
-
-def test_a_batchnorm_models_fixed_batch_mixes_a_class_sorted_test_split(digits_data):
-    # an ImageFolder-like test split, sorted by class: its first 32 examples are all one
-    # class, whose statistics would normalise every record; the batch is drawn at random
-    from trackcheck.checks.prediction_dynamics import fixed_batch
-    from trackcheck.context import Context
-
-    x, y = digits_data.test.tensors
-    order = torch.argsort(y, stable=True)
-    sorted_test = dataclasses.replace(digits_data, test=TensorDataset(x[order], y[order]))
-    ctx = Context(model_factory=SlowBatchNormNet, data=sorted_test, optimizer_factory=adam(1e-3))
-    assert len(set(fixed_batch(ctx, 32, sampled=False).y.tolist())) == 1  # the head
-    drawn = fixed_batch(ctx, 32, sampled=True).y.tolist()
-    assert len(drawn) == 32 and len(set(drawn)) >= 8

@@ -195,6 +195,7 @@ CHECKS: dict[str, Any] = {
         "max_jitter": 0.025,
         "worse_z": 3.0,
         "min_rise": 0.05,
+        "bn_batches": 1,
     },
     "batch_independence": {
         "n_examples": 8,

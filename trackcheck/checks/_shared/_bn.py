@@ -51,7 +51,7 @@ from trackcheck.pipeline import Batch
 CALIBRATION_BATCHES = 4
 
 
-# model -> its BatchNorm modules: prediction_dynamics switches them to train mode at every
+# model -> its BatchNorm modules: prediction_dynamics recalibrates one model at every
 # recorded step, and walking a deep model's modules each time costs more than the forward
 # of a small one. Weak keys: a model's entry goes with the model.
 _FOUND: weakref.WeakKeyDictionary[nn.Module, list[_BatchNorm]] = weakref.WeakKeyDictionary()
