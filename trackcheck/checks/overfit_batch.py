@@ -55,9 +55,10 @@ class OverfitBatchParams:
     # at the end (too low: Adam at 1e-4 on the shipped resnet is still descending after 300
     # steps). A batch that fits at the other lr has its model, loss and optimizer wired: a
     # tuning matter that warns, not a bug that fails. Costs a second fit on failure only;
-    # a run unfit at max_steps that would be extended (below) tries lr / this factor first,
-    # for max_steps: the GPT-2 above is still not fit after 1200 steps at 3e-3 (its loss
-    # bouncing between 0.27 and 1.8), and fits in 54 steps at 3e-4.
+    # a run unfit at max_steps that would be extended (below) and whose loss rose on some
+    # step tries lr / this factor first, for max_steps: the GPT-2 above is still not fit
+    # after 1200 steps at 3e-3 (its loss bouncing between 0.27 and 1.8), and fits in 54
+    # steps at 3e-4.
     retry_lr_factor: float = 10.0
     # The floor: the lowest loss a free output tensor (shaped like the model's output on
     # the batch) reaches against the loss in use, by Adam, with no model. 0 for plain
