@@ -6,7 +6,6 @@ import torch
 from conftest import blobs
 
 import trackcheck
-from trackcheck.models import MLP
 
 # overfit_batch's cap dominates: a fit that still moves goes from 300 to 1200 steps, then
 # 300 more at another lr; one whose loss rose on some step (dropout) tries a tenth of the lr

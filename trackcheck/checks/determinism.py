@@ -6,13 +6,14 @@ Procedure: three short runs of ``steps`` optimizer steps from fresh models.
               seed s, its batches), read by an observer: no passes of its own;
   run 2:      a fresh model with seed s trained on the same batch stream, alone;
   other seed: seed s + 1, batches from the stream s + offset + 1.
-Runs 1 and 2 must match bitwise. Run 1 has other checks' observers working between its steps
-(held-out forwards, a blanked model training beside it) and run 2 has none, so a match also
-shows that nothing those observers do reaches the trajectory. When they do not, both are rerun under
-``torch.use_deterministic_algorithms(True)``: if that makes them match, the device's kernels
-were the cause (a warn: training must set it too); if an op refuses (it has no deterministic
-kernel, named in the message), the first pair is held to a documented tolerance instead;
-if they still differ, something draws from an unseeded source (a fail).
+Runs 1 and 2 must match bitwise (run 1 has other checks' observers working between its
+steps, held-out forwards and a blanked model training beside it, and run 2 has none: a match
+also shows that nothing those observers do reaches the trajectory). When they do not match,
+both are rerun alone under ``torch.use_deterministic_algorithms(True)``: if that makes them
+match, the device's kernels were the cause (a warn: training must set it too); if an op
+refuses (it has no deterministic kernel, named in the message), the first pair is held to a
+documented tolerance instead; if they still differ, something draws from an unseeded source
+(a fail).
 """
 
 from __future__ import annotations
