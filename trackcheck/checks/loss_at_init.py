@@ -205,7 +205,7 @@ def _over_inits(
         f"{n_above} of {len(above)} inits above the band, shuffled losses "
         f"{min(losses):.4g} to {max(losses):.4g}"
     )
-    return (Status.FAIL if n_above == p.inits else Status.PASS), note, len(above)
+    return (Status.FAIL if n_above == len(above) else Status.PASS), note, len(above)
 
 
 def _judge_loaded(
